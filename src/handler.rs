@@ -1,0 +1,357 @@
+//! One invocation: parse, list the networks, tell the provider, answer CloudFormation. This is the only
+//! module that knows the order of things and the only one that owns the deadline: the answer goes out at
+//! least [`ANSWER_MARGIN`] before the runtime's deadline whatever the steps before it are doing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::cfn::{self, Answer, CfnRequest, ReplyTo, RequestError, RequestType};
+use crate::config::{Config, ConfigError};
+use crate::deadline::Deadline;
+use crate::event::LinkEvent;
+use crate::inventory::{self, Ec2Clients, InFlight, Inventory};
+use crate::notify::{Channels, Notifier, SnsPublisher, Webhook};
+use crate::outbound::{OutboundPolicy, Redacted};
+use crate::properties::LinkProperties;
+
+/// The answer to CloudFormation starts at least this long before the runtime's deadline.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
+/// The last moment a retried answer may still be in flight.
+const PUT_CUTOFF: Duration = Duration::from_millis(300);
+
+/// What the function keeps between invocations: clients built once at init.
+pub struct App {
+    pub ec2: Ec2Clients,
+    pub http: reqwest::Client,
+    pub outbound: OutboundPolicy,
+    pub notifier: Arc<dyn Notifier>,
+    /// The function's own region: the default for `Regions`.
+    pub region: String,
+    /// A configuration problem found at init; Create and Update report it.
+    pub config_error: Option<ConfigError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("{0}")]
+    Unanswerable(String),
+    #[error("CloudFormation could not be answered ({status}): {source}")]
+    AnswerNotDelivered {
+        status: &'static str,
+        source: cfn::AnswerError,
+    },
+}
+
+/// A client for everything the function sends over HTTP: no redirects, bounded connects.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+impl App {
+    /// Builds the clients from the SDK configuration (region, endpoint, credentials) and the environment.
+    pub fn new(sdk: &aws_config::SdkConfig, config: Result<Config, ConfigError>) -> Self {
+        let region = sdk
+            .region()
+            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+        let http = http_client();
+        let (config, config_error) = match config {
+            Ok(c) => (c, None),
+            Err(e) => (Config::default(), Some(e)),
+        };
+        let channels = Channels {
+            webhook: config
+                .callback
+                .clone()
+                .map(|c| Webhook::new(http.clone(), c)),
+            sns: config
+                .sns_topic_arn
+                .clone()
+                .map(|arn| SnsPublisher::new(aws_sdk_sns::Client::new(sdk), arn)),
+        };
+        Self {
+            ec2: Ec2Clients::new(aws_sdk_ec2::Config::from(sdk)),
+            http,
+            outbound: config.outbound,
+            notifier: Arc::new(channels),
+            region,
+            config_error,
+        }
+    }
+}
+
+/// The Lambda entry point: returns the response body CloudFormation was sent.
+pub async fn handle(app: Arc<App>, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
+    // The runtime already opens a span per invocation carrying its request id.
+    handle_payload(
+        app,
+        event.payload,
+        Deadline::from_epoch_millis(event.context.deadline),
+    )
+    .await
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        let error_type = match e {
+            HandlerError::Unanswerable(_) => "UnanswerableEvent",
+            HandlerError::AnswerNotDelivered { .. } => "AnswerNotDelivered",
+        };
+        Self {
+            error_type: error_type.into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub async fn handle_payload(
+    app: Arc<App>,
+    payload: Value,
+    deadline: Deadline,
+) -> Result<Value, HandlerError> {
+    let req = match cfn::parse(&payload, &app.outbound) {
+        Ok(req) => req,
+        Err(RequestError::Unanswerable(message)) => {
+            tracing::error!(error = %message, "event cannot be answered");
+            return Err(HandlerError::Unanswerable(message));
+        }
+        Err(RequestError::Invalid { reply, message, .. }) => {
+            tracing::error!(error = %message, "invalid request");
+            let id = reply
+                .physical_resource_id
+                .clone()
+                .unwrap_or_else(|| cfn::failed_create_id(&reply.request_id));
+            return answer(&app, &reply, Answer::failed(id, message), deadline).await;
+        }
+    };
+    let span = tracing::info_span!(
+        "custom_resource",
+        request_type = req.request_type.as_str(),
+        cfn_request_id = %req.reply.request_id,
+        logical_resource_id = %req.reply.logical_resource_id,
+    );
+    async move {
+        tracing::info!(stack_id = %req.reply.stack_id, response_url = %Redacted(&req.reply.response_url), "request received");
+        let work_until = work_deadline(deadline);
+        let in_flight = InFlight::default();
+        let mut task = tokio::spawn(work(app.clone(), req.clone(), in_flight.clone(), work_until).in_current_span());
+        let result = tokio::select! {
+            joined = &mut task => match joined {
+                Ok(answer) => answer,
+                Err(e) => fallback(&req, &format!("the function failed unexpectedly ({e}); see its log for details")),
+            },
+            _ = tokio::time::sleep_until(work_until.instant()) => {
+                task.abort();
+                let pending = in_flight.pending();
+                let waiting = if pending.is_empty() { "the provider notification".to_string() } else { pending.join(", ") };
+                fallback(&req, &format!("the function ran out of time waiting for {waiting}; the answer is sent before the Lambda timeout"))
+            }
+        };
+        answer(&app, &req.reply, result, deadline).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// When the work must stop so the answer starts [`ANSWER_MARGIN`] before the deadline, with a little
+/// extra for building the answer.
+fn work_deadline(deadline: Deadline) -> Deadline {
+    let reserve =
+        (deadline.remaining() / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    deadline.earlier_by(ANSWER_MARGIN + reserve)
+}
+
+/// The answer when the work did not finish (panic or timeout): Create and Update fail, Delete succeeds.
+fn fallback(req: &CfnRequest, problem: &str) -> Answer {
+    tracing::error!(problem, "work did not finish");
+    match req.request_type {
+        RequestType::Create => {
+            Answer::failed(cfn::failed_create_id(&req.reply.request_id), problem)
+        }
+        RequestType::Update => Answer::failed(existing_id(req), problem),
+        RequestType::Delete => {
+            Answer::success(existing_id(req), format!("unlink not confirmed: {problem}"))
+        }
+    }
+}
+
+fn existing_id(req: &CfnRequest) -> String {
+    req.reply
+        .physical_resource_id
+        .clone()
+        .unwrap_or_else(|| cfn::failed_create_id(&req.reply.request_id))
+}
+
+async fn answer(
+    app: &App,
+    reply: &ReplyTo,
+    answer: Answer,
+    deadline: Deadline,
+) -> Result<Value, HandlerError> {
+    let status = if answer.is_success() {
+        "SUCCESS"
+    } else {
+        "FAILED"
+    };
+    tracing::info!(status, reason = %answer.reason, physical_resource_id = %answer.physical_resource_id, "answering CloudFormation");
+    let body = cfn::render(reply, &answer);
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match cfn::put_answer(
+        &app.http,
+        &reply.response_url,
+        body,
+        deadline.earlier_by(PUT_CUTOFF),
+    )
+    .await
+    {
+        Ok(()) => Ok(sent),
+        Err(source) => {
+            // An error makes Lambda retry an asynchronous invocation: the same request gets another chance.
+            tracing::error!(error = %source, "CloudFormation could not be answered");
+            Err(HandlerError::AnswerNotDelivered { status, source })
+        }
+    }
+}
+
+async fn work(app: Arc<App>, req: CfnRequest, in_flight: InFlight, until: Deadline) -> Answer {
+    match req.request_type {
+        RequestType::Create | RequestType::Update => link(&app, &req, &in_flight, until).await,
+        RequestType::Delete => unlink(&app, &req, &in_flight, until).await,
+    }
+}
+
+async fn link(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline) -> Answer {
+    let failed_id = match req.request_type {
+        RequestType::Create => cfn::failed_create_id(&req.reply.request_id),
+        _ => existing_id(req),
+    };
+    let fail = |reason: String| Answer::failed(failed_id.clone(), reason);
+    if let Some(e) = &app.config_error {
+        return fail(format!("the function is misconfigured: {e}"));
+    }
+    let props = match LinkProperties::parse(&req.properties, &app.region, &req.stack.partition) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("invalid property {e}")),
+    };
+    let inventory = match inventory::collect(&app.ec2, &props.regions, in_flight).await {
+        Ok(i) => i,
+        Err(e) => return fail(e.to_string()),
+    };
+    if let Some(vpc_id) = &props.vpc_id {
+        if inventory.find_vpc(vpc_id).is_none() {
+            return fail(format!(
+                "VpcId: {vpc_id} was not found in {}",
+                props.regions.join(", ")
+            ));
+        }
+    }
+    let link_id = cfn::link_id(&req.reply.stack_id, &req.reply.logical_resource_id);
+    let previous = (req.request_type == RequestType::Update).then(|| {
+        req.old_properties
+            .as_ref()
+            .and_then(|old| LinkProperties::parse(old, &app.region, &req.stack.partition).ok())
+    });
+    let event = LinkEvent::new(req, &link_id, &props, previous, Some(inventory.clone()));
+    if let Err(e) = app.notifier.notify(&event, until).await {
+        return fail(e.to_string());
+    }
+    let mut answer = Answer::success(
+        link_id,
+        format!(
+            "linked: {} VPCs, {} subnets, {} route tables in {}",
+            inventory.vpc_count(),
+            inventory.subnet_count(),
+            inventory.route_table_count(),
+            props.regions.join(", ")
+        ),
+    );
+    answer.data = attributes(
+        &answer.physical_resource_id,
+        &props,
+        &inventory,
+        &event.data.event_id,
+    );
+    answer.optional_data = vec![
+        ("VpcIds".into(), inventory.vpc_ids().join(",")),
+        ("SubnetIds".into(), inventory.subnet_ids().join(",")),
+    ];
+    answer
+}
+
+/// `!GetAtt` attributes: small and always present.
+fn attributes(
+    link_id: &str,
+    props: &LinkProperties,
+    inventory: &Inventory,
+    event_id: &str,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("LinkId".into(), link_id.to_string()),
+        ("EventId".into(), event_id.to_string()),
+        ("Regions".into(), props.regions.join(",")),
+        ("VpcCount".into(), inventory.vpc_count().to_string()),
+        ("SubnetCount".into(), inventory.subnet_count().to_string()),
+        (
+            "RouteTableCount".into(),
+            inventory.route_table_count().to_string(),
+        ),
+    ])
+}
+
+/// Delete never fails for reasons outside the request: a stack must always be deletable.
+async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline) -> Answer {
+    let physical = existing_id(req);
+    if !cfn::is_link_id(
+        &physical,
+        &req.reply.stack_id,
+        &req.reply.logical_resource_id,
+    ) {
+        tracing::info!(physical_resource_id = %physical, "not a link this resource created: nothing to unlink");
+        return Answer::success(
+            physical,
+            "nothing to unlink: this resource never created a link",
+        );
+    }
+    let props = LinkProperties::parse(&req.properties, &app.region, &req.stack.partition)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "invalid properties on Delete; unlinking with defaults");
+            LinkProperties::defaults(&app.region)
+        });
+    let mut notes = Vec::new();
+    let inventory = match &app.config_error {
+        Some(_) => None,
+        None => inventory::collect(&app.ec2, &props.regions, in_flight)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "inventory failed on Delete; unlinking anyway");
+                notes.push(e.to_string());
+            })
+            .ok(),
+    };
+    if let Some(e) = &app.config_error {
+        tracing::warn!(error = %e, "misconfigured; the provider cannot be told of the unlink");
+        notes.push(format!(
+            "the provider was not told: the function is misconfigured: {e}"
+        ));
+    } else {
+        let event = LinkEvent::new(req, &physical, &props, None, inventory);
+        if let Err(e) = app.notifier.notify(&event, until).await {
+            tracing::warn!(error = %e, "provider not told of the unlink; the stack is not held back");
+            notes.push(e.to_string());
+        }
+    }
+    let reason = if notes.is_empty() {
+        "unlinked".to_string()
+    } else {
+        format!("unlinked with warnings: {}", notes.join("; "))
+    };
+    Answer::success(physical, reason)
+}

@@ -1,0 +1,452 @@
+//! The account's networks: VPCs, subnets and route tables in every requested region. Only
+//! `ec2:DescribeVpcs`, `ec2:DescribeSubnets` and `ec2:DescribeRouteTables` are called (the function's role
+//! allows nothing else); all regions and all three calls run concurrently and every page is followed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{Tag, Vpc as SdkVpc};
+use aws_sdk_ec2::Client;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde::{Deserialize, Serialize};
+
+/// A listing that has not ended after this many pages is treated as broken (a token cycle EC2 would
+/// never produce).
+const MAX_PAGES: usize = 10_000;
+
+/// One EC2 client per region, built on first use and kept for the life of the process.
+pub struct Ec2Clients {
+    base: aws_sdk_ec2::Config,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl Ec2Clients {
+    /// `base` carries credentials, endpoint, retry and HTTP settings; only the region varies.
+    pub fn new(base: aws_sdk_ec2::Config) -> Self {
+        Self {
+            base,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn client(&self, region: &str) -> Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = self
+                    .base
+                    .to_builder()
+                    .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+                    .build();
+                Client::from_conf(conf)
+            })
+            .clone()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionInventory {
+    pub region: String,
+    pub vpcs: Vec<Vpc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Vpc {
+    pub vpc_id: String,
+    pub name: Option<String>,
+    pub cidr_block: Option<String>,
+    /// Every associated IPv4 block, the primary one included.
+    pub cidr_blocks: Vec<String>,
+    pub ipv6_cidr_blocks: Vec<String>,
+    pub is_default: bool,
+    pub state: Option<String>,
+    pub owner_id: Option<String>,
+    pub subnets: Vec<Subnet>,
+    pub route_tables: Vec<RouteTable>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subnet {
+    pub subnet_id: String,
+    pub name: Option<String>,
+    pub cidr_block: Option<String>,
+    pub ipv6_cidr_blocks: Vec<String>,
+    pub availability_zone: Option<String>,
+    pub availability_zone_id: Option<String>,
+    pub available_ip_address_count: Option<i32>,
+    pub map_public_ip_on_launch: bool,
+    pub default_for_az: bool,
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTable {
+    pub route_table_id: String,
+    pub name: Option<String>,
+    /// The VPC's main route table (used by subnets with no explicit association).
+    pub main: bool,
+    pub subnet_ids: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// An IPv4 or IPv6 CIDR, or a prefix list id.
+    pub destination: Option<String>,
+    /// The gateway, NAT gateway, peering connection, interface... the traffic goes to.
+    pub target: Option<String>,
+    pub state: Option<String>,
+    pub origin: Option<String>,
+}
+
+/// Everything found, one entry per requested region, in the order requested.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory(pub Vec<RegionInventory>);
+
+impl Inventory {
+    fn vpcs(&self) -> impl Iterator<Item = &Vpc> {
+        self.0.iter().flat_map(|r| &r.vpcs)
+    }
+    pub fn vpc_count(&self) -> usize {
+        self.vpcs().count()
+    }
+    pub fn subnet_count(&self) -> usize {
+        self.vpcs().map(|v| v.subnets.len()).sum()
+    }
+    pub fn route_table_count(&self) -> usize {
+        self.vpcs().map(|v| v.route_tables.len()).sum()
+    }
+    pub fn vpc_ids(&self) -> Vec<&str> {
+        self.vpcs().map(|v| v.vpc_id.as_str()).collect()
+    }
+    pub fn subnet_ids(&self) -> Vec<&str> {
+        self.vpcs()
+            .flat_map(|v| &v.subnets)
+            .map(|s| s.subnet_id.as_str())
+            .collect()
+    }
+    pub fn find_vpc(&self, vpc_id: &str) -> Option<(&str, &Vpc)> {
+        self.0.iter().find_map(|r| {
+            r.vpcs
+                .iter()
+                .find(|v| v.vpc_id == vpc_id)
+                .map(|v| (r.region.as_str(), v))
+        })
+    }
+}
+
+/// Why an EC2 call failed, in words a cloud admin can act on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("ec2:{action} in {region} {problem}")]
+pub struct InventoryError {
+    pub action: &'static str,
+    pub region: String,
+    pub problem: String,
+}
+
+/// The EC2 calls still waiting for an answer ("ec2:DescribeSubnets in eu-west-1"), so a timeout can say
+/// what it was waiting for.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+
+impl InFlight {
+    fn start(&self, what: String) -> InFlightGuard {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(what.clone());
+        InFlightGuard(self.clone(), what)
+    }
+    pub fn pending(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+struct InFlightGuard(InFlight, String);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
+/// Lists every region concurrently; the first failure ends the listing.
+pub async fn collect(
+    clients: &Ec2Clients,
+    regions: &[String],
+    in_flight: &InFlight,
+) -> Result<Inventory, InventoryError> {
+    let per_region = regions
+        .iter()
+        .map(|r| collect_region(clients.client(r), r, in_flight));
+    Ok(Inventory(futures::future::try_join_all(per_region).await?))
+}
+
+async fn collect_region(
+    client: Client,
+    region: &str,
+    in_flight: &InFlight,
+) -> Result<RegionInventory, InventoryError> {
+    let vpcs = all_pages("DescribeVpcs", region, in_flight, |token| {
+        let req = client
+            .describe_vpcs()
+            .max_results(1000)
+            .set_next_token(token);
+        async move {
+            let out = req.send().await.map_err(describe_sdk_error)?;
+            Ok((out.vpcs.unwrap_or_default(), out.next_token))
+        }
+    });
+    let subnets = all_pages("DescribeSubnets", region, in_flight, |token| {
+        let req = client
+            .describe_subnets()
+            .max_results(1000)
+            .set_next_token(token);
+        async move {
+            let out = req.send().await.map_err(describe_sdk_error)?;
+            Ok((out.subnets.unwrap_or_default(), out.next_token))
+        }
+    });
+    let tables = all_pages("DescribeRouteTables", region, in_flight, |token| {
+        let req = client
+            .describe_route_tables()
+            .max_results(100)
+            .set_next_token(token);
+        async move {
+            let out = req.send().await.map_err(describe_sdk_error)?;
+            Ok((out.route_tables.unwrap_or_default(), out.next_token))
+        }
+    });
+    let (vpcs, subnets, tables) = futures::try_join!(vpcs, subnets, tables)?;
+    Ok(assemble(region, vpcs, subnets, tables))
+}
+
+/// Calls `fetch` with each page token until EC2 returns none. A token seen before would restart the
+/// listing forever, so it ends it with an error instead.
+async fn all_pages<T, F, Fut>(
+    action: &'static str,
+    region: &str,
+    in_flight: &InFlight,
+    fetch: F,
+) -> Result<Vec<T>, InventoryError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), String>>,
+{
+    let _guard = in_flight.start(format!("ec2:{action} in {region}"));
+    let fail = |problem: String| InventoryError {
+        action,
+        region: region.to_string(),
+        problem,
+    };
+    let mut items = Vec::new();
+    let mut seen = HashSet::new();
+    let mut token = None;
+    for _ in 0..MAX_PAGES {
+        let (page, next) = fetch(token).await.map_err(fail)?;
+        items.extend(page);
+        match next.filter(|t| !t.is_empty()) {
+            None => return Ok(items),
+            Some(t) if !seen.insert(t.clone()) => {
+                return Err(fail(
+                    "returned a page token it had already returned: the listing would never end"
+                        .into(),
+                ))
+            }
+            Some(t) => token = Some(t),
+        }
+    }
+    Err(fail(format!("did not finish after {MAX_PAGES} pages")))
+}
+
+fn describe_sdk_error<E, R>(err: SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let message = err.message().unwrap_or_default().to_string();
+    match (&err, err.code()) {
+        (_, Some(code @ ("UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException"))) => {
+            format!(
+            "was denied ({code}): {message} Allow this action on the function's execution role."
+        )
+        }
+        (
+            _,
+            Some(
+                code @ ("AuthFailure"
+                | "InvalidClientTokenId"
+                | "UnrecognizedClientException"
+                | "ExpiredToken"),
+            ),
+        ) => {
+            format!("was refused because the function's credentials were not accepted ({code}): {message}")
+        }
+        (_, Some("OptInRequired")) => {
+            format!("failed: the region is not enabled for this account (OptInRequired): {message}")
+        }
+        (_, Some(code @ ("RequestLimitExceeded" | "Throttling" | "ThrottlingException"))) => {
+            format!("was still throttled after retries ({code}): {message}")
+        }
+        (_, Some(code)) => format!("failed ({code}): {message}"),
+        (SdkError::TimeoutError(_), None) => "did not answer in time".to_string(),
+        (SdkError::DispatchFailure(_), None) => {
+            format!(
+                "failed: the EC2 endpoint could not be reached: {}",
+                DisplayErrorContext(&err)
+            )
+        }
+        (_, None) => format!("failed: {}", DisplayErrorContext(&err)),
+    }
+}
+
+fn tag_name(tags: &[Tag]) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some("Name"))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+fn owned(s: Option<&str>) -> Option<String> {
+    s.map(str::to_string)
+}
+
+fn assemble(
+    region: &str,
+    vpcs: Vec<SdkVpc>,
+    subnets: Vec<aws_sdk_ec2::types::Subnet>,
+    tables: Vec<aws_sdk_ec2::types::RouteTable>,
+) -> RegionInventory {
+    let mut by_id: BTreeMap<String, Vpc> = BTreeMap::new();
+    for v in vpcs {
+        let Some(id) = v.vpc_id() else { continue };
+        let mut cidr_blocks: Vec<String> = v
+            .cidr_block_association_set()
+            .iter()
+            .filter_map(|a| owned(a.cidr_block()))
+            .collect();
+        if let Some(primary) = v.cidr_block() {
+            if !cidr_blocks.iter().any(|c| c == primary) {
+                cidr_blocks.insert(0, primary.to_string());
+            }
+        }
+        by_id.insert(
+            id.to_string(),
+            Vpc {
+                vpc_id: id.to_string(),
+                name: tag_name(v.tags()),
+                cidr_block: owned(v.cidr_block()),
+                cidr_blocks,
+                ipv6_cidr_blocks: v
+                    .ipv6_cidr_block_association_set()
+                    .iter()
+                    .filter_map(|a| owned(a.ipv6_cidr_block()))
+                    .collect(),
+                is_default: v.is_default().unwrap_or(false),
+                state: v.state().map(|s| s.as_str().to_string()),
+                owner_id: owned(v.owner_id()),
+                ..Vpc::default()
+            },
+        );
+    }
+    for s in subnets {
+        let Some(subnet_id) = s.subnet_id() else {
+            continue;
+        };
+        vpc_entry(&mut by_id, s.vpc_id()).subnets.push(Subnet {
+            subnet_id: subnet_id.to_string(),
+            name: tag_name(s.tags()),
+            cidr_block: owned(s.cidr_block()),
+            ipv6_cidr_blocks: s
+                .ipv6_cidr_block_association_set()
+                .iter()
+                .filter_map(|a| owned(a.ipv6_cidr_block()))
+                .collect(),
+            availability_zone: owned(s.availability_zone()),
+            availability_zone_id: owned(s.availability_zone_id()),
+            available_ip_address_count: s.available_ip_address_count(),
+            map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
+            default_for_az: s.default_for_az().unwrap_or(false),
+            state: s.state().map(|x| x.as_str().to_string()),
+        });
+    }
+    for t in tables {
+        let Some(table_id) = t.route_table_id() else {
+            continue;
+        };
+        vpc_entry(&mut by_id, t.vpc_id())
+            .route_tables
+            .push(RouteTable {
+                route_table_id: table_id.to_string(),
+                name: tag_name(t.tags()),
+                main: t.associations().iter().any(|a| a.main().unwrap_or(false)),
+                subnet_ids: t
+                    .associations()
+                    .iter()
+                    .filter_map(|a| owned(a.subnet_id()))
+                    .collect(),
+                routes: t.routes().iter().map(route).collect(),
+            });
+    }
+    let mut vpcs: Vec<Vpc> = by_id.into_values().collect();
+    for v in &mut vpcs {
+        v.subnets.sort_by(|a, b| a.subnet_id.cmp(&b.subnet_id));
+        v.route_tables
+            .sort_by(|a, b| a.route_table_id.cmp(&b.route_table_id));
+    }
+    RegionInventory {
+        region: region.to_string(),
+        vpcs,
+    }
+}
+
+/// A subnet or table created between the calls may name a VPC the VPC listing did not return: keep it
+/// under a bare entry rather than drop it.
+fn vpc_entry<'a>(by_id: &'a mut BTreeMap<String, Vpc>, id: Option<&str>) -> &'a mut Vpc {
+    let id = id.unwrap_or("unknown");
+    by_id.entry(id.to_string()).or_insert_with(|| Vpc {
+        vpc_id: id.to_string(),
+        ..Vpc::default()
+    })
+}
+
+fn route(r: &aws_sdk_ec2::types::Route) -> Route {
+    let destination = r
+        .destination_cidr_block()
+        .or(r.destination_ipv6_cidr_block())
+        .or(r.destination_prefix_list_id());
+    let target = r
+        .gateway_id()
+        .or(r.nat_gateway_id())
+        .or(r.transit_gateway_id())
+        .or(r.vpc_peering_connection_id())
+        .or(r.egress_only_internet_gateway_id())
+        .or(r.network_interface_id())
+        .or(r.instance_id())
+        .or(r.local_gateway_id())
+        .or(r.carrier_gateway_id())
+        .or(r.core_network_arn());
+    Route {
+        destination: owned(destination),
+        target: owned(target),
+        state: r.state().map(|s| s.as_str().to_string()),
+        origin: r.origin().map(|s| s.as_str().to_string()),
+    }
+}

@@ -1,0 +1,64 @@
+//! Telling the provider: a signed HTTPS callback and, optionally, an SNS topic. Both get the same event.
+
+mod sns;
+mod webhook;
+
+pub use sns::{split_for_sns, SnsError, SnsPublisher, MAX_SNS_MESSAGE_BYTES};
+pub use webhook::{Webhook, WebhookError};
+
+use futures::future::BoxFuture;
+
+use crate::deadline::Deadline;
+use crate::event::LinkEvent;
+
+/// The seam the handler calls once the inventory is known. Tests substitute their own.
+pub trait Notifier: Send + Sync {
+    fn notify<'a>(
+        &'a self,
+        event: &'a LinkEvent,
+        until: Deadline,
+    ) -> BoxFuture<'a, Result<(), NotifyError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("the provider could not be told over its callback: {0}")]
+    Callback(#[from] WebhookError),
+    #[error("the provider could not be told over SNS: {0}")]
+    Sns(#[from] SnsError),
+}
+
+/// The configured channels, used concurrently. The callback's error is reported first.
+#[derive(Default)]
+pub struct Channels {
+    pub webhook: Option<Webhook>,
+    pub sns: Option<SnsPublisher>,
+}
+
+impl Notifier for Channels {
+    fn notify<'a>(
+        &'a self,
+        event: &'a LinkEvent,
+        until: Deadline,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
+        Box::pin(async move {
+            let webhook = async {
+                match &self.webhook {
+                    Some(w) => w.deliver(event, until).await.map_err(NotifyError::from),
+                    None => Ok(()),
+                }
+            };
+            let sns = async {
+                match &self.sns {
+                    Some(s) => s.publish(event, until).await.map_err(NotifyError::from),
+                    None => Ok(()),
+                }
+            };
+            let (w, s) = futures::join!(webhook, sns);
+            if let (Err(_), Err(e)) = (&w, &s) {
+                tracing::warn!(error = %e, "SNS failed too");
+            }
+            w.and(s)
+        })
+    }
+}

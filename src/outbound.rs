@@ -1,0 +1,210 @@
+//! Every URL the function calls out to passes through here: which hosts are allowed, and how a URL is
+//! written to a log without the credentials it carries (a pre-signed URL's query string is a signature).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use url::{Host, Url};
+
+/// Environment switch that also allows plain `http` to loopback addresses (local runs and tests only).
+pub const ALLOW_LOOPBACK_ENV: &str = "ACCOUNT_LINK_ALLOW_LOOPBACK";
+
+/// DNS suffixes of the AWS partitions' service endpoints.
+const PARTITION_SUFFIXES: &[&str] = &[
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    "amazonaws.eu",
+    "c2s.ic.gov",
+    "sc2s.sgov.gov",
+    "cloud.adc-e.uk",
+    "csp.hci.ic.gov",
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OutboundError {
+    #[error("{field} is not a valid URL: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{field} must use https (plain http is allowed only to loopback addresses with {ALLOW_LOOPBACK_ENV}=true), got {scheme}://")]
+    Scheme { field: &'static str, scheme: String },
+    #[error("{field} must point to an Amazon S3 endpoint of an AWS partition (such as *.s3.amazonaws.com), got host {host}")]
+    NotS3 { field: &'static str, host: String },
+    #[error("{field} must not carry a user name or password")]
+    Credentials { field: &'static str },
+}
+
+/// Decides which URLs the function may call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboundPolicy {
+    allow_loopback: bool,
+}
+
+impl OutboundPolicy {
+    pub fn new(allow_loopback: bool) -> Self {
+        Self { allow_loopback }
+    }
+
+    pub fn allows_loopback(&self) -> bool {
+        self.allow_loopback
+    }
+
+    /// CloudFormation's pre-signed `ResponseURL`: https on an S3 host of an AWS partition.
+    pub fn response_url(&self, raw: &str) -> Result<Url, OutboundError> {
+        const FIELD: &str = "ResponseURL";
+        let url = self.parse(FIELD, raw)?;
+        if self.is_allowed_loopback(&url) {
+            return Ok(url);
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if url.port().is_some_and(|p| p != 443) || !is_s3_host(&host) {
+            return Err(OutboundError::NotS3 { field: FIELD, host });
+        }
+        Ok(url)
+    }
+
+    /// The provider's callback URL: any https host (it is configured by the stack's author, not the event).
+    pub fn provider_url(&self, field: &'static str, raw: &str) -> Result<Url, OutboundError> {
+        let url = self.parse(field, raw)?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(OutboundError::Invalid {
+                field,
+                reason: "it has no host".into(),
+            });
+        }
+        Ok(url)
+    }
+
+    fn parse(&self, field: &'static str, raw: &str) -> Result<Url, OutboundError> {
+        let url = Url::parse(raw.trim()).map_err(|e| OutboundError::Invalid {
+            field,
+            reason: e.to_string(),
+        })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(OutboundError::Credentials { field });
+        }
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if self.is_allowed_loopback(&url) => Ok(url),
+            other => Err(OutboundError::Scheme {
+                field,
+                scheme: other.to_string(),
+            }),
+        }
+    }
+
+    fn is_allowed_loopback(&self, url: &Url) -> bool {
+        self.allow_loopback && is_loopback(url)
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// `bucket.s3.amazonaws.com`, `bucket.s3.us-east-2.amazonaws.com`, `s3-external-1.amazonaws.com`,
+/// `bucket.s3.dualstack.eu-west-1.amazonaws.com`, `bucket.s3.cn-north-1.amazonaws.com.cn`, ...
+fn is_s3_host(host: &str) -> bool {
+    PARTITION_SUFFIXES.iter().any(|suffix| {
+        host.strip_suffix(suffix)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|rest| rest.split('.').any(|l| l == "s3" || l.starts_with("s3-")))
+    })
+}
+
+/// A URL as it may appear in a log: scheme, host, port and path; never the query string, fragment or
+/// user info.
+pub struct Redacted<'a>(pub &'a Url);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = self.0;
+        write!(f, "{}://{}", u.scheme(), u.host_str().unwrap_or_default())?;
+        if let Some(port) = u.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(u.path())?;
+        if u.query().is_some() {
+            f.write_str("?<redacted>")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_hosts_of_every_partition_are_allowed() {
+        let p = OutboundPolicy::new(false);
+        for ok in [
+            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/arn%3A/x?X-Amz-Signature=a",
+            "https://cloudformation-custom-resource-response-euwest1.s3.eu-west-1.amazonaws.com/k?sig",
+            "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/k",
+            "https://b.s3-external-1.amazonaws.com/k",
+            "https://b.s3.dualstack.us-gov-west-1.amazonaws.com/k",
+            "https://S3.AMAZONAWS.COM/bucket/key",
+        ] {
+            assert!(p.response_url(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn non_s3_or_non_https_response_urls_are_refused() {
+        let p = OutboundPolicy::new(false);
+        for (bad, want) in [
+            ("http://b.s3.amazonaws.com/k", "https"),
+            ("https://evil.example.com/k", "S3 endpoint"),
+            ("https://s3.amazonaws.com.evil.com/k", "S3 endpoint"),
+            ("https://ec2.us-east-1.amazonaws.com/k", "S3 endpoint"),
+            ("https://amazonaws.com/k", "S3 endpoint"),
+            ("https://b.s3.amazonaws.com:8443/k", "S3 endpoint"),
+            ("https://u:p@b.s3.amazonaws.com/k", "user name"),
+            ("http://127.0.0.1:5000/k", "https"),
+            ("file:///etc/passwd", "https"),
+            ("not a url", "not a valid URL"),
+        ] {
+            let err = p.response_url(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(want) && err.contains("ResponseURL"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_http_only_with_the_switch() {
+        let on = OutboundPolicy::new(true);
+        for ok in [
+            "http://127.0.0.1:5000/b/k?x=1",
+            "http://localhost:1/k",
+            "http://[::1]:9/k",
+        ] {
+            assert!(on.response_url(ok).is_ok(), "{ok}");
+            assert!(on.provider_url("PROVIDER_CALLBACK_URL", ok).is_ok(), "{ok}");
+        }
+        assert!(on.response_url("http://10.0.0.1/k").is_err());
+        assert!(on
+            .provider_url("PROVIDER_CALLBACK_URL", "http://example.com/hook")
+            .is_err());
+        let off = OutboundPolicy::new(false);
+        assert!(off
+            .provider_url("PROVIDER_CALLBACK_URL", "http://127.0.0.1:1/hook")
+            .is_err());
+        assert!(off
+            .provider_url("PROVIDER_CALLBACK_URL", "https://hooks.example.com/x")
+            .is_ok());
+    }
+
+    #[test]
+    fn redaction_drops_the_query_string() {
+        let u = Url::parse("https://u:pw@b.s3.amazonaws.com:444/key%2F1?X-Amz-Signature=SECRET#f")
+            .unwrap();
+        let shown = Redacted(&u).to_string();
+        assert_eq!(shown, "https://b.s3.amazonaws.com:444/key%2F1?<redacted>");
+    }
+}
