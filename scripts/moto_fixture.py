@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Seeds and reads a local moto server for the tests and the demo (boto3: an implementation independent
+of the Rust SDK the function uses).
+
+  moto_fixture.py --endpoint URL seed --regions us-west-2,eu-west-1 [--vpcs 2] [--subnets 3]
+      creates VPCs with subnets in several zones and route tables, then prints what EC2 now lists
+      (moto's default VPCs included) as JSON: {region: {vpcId: {"subnets": [...], "routeTables": [...]}}}
+  moto_fixture.py --endpoint URL presign --bucket B --key K     prints a pre-signed PUT URL (creates B)
+  moto_fixture.py --endpoint URL read --bucket B --key K        prints the object (exit 1 if absent)
+  moto_fixture.py --endpoint URL sns-topic --name N             creates a topic and an SQS queue subscribed
+      to it (raw delivery); prints {"topicArn", "queueUrl"}
+  moto_fixture.py --endpoint URL sqs-drain --queue-url Q        prints every message body as a JSON list
+"""
+import argparse
+import ipaddress
+import json
+import sys
+
+import boto3
+from botocore.config import Config
+
+CREDS = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def client(service, endpoint, region):
+    return boto3.client(service, endpoint_url=endpoint, region_name=region,
+                        config=Config(retries={"max_attempts": 2}, signature_version="s3v4" if service == "s3" else None),
+                        **CREDS)
+
+
+def seed(args):
+    regions = [r for r in args.regions.split(",") if r]
+    for ri, region in enumerate(regions):
+        ec2 = client("ec2", args.endpoint, region)
+        zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
+        for v in range(args.vpcs):
+            net = ipaddress.ip_network(f"10.{ri * 16 + v}.0.0/16")
+            vpc = ec2.create_vpc(CidrBlock=str(net))["Vpc"]["VpcId"]
+            ec2.create_tags(Resources=[vpc], Tags=[{"Key": "Name", "Value": f"{args.name_prefix}-{region}-{v}"}])
+            subnets = []
+            for s, cidr in zip(range(args.subnets), net.subnets(new_prefix=24)):
+                sub = ec2.create_subnet(VpcId=vpc, CidrBlock=str(cidr), AvailabilityZone=zones[s % len(zones)])
+                subnets.append(sub["Subnet"]["SubnetId"])
+                ec2.create_tags(Resources=[subnets[-1]], Tags=[{"Key": "Name", "Value": f"subnet-{s}"}])
+            igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+            ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+            public = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+            ec2.create_route(RouteTableId=public, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+            for sub in subnets[: max(1, len(subnets) // 2)]:
+                ec2.associate_route_table(RouteTableId=public, SubnetId=sub)
+    print(json.dumps(listing(args.endpoint, regions), indent=1, sort_keys=True))
+
+
+def listing(endpoint, regions):
+    out = {}
+    for region in regions:
+        ec2 = client("ec2", endpoint, region)
+        vpcs = {v["VpcId"]: {"subnets": [], "routeTables": []} for v in ec2.describe_vpcs()["Vpcs"]}
+        for s in ec2.describe_subnets()["Subnets"]:
+            vpcs[s["VpcId"]]["subnets"].append(s["SubnetId"])
+        for t in ec2.describe_route_tables()["RouteTables"]:
+            vpcs[t["VpcId"]]["routeTables"].append(t["RouteTableId"])
+        for v in vpcs.values():
+            v["subnets"].sort()
+            v["routeTables"].sort()
+        out[region] = vpcs
+    return out
+
+
+def presign(args):
+    s3 = client("s3", args.endpoint, "us-east-1")
+    try:
+        s3.create_bucket(Bucket=args.bucket)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    print(s3.generate_presigned_url("put_object", Params={"Bucket": args.bucket, "Key": args.key}, ExpiresIn=3600))
+
+
+def read(args):
+    s3 = client("s3", args.endpoint, "us-east-1")
+    try:
+        sys.stdout.write(s3.get_object(Bucket=args.bucket, Key=args.key)["Body"].read().decode())
+    except s3.exceptions.NoSuchKey:
+        sys.exit(1)
+
+
+def sns_topic(args):
+    sns = client("sns", args.endpoint, args.region)
+    sqs = client("sqs", args.endpoint, args.region)
+    topic = sns.create_topic(Name=args.name)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=args.name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    print(json.dumps({"topicArn": topic, "queueUrl": queue_url}))
+
+
+def sqs_drain(args):
+    sqs = client("sqs", args.endpoint, args.region)
+    bodies = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=args.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                   MessageAttributeNames=["All"]).get("Messages", [])
+        if not msgs:
+            break
+        for m in msgs:
+            attrs = {k: v.get("StringValue") for k, v in m.get("MessageAttributes", {}).items()}
+            bodies.append({"body": m["Body"], "attributes": attrs})
+            sqs.delete_message(QueueUrl=args.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    print(json.dumps(bodies))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--endpoint", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("seed")
+    s.add_argument("--regions", required=True)
+    s.add_argument("--vpcs", type=int, default=2)
+    s.add_argument("--subnets", type=int, default=3)
+    s.add_argument("--name-prefix", default="demo")
+    for name in ("presign", "read"):
+        x = sub.add_parser(name)
+        x.add_argument("--bucket", required=True)
+        x.add_argument("--key", required=True)
+    t = sub.add_parser("sns-topic")
+    t.add_argument("--name", required=True)
+    t.add_argument("--region", default="us-west-2")
+    q = sub.add_parser("sqs-drain")
+    q.add_argument("--queue-url", required=True)
+    q.add_argument("--region", default="us-west-2")
+    args = p.parse_args()
+    {"seed": seed, "presign": presign, "read": read, "sns-topic": sns_topic, "sqs-drain": sqs_drain}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+//! Shared test support: moto started on a free loopback port, a scriptable local HTTP server (fake S3,
+//! fake provider, fake EC2 faults), captured logs, and an `App` wired to them.
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use account_link::config::Config;
+use account_link::App;
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tool from the project's virtualenv (installed by `make test`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = root().join(".venv/bin").join(name);
+    assert!(p.exists(), "{} is missing: run `make test`, which installs the Python tools into .venv", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A moto server for this test, stopped when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, endpoint }
+    }
+
+    /// Runs scripts/moto_fixture.py against this server and returns its stdout.
+    pub fn fixture(&self, args: &[&str]) -> String {
+        let out = Command::new(venv_bin("python"))
+            .arg(root().join("scripts/moto_fixture.py"))
+            .args(["--endpoint", &self.endpoint])
+            .args(args)
+            .output()
+            .expect("python runs");
+        assert!(out.status.success(), "moto_fixture {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn presign(&self, key: &str) -> String {
+        self.fixture(&["presign", "--bucket", "cfn-responses", "--key", key]).trim().to_string()
+    }
+
+    /// The answer CloudFormation would read, as uploaded to moto's S3.
+    pub fn read_answer(&self, key: &str) -> Value {
+        serde_json::from_str(&self.fixture(&["read", "--bucket", "cfn-responses", "--key", key])).unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// events/<name>.json with its ResponseURL replaced.
+pub fn event(name: &str, response_url: &str) -> Value {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(root().join("events").join(name)).unwrap()).unwrap();
+    v["ResponseURL"] = response_url.into();
+    v
+}
+
+pub fn config(vars: &[(&str, &str)]) -> Config {
+    let mut all: Vec<(&str, &str)> = vec![("ACCOUNT_LINK_ALLOW_LOOPBACK", "true")];
+    all.extend_from_slice(vars);
+    Config::from_lookup(|k| all.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap()
+}
+
+/// SDK configuration pointing every service at `endpoint`, as `AWS_ENDPOINT_URL` would.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    use aws_config::{BehaviorVersion, Region};
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
+}
+
+pub async fn app(endpoint: &str, vars: &[(&str, &str)]) -> Arc<App> {
+    Arc::new(App::new(&sdk_config(endpoint).await, Ok(config(vars))))
+}
+
+/// Every log line written by any test in this binary (JSON, as in Lambda).
+pub fn logs() -> String {
+    let buf = log_buffer();
+    let bytes = buf.lock().unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+    .clone()
+}
+
+/// Call first in every test that wants its logs captured.
+pub fn capture_logs() {
+    let _ = log_buffer();
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// No log line carries a pre-signed URL's signature or a signing secret.
+pub fn assert_no_secrets_in_logs(secrets: &[&str]) {
+    let logs = logs();
+    assert!(!logs.is_empty(), "logs were captured");
+    for needle in ["X-Amz-Signature", "X-Amz-Credential", "Signature="].iter().chain(secrets) {
+        assert!(!logs.contains(needle), "a log line contains {needle}");
+    }
+}
