@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make demo` (the link flow against local emulators) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
+# cargo-lambda (and its zig linker) come from PyPI into the virtualenv.
+LAMBDA  := PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda
+ZIP     := dist/account-link.zip
+
+.PHONY: help venv demo test lint unit-test template-test build package bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## install the Python tools (moto, cargo-lambda, cfn-lint, checkov, standardwebhooks) into .venv
+
+demo: venv ## run Create, Update and Delete locally: moto + link-receiver + cargo lambda watch
+	$(PY) scripts/demo.py
+
+test: venv lint unit-test template-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+unit-test: venv
+	cargo test --locked
+
+template-test: venv
+	$(PY) -m pytest tests/template -q
+
+build: venv ## build the deployable bootstrap (arm64, release) with cargo-lambda
+	$(LAMBDA) build --release --arm64 --bin account-link
+
+package: build ## zip the bootstrap into dist/account-link.zip
+	@mkdir -p dist
+	$(PY) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED, compresslevel=9); \
+	  i = zipfile.ZipInfo("bootstrap", (1980, 1, 1, 0, 0, 0)); i.external_attr = 0o755 << 16; \
+	  i.compress_type = zipfile.ZIP_DEFLATED; z.writestr(i, open(sys.argv[2], "rb").read()); z.close()' \
+	  $(ZIP) target/lambda/account-link/bootstrap
+	@ls -l $(ZIP)
+
+bench: venv ## measure cold start, warm latency, memory and scale against a Python handler
+	$(PY) bench/run.py
+
+clean:
+	cargo clean
+	rm -rf $(VENV) dist .demo
