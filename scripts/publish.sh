@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Publish the account-link function and its templates to one S3 bucket per region, for the provider's
+# "link account" button (quick-create links) and for customers' StackSets. See docs/deploying.md.
+#
+# Needs at publish time: the AWS CLI v2 with credentials that may write to the buckets, and the project's
+# .venv (cfn-lint) for scripts/package_template.py. Nothing here runs at build or test time.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: scripts/publish.sh --bucket-prefix NAME --regions REGION[,REGION...] [options]
+
+For each region R, uploads to the existing bucket NAME-R (which must be in region R: Lambda reads code
+only from a bucket in the function's region):
+  PREFIX/VERSION/account-link.zip          the function (make package builds dist/account-link.zip)
+  PREFIX/VERSION/template.yaml             SAM template, CodeUri -> that zip (quick-create, cloudformation deploy)
+  PREFIX/VERSION/template-plain.yaml       the same without the SAM transform (service-managed StackSets)
+and prints their HTTPS URLs. A version that is already published is never overwritten (unless --force).
+
+Options:
+  --bucket-prefix NAME   bucket name without the -REGION suffix (lowercase letters, digits, hyphens)
+  --regions LIST         comma-separated regions, e.g. us-east-1,eu-west-1
+  --prefix PATH          key prefix (default: account-link)
+  --version V            version directory (default: the version in Cargo.toml)
+  --zip FILE             the zipped bootstrap (default: dist/account-link.zip)
+  --template FILE        the SAM template (default: template.yaml)
+  --latest               also copy both templates to PREFIX/latest/
+  --force                overwrite a version that is already published
+  --profile NAME         AWS CLI profile
+  --dry-run              package and check locally, print the AWS commands instead of running them
+  -h, --help             this text
+EOF
+}
+
+die() { echo "publish.sh: $*" >&2; exit 2; }
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bucket_prefix="" regions="" prefix="account-link" version="" zip="" template="" latest=0 force=0 dry_run=0
+aws_args=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --bucket-prefix) bucket_prefix="${2:?--bucket-prefix needs a value}"; shift 2 ;;
+    --regions) regions="${2:?--regions needs a value}"; shift 2 ;;
+    --prefix) prefix="${2:?--prefix needs a value}"; shift 2 ;;
+    --version) version="${2:?--version needs a value}"; shift 2 ;;
+    --zip) zip="${2:?--zip needs a value}"; shift 2 ;;
+    --template) template="${2:?--template needs a value}"; shift 2 ;;
+    --latest) latest=1; shift ;;
+    --force) force=1; shift ;;
+    --profile) aws_args+=(--profile "${2:?--profile needs a value}"); shift 2 ;;
+    --dry-run) dry_run=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+[[ -n "$bucket_prefix" ]] || { usage >&2; die "--bucket-prefix is required"; }
+[[ -n "$regions" ]] || { usage >&2; die "--regions is required"; }
+[[ "$bucket_prefix" =~ ^[a-z0-9][a-z0-9-]{1,40}$ ]] \
+  || die "--bucket-prefix '$bucket_prefix': lowercase letters, digits and hyphens (no dots: HTTPS URLs must stay valid)"
+[[ "$prefix" =~ ^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$ ]] || die "--prefix '$prefix': path segments of letters, digits, . _ -"
+if [[ -z "$version" ]]; then
+  version="$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$root/Cargo.toml" | head -n 1)"
+  [[ -n "$version" ]] || die "cannot read the version from Cargo.toml; pass --version"
+fi
+[[ "$version" =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ && "$version" != latest ]] || die "--version '$version' is not a usable directory name"
+zip="${zip:-$root/dist/account-link.zip}"
+template="${template:-$root/template.yaml}"
+[[ -f "$template" ]] || die "template not found: $template"
+
+python="${PYTHON:-$root/.venv/bin/python}"
+[[ -x "$python" ]] || python="$(command -v python3)" || die "python3 not found (make the .venv first)"
+cfn_lint="$root/.venv/bin/cfn-lint"
+
+IFS=',' read -r -a region_list <<<"$regions"
+for r in "${region_list[@]}"; do
+  [[ "$r" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$ ]] || die "--regions: '$r' is not a region name"
+done
+
+if [[ -f "$zip" ]]; then
+  sha256="$("$python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$zip")"
+elif [[ $dry_run -eq 1 ]]; then
+  echo "publish.sh: note: $zip does not exist yet (make package); dry run continues" >&2
+  sha256=""
+else
+  die "$zip not found: run 'make package' first"
+fi
+if [[ $dry_run -eq 0 ]]; then
+  command -v aws >/dev/null || die "the AWS CLI is required to publish (https://docs.aws.amazon.com/cli/)"
+fi
+
+# Runs a command, or prints it in a dry run.
+run() {
+  if [[ $dry_run -eq 1 ]]; then
+    printf '+'; printf ' %q' "$@"; printf '\n'
+  else
+    "$@"
+  fi
+}
+
+s3_host() { # region -> S3 endpoint host suffix
+  case "$1" in
+    cn-*) echo "s3.$1.amazonaws.com.cn" ;;
+    *) echo "s3.$1.amazonaws.com" ;;
+  esac
+}
+
+out_dir="$root/dist/publish/$version"
+summary=()
+for region in "${region_list[@]}"; do
+  bucket="$bucket_prefix-$region"
+  base="$prefix/$version"
+  zip_key="$base/account-link.zip"
+  dir="$out_dir/$region"
+  mkdir -p "$dir"
+  sha_args=()
+  [[ -n "$sha256" ]] && sha_args=(--code-sha256 "$sha256")
+
+  # The templates are built and checked locally first, so nothing half-made reaches a bucket.
+  "$python" "$root/scripts/package_template.py" "$template" --bucket "$bucket" --key "$zip_key" \
+    ${sha_args[@]+"${sha_args[@]}"} -o "$dir/template.yaml"
+  "$python" "$root/scripts/package_template.py" "$template" --bucket "$bucket" --key "$zip_key" \
+    ${sha_args[@]+"${sha_args[@]}"} --plain -o "$dir/template-plain.yaml"
+  if [[ -x "$cfn_lint" ]]; then
+    "$cfn_lint" "$dir/template.yaml" "$dir/template-plain.yaml" \
+      || die "cfn-lint rejects the packaged templates in $dir"
+  fi
+
+  if [[ $dry_run -eq 0 ]]; then
+    location="$(aws ${aws_args[@]+"${aws_args[@]}"} s3api get-bucket-location --region "$region" --bucket "$bucket" \
+      --query LocationConstraint --output text)" || die "cannot read bucket $bucket (does it exist? may these credentials use it?)"
+    [[ "$location" == "None" || "$location" == "null" ]] && location="us-east-1"
+    [[ "$location" == "$region" ]] || die "bucket $bucket is in $location, not $region"
+  fi
+  if [[ $dry_run -eq 0 && $force -eq 0 ]] \
+    && aws ${aws_args[@]+"${aws_args[@]}"} s3api head-object --region "$region" --bucket "$bucket" --key "$zip_key" >/dev/null 2>&1; then
+    die "s3://$bucket/$zip_key already exists: publish a new --version (or --force)"
+  fi
+  run aws ${aws_args[@]+"${aws_args[@]}"} s3 cp --region "$region" --only-show-errors \
+    "$zip" "s3://$bucket/$zip_key"
+  for name in template.yaml template-plain.yaml; do
+    run aws ${aws_args[@]+"${aws_args[@]}"} s3 cp --region "$region" --only-show-errors --content-type text/yaml \
+      "$dir/$name" "s3://$bucket/$base/$name"
+    if [[ $latest -eq 1 ]]; then
+      run aws ${aws_args[@]+"${aws_args[@]}"} s3 cp --region "$region" --only-show-errors --content-type text/yaml \
+        "$dir/$name" "s3://$bucket/$prefix/latest/$name"
+    fi
+  done
+  host="$bucket.$(s3_host "$region")"
+  summary+=("$region https://$host/$base/template.yaml https://$host/$base/template-plain.yaml")
+done
+
+echo
+verb="Published"
+[[ $dry_run -eq 1 ]] && verb="Would publish"
+echo "$verb account-link $version${sha256:+ (zip sha256 $sha256)}:"
+printf '%s\n' "region template-url stackset-template-url" "${summary[@]}" | column -t 2>/dev/null \
+  || printf '%s\n' "${summary[@]}"
+echo "Quick-create link: scripts/quick_create_link.py --region REGION --template-url TEMPLATE-URL ..."
