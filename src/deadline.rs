@@ -1,6 +1,8 @@
 //! The invocation's time budget. The handler computes it once from the runtime's deadline and hands each
 //! step the instant by which it must be done.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
@@ -40,5 +42,40 @@ impl Deadline {
     /// The same deadline moved earlier by `d` (never before now).
     pub fn earlier_by(self, d: Duration) -> Self {
         Self(self.0.checked_sub(d).unwrap_or(self.0).max(Instant::now()))
+    }
+}
+
+/// The steps still waiting for an answer ("ec2:DescribeSubnets in eu-west-1", "the provider callback ..."),
+/// so a timeout can say what it was waiting for.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+
+impl InFlight {
+    pub fn start(&self, what: String) -> InFlightGuard {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(what.clone());
+        InFlightGuard(self.clone(), what)
+    }
+    pub fn pending(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+pub struct InFlightGuard(InFlight, String);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0
+             .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
     }
 }

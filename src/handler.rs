@@ -12,9 +12,9 @@ use tracing::Instrument;
 
 use crate::cfn::{self, Answer, CfnRequest, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, InFlight};
 use crate::event::LinkEvent;
-use crate::inventory::{self, Ec2Clients, InFlight, Inventory};
+use crate::inventory::{self, Ec2Clients, Inventory};
 use crate::notify::{Channels, Notifier, SnsPublisher, Webhook};
 use crate::outbound::{OutboundPolicy, Redacted};
 use crate::properties::LinkProperties;
@@ -151,7 +151,7 @@ pub async fn handle_payload(
             _ = tokio::time::sleep_until(work_until.instant()) => {
                 task.abort();
                 let pending = in_flight.pending();
-                let waiting = if pending.is_empty() { "the provider notification".to_string() } else { pending.join(", ") };
+                let waiting = if pending.is_empty() { "the next step".to_string() } else { pending.join(", ") };
                 fallback(&req, &format!("the function ran out of time waiting for {waiting}; the answer is sent before the Lambda timeout"))
             }
         };
@@ -260,6 +260,7 @@ async fn link(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline
             .and_then(|old| LinkProperties::parse(old, &app.region, &req.stack.partition).ok())
     });
     let event = LinkEvent::new(req, &link_id, &props, previous, Some(inventory.clone()));
+    let _pending = in_flight.start(app.notifier.describe());
     if let Err(e) = app.notifier.notify(&event, until).await {
         return fail(e.to_string());
     }
@@ -343,6 +344,7 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
         ));
     } else {
         let event = LinkEvent::new(req, &physical, &props, None, inventory);
+        let _pending = in_flight.start(app.notifier.describe());
         if let Err(e) = app.notifier.notify(&event, until).await {
             tracing::warn!(error = %e, "provider not told of the unlink; the stack is not held back");
             notes.push(e.to_string());

@@ -2,15 +2,17 @@
 //! `ec2:DescribeVpcs`, `ec2:DescribeSubnets` and `ec2:DescribeRouteTables` are called (the function's role
 //! allows nothing else); all regions and all three calls run concurrently and every page is followed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Tag, Vpc as SdkVpc};
 use aws_sdk_ec2::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
+
+use crate::deadline::InFlight;
 
 /// A listing that has not ended after this many pages is treated as broken (a token cycle EC2 would
 /// never produce).
@@ -150,41 +152,6 @@ pub struct InventoryError {
     pub action: &'static str,
     pub region: String,
     pub problem: String,
-}
-
-/// The EC2 calls still waiting for an answer ("ec2:DescribeSubnets in eu-west-1"), so a timeout can say
-/// what it was waiting for.
-#[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<Mutex<BTreeSet<String>>>);
-
-impl InFlight {
-    fn start(&self, what: String) -> InFlightGuard {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(what.clone());
-        InFlightGuard(self.clone(), what)
-    }
-    pub fn pending(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
-struct InFlightGuard(InFlight, String);
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0
-             .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
-    }
 }
 
 /// Lists every region concurrently; the first failure ends the listing.

@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod notify;
 pub mod outbound;
 pub mod properties;
+pub mod receiver;
 pub mod signing;
 pub mod text;
 

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_link::deadline::Deadline;
+use account_link::deadline::InFlight;
 use account_link::event::LinkEvent;
 use account_link::handler::{handle_payload, http_client, HandlerError, ANSWER_MARGIN};
-use account_link::inventory::{self, Ec2Clients, InFlight};
+use account_link::inventory::{self, Ec2Clients};
 use account_link::notify::{Channels, Notifier, NotifyError};
 use account_link::outbound::OutboundPolicy;
 use account_link::App;
@@ -29,11 +30,22 @@ const PAGE: usize = 1000;
 fn paged_ec2(vpcs: usize, subnets: usize) -> (Client, aws_smithy_mocks::Rule) {
     let vpc_rule = mock!(Client::describe_vpcs).then_compute_output(move |_| {
         DescribeVpcsOutput::builder()
-            .set_vpcs(Some((0..vpcs).map(|i| Vpc::builder().vpc_id(format!("vpc-{i:08x}")).cidr_block("10.0.0.0/16").build()).collect()))
+            .set_vpcs(Some(
+                (0..vpcs)
+                    .map(|i| {
+                        Vpc::builder()
+                            .vpc_id(format!("vpc-{i:08x}"))
+                            .cidr_block("10.0.0.0/16")
+                            .build()
+                    })
+                    .collect(),
+            ))
             .build()
     });
     let subnet_rule = mock!(Client::describe_subnets).then_compute_output(move |req| {
-        let start: usize = req.next_token().map_or(0, |t| t.trim_start_matches("page-").parse().unwrap());
+        let start: usize = req
+            .next_token()
+            .map_or(0, |t| t.trim_start_matches("page-").parse().unwrap());
         let end = (start + PAGE).min(subnets);
         DescribeSubnetsOutput::builder()
             .set_subnets(Some(
@@ -53,23 +65,40 @@ fn paged_ec2(vpcs: usize, subnets: usize) -> (Client, aws_smithy_mocks::Rule) {
     });
     let rt_rule = mock!(Client::describe_route_tables).then_compute_output(move |_| {
         DescribeRouteTablesOutput::builder()
-            .route_tables(RouteTable::builder().route_table_id("rtb-00000001").vpc_id("vpc-00000000").build())
+            .route_tables(
+                RouteTable::builder()
+                    .route_table_id("rtb-00000001")
+                    .vpc_id("vpc-00000000")
+                    .build(),
+            )
             .build()
     });
-    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&vpc_rule, &subnet_rule, &rt_rule]);
+    let client = mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&vpc_rule, &subnet_rule, &rt_rule]
+    );
     (client, subnet_rule)
 }
 
 struct Silent;
 impl Notifier for Silent {
-    fn notify<'a>(&'a self, _: &'a LinkEvent, _: Deadline) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn notify<'a>(
+        &'a self,
+        _: &'a LinkEvent,
+        _: Deadline,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async { Ok(()) })
     }
 }
 
 struct Panics;
 impl Notifier for Panics {
-    fn notify<'a>(&'a self, _: &'a LinkEvent, _: Deadline) -> BoxFuture<'a, Result<(), NotifyError>> {
+    fn notify<'a>(
+        &'a self,
+        _: &'a LinkEvent,
+        _: Deadline,
+    ) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async { panic!("bug in the notifier") })
     }
 }
@@ -100,30 +129,53 @@ fn answer_of(s3: &Server) -> Value {
 async fn every_page_is_followed() {
     let (client, subnet_rule) = paged_ec2(3, 2_500);
     let clients = Ec2Clients::new(client.config().clone());
-    let inv = inventory::collect(&clients, &["us-west-2".into()], &InFlight::default()).await.unwrap();
+    let inv = inventory::collect(&clients, &["us-west-2".into()], &InFlight::default())
+        .await
+        .unwrap();
     assert_eq!(subnet_rule.num_calls(), 3, "three pages of subnets");
     assert_eq!(inv.subnet_count(), 2_500);
     assert_eq!(inv.vpc_count(), 3);
     let ids = inv.subnet_ids();
-    assert!(ids.contains(&"subnet-00000000000000000") && ids.contains(&format!("subnet-{:017x}", 2_499).as_str()));
+    assert!(
+        ids.contains(&"subnet-00000000000000000")
+            && ids.contains(&format!("subnet-{:017x}", 2_499).as_str())
+    );
 }
 
 #[tokio::test]
 async fn a_page_token_cycle_ends_with_an_error() {
     let rule = mock!(Client::describe_subnets).then_compute_output(|req| {
-        let next = if req.next_token() == Some("a") { "b" } else { "a" };
+        let next = if req.next_token() == Some("a") {
+            "b"
+        } else {
+            "a"
+        };
         DescribeSubnetsOutput::builder().next_token(next).build()
     });
     let others = [
         mock!(Client::describe_vpcs).then_output(|| DescribeVpcsOutput::builder().build()),
-        mock!(Client::describe_route_tables).then_output(|| DescribeRouteTablesOutput::builder().build()),
+        mock!(Client::describe_route_tables)
+            .then_output(|| DescribeRouteTablesOutput::builder().build()),
     ];
-    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&rule, &others[0], &others[1]]);
-    let err = inventory::collect(&Ec2Clients::new(client.config().clone()), &["eu-west-1".into()], &InFlight::default())
-        .await
-        .unwrap_err();
+    let client = mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&rule, &others[0], &others[1]]
+    );
+    let err = inventory::collect(
+        &Ec2Clients::new(client.config().clone()),
+        &["eu-west-1".into()],
+        &InFlight::default(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.action, "DescribeSubnets");
-    assert!(err.to_string().starts_with("ec2:DescribeSubnets in eu-west-1 returned a page token it had already returned"), "{err}");
+    assert!(
+        err.to_string().starts_with(
+            "ec2:DescribeSubnets in eu-west-1 returned a page token it had already returned"
+        ),
+        "{err}"
+    );
     assert_eq!(rule.num_calls(), 3);
 }
 
@@ -134,7 +186,13 @@ async fn ten_thousand_subnets_fit_in_the_answer() {
     let payload = common::event("create.json", &s3.url("/bucket/key?X-Amz-Signature=SECRET"));
     let mut payload = payload;
     payload["ResourceProperties"]["Regions"] = serde_json::json!(["us-west-2"]);
-    handle_payload(app(client.config().clone(), Arc::new(Silent)), payload, Deadline::after(Duration::from_secs(20))).await.unwrap();
+    handle_payload(
+        app(client.config().clone(), Arc::new(Silent)),
+        payload,
+        Deadline::after(Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
     let body = &s3.requests()[0].body;
     assert!(body.len() <= 4096, "{} bytes", body.len());
     let answer = answer_of(&s3);
@@ -146,7 +204,10 @@ async fn ten_thousand_subnets_fit_in_the_answer() {
     let put = &s3.requests()[0];
     assert_eq!(put.method, "PUT");
     assert_eq!(put.header("content-type"), Some(""));
-    assert_eq!(put.header("content-length"), Some(body.len().to_string().as_str()));
+    assert_eq!(
+        put.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -158,19 +219,38 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
     let payload = common::event("create.json", &s3.url("/bucket/key?X-Amz-Signature=SECRET"));
     let started = Instant::now();
     let deadline = Deadline::after(Duration::from_secs(4));
-    handle_payload(app(aws_sdk_ec2::Config::from(&sdk), Arc::new(Silent)), payload, deadline).await.unwrap();
+    handle_payload(
+        app(aws_sdk_ec2::Config::from(&sdk), Arc::new(Silent)),
+        payload,
+        deadline,
+    )
+    .await
+    .unwrap();
     let answer = answer_of(&s3);
     let answered_at = s3.requests()[0].at;
     assert!(
-        deadline.instant().into_std().saturating_duration_since(answered_at) >= ANSWER_MARGIN,
+        deadline
+            .instant()
+            .into_std()
+            .saturating_duration_since(answered_at)
+            >= ANSWER_MARGIN,
         "answered {:?} after start",
         answered_at - started
     );
     assert_eq!(answer["Status"], "FAILED");
     let reason = answer["Reason"].as_str().unwrap();
-    assert!(reason.contains("ran out of time waiting for ec2:Describe"), "{reason}");
-    assert!(reason.contains("in us-west-2") && reason.contains("in us-east-1"), "{reason}");
-    assert!(answer["PhysicalResourceId"].as_str().unwrap().starts_with("create-failed-"));
+    assert!(
+        reason.contains("ran out of time waiting for ec2:Describe"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("in us-west-2") && reason.contains("in us-east-1"),
+        "{reason}"
+    );
+    assert!(answer["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .starts_with("create-failed-"));
     common::assert_no_secrets_in_logs(&["SECRET"]);
 }
 
@@ -181,14 +261,32 @@ async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
     for request_type in ["create.json", "update.json"] {
         let s3 = s3().await;
         let payload = common::event(request_type, &s3.url("/b/k"));
-        handle_payload(app.clone(), payload, Deadline::after(Duration::from_secs(10))).await.unwrap();
+        handle_payload(
+            app.clone(),
+            payload,
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
         let answer = answer_of(&s3);
         assert_eq!(answer["Status"], "FAILED", "{request_type}");
-        assert!(answer["Reason"].as_str().unwrap().contains("failed unexpectedly"), "{answer}");
+        assert!(
+            answer["Reason"]
+                .as_str()
+                .unwrap()
+                .contains("failed unexpectedly"),
+            "{answer}"
+        );
     }
     // A Delete must not strand the stack even then.
     let s3 = s3().await;
-    handle_payload(app.clone(), common::event("delete.json", &s3.url("/b/k")), Deadline::after(Duration::from_secs(10))).await.unwrap();
+    handle_payload(
+        app.clone(),
+        common::event("delete.json", &s3.url("/b/k")),
+        Deadline::after(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     assert_eq!(answer_of(&s3)["Status"], "SUCCESS");
 }
 
@@ -199,7 +297,13 @@ async fn the_same_request_twice_gets_the_same_answer() {
     let mut answers = Vec::new();
     for _ in 0..2 {
         let s3 = s3().await;
-        handle_payload(app.clone(), common::event("create.json", &s3.url("/b/k")), Deadline::after(Duration::from_secs(10))).await.unwrap();
+        handle_payload(
+            app.clone(),
+            common::event("create.json", &s3.url("/b/k")),
+            Deadline::after(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
         answers.push(s3.requests()[0].body.clone());
     }
     assert_eq!(answers[0], answers[1]);
@@ -209,19 +313,41 @@ async fn the_same_request_twice_gets_the_same_answer() {
 async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     let (client, _) = paged_ec2(1, 1);
     let app = app(client.config().clone(), Arc::new(Channels::default()));
-    let err = handle_payload(app.clone(), serde_json::json!({"RequestType": "Create"}), Deadline::after(Duration::from_secs(5)))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, HandlerError::Unanswerable(ref m) if m.contains("ResponseURL")), "{err}");
+    let err = handle_payload(
+        app.clone(),
+        serde_json::json!({"RequestType": "Create"}),
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, HandlerError::Unanswerable(ref m) if m.contains("ResponseURL")),
+        "{err}"
+    );
     let mut payload = common::event("create.json", "https://attacker.example.com/x");
-    let err = handle_payload(app.clone(), payload.clone(), Deadline::after(Duration::from_secs(5))).await.unwrap_err();
+    let err = handle_payload(
+        app.clone(),
+        payload.clone(),
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("S3 endpoint"), "{err}");
 
     let s3 = s3().await;
     payload["ResponseURL"] = s3.url("/b/k").into();
     payload["ResourceProperties"]["Regions"] = serde_json::json!(["us-west-2", "nowhere-1"]);
-    handle_payload(app.clone(), payload, Deadline::after(Duration::from_secs(5))).await.unwrap();
+    handle_payload(
+        app.clone(),
+        payload,
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
     let answer = answer_of(&s3);
     assert_eq!(answer["Status"], "FAILED");
-    assert!(answer["Reason"].as_str().unwrap().contains("Regions[1]"), "{answer}");
+    assert!(
+        answer["Reason"].as_str().unwrap().contains("Regions[1]"),
+        "{answer}"
+    );
 }

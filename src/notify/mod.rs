@@ -4,7 +4,7 @@ mod sns;
 mod webhook;
 
 pub use sns::{split_for_sns, SnsError, SnsPublisher, MAX_SNS_MESSAGE_BYTES};
-pub use webhook::{Webhook, WebhookError};
+pub use webhook::{retry_status as webhook_retry_status, Webhook, WebhookError};
 
 use futures::future::BoxFuture;
 
@@ -18,6 +18,11 @@ pub trait Notifier: Send + Sync {
         event: &'a LinkEvent,
         until: Deadline,
     ) -> BoxFuture<'a, Result<(), NotifyError>>;
+
+    /// Where events go, for a timeout's reason ("the provider callback https://...").
+    fn describe(&self) -> String {
+        "the provider notification".into()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,21 @@ pub struct Channels {
 }
 
 impl Notifier for Channels {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(w) = &self.webhook {
+            parts.push(format!("the provider callback {}", w.shown_url()));
+        }
+        if let Some(s) = &self.sns {
+            parts.push(format!("the SNS topic {}", s.topic_arn()));
+        }
+        if parts.is_empty() {
+            "the provider notification".into()
+        } else {
+            parts.join(" and ")
+        }
+    }
+
     fn notify<'a>(
         &'a self,
         event: &'a LinkEvent,

@@ -32,6 +32,10 @@ impl SnsPublisher {
         Self { client, topic_arn }
     }
 
+    pub fn topic_arn(&self) -> &str {
+        &self.topic_arn
+    }
+
     pub async fn publish(&self, event: &LinkEvent, until: Deadline) -> Result<(), SnsError> {
         let parts = split_for_sns(event, MAX_SNS_MESSAGE_BYTES);
         let count = parts.len();

@@ -16,16 +16,17 @@ use crate::event::{EventType, LinkEvent};
 use crate::outbound::Redacted;
 use crate::signing::{self, SigningSecret};
 
+/// Worth another attempt: the provider is overloaded or briefly broken.
+pub fn retry_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT || s == StatusCode::TOO_MANY_REQUESTS
+}
+
 pub const DEFAULT_POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 8,
     per_attempt: Duration::from_secs(10),
     base_delay: Duration::from_millis(250),
     max_delay: Duration::from_secs(8),
-    retry_status: |s| {
-        s.is_server_error()
-            || s == StatusCode::REQUEST_TIMEOUT
-            || s == StatusCode::TOO_MANY_REQUESTS
-    },
+    retry_status,
 };
 
 pub struct Webhook {
@@ -67,10 +68,15 @@ impl Webhook {
         self
     }
 
+    /// The URL as it may be logged.
+    pub fn shown_url(&self) -> String {
+        Redacted(&self.url).to_string()
+    }
+
     pub async fn deliver(&self, event: &LinkEvent, until: Deadline) -> Result<(), WebhookError> {
         let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
         let id = event.data.event_id.as_str();
-        let shown = Redacted(&self.url).to_string();
+        let shown = self.shown_url();
         let make = || {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

@@ -24,7 +24,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -40,7 +43,13 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: vec![], body: String::new(), delay: Duration::ZERO, hang: false }
+        Self {
+            status,
+            headers: vec![],
+            body: String::new(),
+            delay: Duration::ZERO,
+            hang: false,
+        }
     }
     pub fn body(mut self, body: &str) -> Self {
         self.body = body.to_string();
@@ -55,7 +64,10 @@ impl Reply {
         self
     }
     pub fn hang() -> Self {
-        Self { hang: true, ..Self::status(200) }
+        Self {
+            hang: true,
+            ..Self::status(200)
+        }
     }
 }
 
@@ -77,7 +89,9 @@ impl Server {
         let reqs = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let reqs = reqs.clone();
                 let script = script.clone();
                 tokio::spawn(async move {
@@ -86,11 +100,17 @@ impl Server {
                         let script = script.clone();
                         async move { Ok::<_, Infallible>(answer(req, reqs, script).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
-        Self { addr, requests, task }
+        Self {
+            addr,
+            requests,
+            task,
+        }
     }
 
     /// Answers every request with the same reply.
@@ -113,16 +133,29 @@ impl Drop for Server {
     }
 }
 
-async fn answer(req: Request<Incoming>, reqs: Arc<Mutex<Vec<Recorded>>>, script: Script) -> Response<Full<Bytes>> {
+async fn answer(
+    req: Request<Incoming>,
+    reqs: Arc<Mutex<Vec<Recorded>>>,
+    script: Script,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let rec = Recorded {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body,
         at: Instant::now(),

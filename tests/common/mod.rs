@@ -22,12 +22,20 @@ pub fn root() -> PathBuf {
 /// A tool from the project's virtualenv (installed by `make test`).
 pub fn venv_bin(name: &str) -> PathBuf {
     let p = root().join(".venv/bin").join(name);
-    assert!(p.exists(), "{} is missing: run `make test`, which installs the Python tools into .venv", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `make test`, which installs the Python tools into .venv",
+        p.display()
+    );
     p
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A moto server for this test, stopped when dropped.
@@ -48,7 +56,10 @@ impl Moto {
         let endpoint = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "moto did not start on port {port}");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Self { child, endpoint }
@@ -62,17 +73,24 @@ impl Moto {
             .args(args)
             .output()
             .expect("python runs");
-        assert!(out.status.success(), "moto_fixture {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "moto_fixture {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn presign(&self, key: &str) -> String {
-        self.fixture(&["presign", "--bucket", "cfn-responses", "--key", key]).trim().to_string()
+        self.fixture(&["presign", "--bucket", "cfn-responses", "--key", key])
+            .trim()
+            .to_string()
     }
 
     /// The answer CloudFormation would read, as uploaded to moto's S3.
     pub fn read_answer(&self, key: &str) -> Value {
-        serde_json::from_str(&self.fixture(&["read", "--bucket", "cfn-responses", "--key", key])).unwrap()
+        serde_json::from_str(&self.fixture(&["read", "--bucket", "cfn-responses", "--key", key]))
+            .unwrap()
     }
 }
 
@@ -85,7 +103,8 @@ impl Drop for Moto {
 
 /// events/<name>.json with its ResponseURL replaced.
 pub fn event(name: &str, response_url: &str) -> Value {
-    let mut v: Value = serde_json::from_slice(&std::fs::read(root().join("events").join(name)).unwrap()).unwrap();
+    let mut v: Value =
+        serde_json::from_slice(&std::fs::read(root().join("events").join(name)).unwrap()).unwrap();
     v["ResponseURL"] = response_url.into();
     v
 }
@@ -93,7 +112,12 @@ pub fn event(name: &str, response_url: &str) -> Value {
 pub fn config(vars: &[(&str, &str)]) -> Config {
     let mut all: Vec<(&str, &str)> = vec![("ACCOUNT_LINK_ALLOW_LOOPBACK", "true")];
     all.extend_from_slice(vars);
-    Config::from_lookup(|k| all.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())).unwrap()
+    Config::from_lookup(|k| {
+        all.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap()
 }
 
 /// SDK configuration pointing every service at `endpoint`, as `AWS_ENDPOINT_URL` would.
@@ -102,7 +126,9 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-west-2"))
         .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
         .load()
         .await
@@ -158,7 +184,93 @@ impl Write for LogWriter {
 pub fn assert_no_secrets_in_logs(secrets: &[&str]) {
     let logs = logs();
     assert!(!logs.is_empty(), "logs were captured");
-    for needle in ["X-Amz-Signature", "X-Amz-Credential", "Signature="].iter().chain(secrets) {
+    for needle in ["X-Amz-Signature", "X-Amz-Credential", "Signature="]
+        .iter()
+        .chain(secrets)
+    {
         assert!(!logs.contains(needle), "a log line contains {needle}");
     }
 }
+
+/// A helper process that announces "... listening on http://ADDR" on stderr; killed when dropped.
+pub struct Listening {
+    child: Child,
+    pub url: String,
+}
+
+impl Listening {
+    pub fn start(cmd: &mut Command) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("process starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent {
+                    if let Some(i) = line.find("listening on ") {
+                        let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the process announces its address");
+        Self { child, url }
+    }
+
+    /// The reference receiver (`link-receiver`) writing accepted events to `out`.
+    pub fn link_receiver(secret: &str, out: &std::path::Path) -> Self {
+        Self::start(
+            Command::new(env!("CARGO_BIN_EXE_link-receiver"))
+                .args(["--listen", "127.0.0.1:0", "--secret", secret, "--out"])
+                .arg(out),
+        )
+    }
+
+    /// The Python `standardwebhooks` verifier writing verified payloads to `out`.
+    pub fn py_receiver(secret: &str, out: &std::path::Path) -> Self {
+        Self::start(
+            Command::new(venv_bin("python"))
+                .arg(root().join("scripts/py_receiver.py"))
+                .args(["--secret", secret, "--out"])
+                .arg(out),
+        )
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// JSON lines written by a receiver.
+pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A fresh temporary file path (removed by the OS's tmp cleaning; names are unique per test run).
+pub fn temp_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("account-link-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

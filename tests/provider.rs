@@ -1,0 +1,577 @@
+//! Telling the provider: the full flow against moto with the reference receiver, the Python
+//! `standardwebhooks` verifier, SNS through moto, and the callback's fault behaviour.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use account_link::config::Callback;
+use account_link::deadline::Deadline;
+use account_link::delivery::RetryPolicy;
+use account_link::event::LinkEvent;
+use account_link::handler::{handle_payload, http_client, ANSWER_MARGIN};
+use account_link::inventory::{Ec2Clients, Inventory, RegionInventory, Subnet, Vpc};
+use account_link::notify::{split_for_sns, Channels, SnsPublisher, Webhook, MAX_SNS_MESSAGE_BYTES};
+use account_link::outbound::OutboundPolicy;
+use account_link::signing::SigningSecret;
+use account_link::App;
+use common::http::{Reply, Server};
+use common::{Listening, Moto, SECRET};
+use serde_json::{json, Value};
+
+const REGIONS: [&str; 2] = ["us-west-2", "eu-west-1"];
+
+fn secrets() -> Vec<SigningSecret> {
+    SigningSecret::parse_list(SECRET).unwrap()
+}
+
+fn payload(moto: &Moto, name: &str, key: &str) -> Value {
+    let mut p = common::event(name, &moto.presign(key));
+    p["ResourceProperties"]["Regions"] = json!(REGIONS);
+    if let Some(old) = p.get_mut("OldResourceProperties") {
+        old["Regions"] = json!(REGIONS);
+    }
+    p
+}
+
+/// VPC id -> sorted subnet ids, as the provider sees them.
+fn subnets_by_vpc(inventory: &[RegionInventory]) -> Value {
+    let mut out = serde_json::Map::new();
+    for r in inventory {
+        let mut vpcs = serde_json::Map::new();
+        for v in &r.vpcs {
+            let mut ids: Vec<&str> = v.subnets.iter().map(|s| s.subnet_id.as_str()).collect();
+            ids.sort();
+            vpcs.insert(v.vpc_id.clone(), json!({"subnets": ids, "routeTables": v.route_tables.iter().map(|t| t.route_table_id.as_str()).collect::<Vec<_>>()}));
+        }
+        out.insert(r.region.clone(), Value::Object(vpcs));
+    }
+    Value::Object(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_flow_reaches_link_receiver_and_sns() {
+    common::capture_logs();
+    let moto = Moto::start();
+    let seeded: Value =
+        serde_json::from_str(&moto.fixture(&["seed", "--regions", &REGIONS.join(",")])).unwrap();
+    let topic: Value =
+        serde_json::from_str(&moto.fixture(&["sns-topic", "--name", "links"])).unwrap();
+    let events_file = common::temp_path("link-receiver.jsonl");
+    let receiver = Listening::link_receiver(SECRET, &events_file);
+    let app = common::app(
+        &moto.endpoint,
+        &[
+            (
+                "PROVIDER_CALLBACK_URL",
+                &format!("{}/hooks/aws", receiver.url),
+            ),
+            ("PROVIDER_SIGNING_SECRET", SECRET),
+            (
+                "PROVIDER_SNS_TOPIC_ARN",
+                topic["topicArn"].as_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+
+    for name in ["create.json", "update.json", "delete.json"] {
+        let key = format!("flow/{name}");
+        handle_payload(
+            app.clone(),
+            payload(&moto, name, &key),
+            Deadline::after(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+        let answer = moto.read_answer(&key);
+        assert_eq!(answer["Status"], "SUCCESS", "{name}: {answer}");
+    }
+
+    let events: Vec<LinkEvent> = common::json_lines(&events_file)
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        ["account.linked", "account.updated", "account.unlinked"]
+    );
+    for e in &events {
+        assert_eq!(
+            subnets_by_vpc(&e.data.inventory),
+            seeded,
+            "{}",
+            e.event_type.as_str()
+        );
+        assert_eq!(e.data.account_id, "123456789012");
+        assert_eq!(e.data.partition, "aws");
+        assert_eq!(e.data.region, "us-west-2");
+        assert_eq!(e.data.roles.len(), 3);
+        assert!(e.data.physical_resource_id.starts_with("link-"));
+    }
+    assert_eq!(
+        events[1].data.changes.as_ref().unwrap().changed_properties,
+        ["ExternalId"]
+    );
+
+    let messages: Vec<Value> = serde_json::from_str(&moto.fixture(&[
+        "sqs-drain",
+        "--queue-url",
+        topic["queueUrl"].as_str().unwrap(),
+    ]))
+    .unwrap();
+    let sns_events: Vec<LinkEvent> = messages
+        .iter()
+        .map(|m| serde_json::from_str(m["body"].as_str().unwrap()).unwrap())
+        .collect();
+    let attr_types: Vec<&str> = messages
+        .iter()
+        .map(|m| m["attributes"]["eventType"].as_str().unwrap())
+        .collect();
+    assert_eq!(attr_types, types);
+    for (sns, hook) in sns_events.iter().zip(&events) {
+        assert_eq!(sns.data, hook.data, "SNS carries the same event");
+    }
+    common::assert_no_secrets_in_logs(&[SECRET, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_standardwebhooks_verifies_what_we_send() {
+    let moto = Moto::start();
+    moto.fixture(&["seed", "--regions", "us-west-2", "--vpcs", "1"]);
+    let out = common::temp_path("py-receiver.jsonl");
+    let receiver = Listening::py_receiver(SECRET, &out);
+    // Two secrets (rotation): the verifier knows only the second.
+    let rotated = format!("whsec_{} {SECRET}", "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY");
+    let app = common::app(
+        &moto.endpoint,
+        &[
+            ("PROVIDER_CALLBACK_URL", &receiver.url),
+            ("PROVIDER_SIGNING_SECRET", &rotated),
+        ],
+    )
+    .await;
+    for name in ["create.json", "update.json", "delete.json"] {
+        let mut p = common::event(name, &moto.presign(name));
+        p["ResourceProperties"]["Regions"] = json!(["us-west-2"]);
+        handle_payload(app.clone(), p, Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(moto.read_answer(name)["Status"], "SUCCESS");
+    }
+    let verified = common::json_lines(&out);
+    let types: Vec<&str> = verified
+        .iter()
+        .map(|v| v["payload"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["account.linked", "account.updated", "account.unlinked"]
+    );
+    for v in &verified {
+        assert_eq!(v["webhookId"], v["payload"]["data"]["eventId"]);
+    }
+}
+
+/// Signs `body` with the Python package and POSTs it with those headers (optionally altered).
+fn python_signed(body: &str, secret: &str, id: &str, ts: u64) -> Value {
+    use std::io::Write;
+    let mut child = Command::new(common::venv_bin("python"))
+        .arg(common::root().join("scripts/webhook_sign.py"))
+        .args([
+            "--secret",
+            secret,
+            "--id",
+            id,
+            "--timestamp",
+            &ts.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn link_receiver_checks_python_signed_deliveries() {
+    let out = common::temp_path("receiver-cases.jsonl");
+    let receiver = Listening::link_receiver(SECRET, &out);
+    let event: Value =
+        serde_json::from_str(include_str!("../docs/examples/account.linked.json")).unwrap();
+    let id = event["data"]["eventId"].as_str().unwrap().to_string();
+    let body = event.to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let other_secret = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
+    let http = reqwest::Client::new();
+    let post = |headers: Value, body: String| {
+        let mut req = http.post(&receiver.url).body(body);
+        for (k, v) in headers.as_object().unwrap() {
+            req = req.header(k, v.as_str().unwrap());
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let valid = python_signed(&body, SECRET, &id, now);
+    let mut empty = valid.clone();
+    empty["webhook-signature"] = "v1,".into();
+    let cases = [
+        (
+            "tampered body",
+            valid.clone(),
+            body.replace("123456789012", "999999999999"),
+            401,
+        ),
+        (
+            "wrong secret",
+            python_signed(&body, other_secret, &id, now),
+            body.clone(),
+            401,
+        ),
+        ("empty signature", empty, body.clone(), 401),
+        (
+            "stale timestamp",
+            python_signed(&body, SECRET, &id, now - 301),
+            body.clone(),
+            401,
+        ),
+        ("valid", valid.clone(), body.clone(), 200),
+        ("replay", valid.clone(), body.clone(), 200),
+    ];
+    for (what, headers, body, want) in cases {
+        assert_eq!(post(headers, body).await, want, "{what}");
+    }
+    let lines = common::json_lines(&out);
+    assert_eq!(lines.len(), 1, "only the valid delivery is written, once");
+    assert_eq!(lines[0], event);
+    assert_eq!(http.get(&receiver.url).send().await.unwrap().status(), 405);
+}
+
+// ---- callback faults (mocked EC2, local provider endpoint) ----
+
+fn mocked_app(callback: Option<Webhook>) -> Arc<App> {
+    use aws_sdk_ec2::operation::{
+        describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput,
+        describe_vpcs::DescribeVpcsOutput,
+    };
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    let rules = [
+        mock!(aws_sdk_ec2::Client::describe_vpcs).then_output(|| {
+            DescribeVpcsOutput::builder()
+                .vpcs(
+                    aws_sdk_ec2::types::Vpc::builder()
+                        .vpc_id("vpc-11111111")
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_ec2::Client::describe_subnets)
+            .then_output(|| DescribeSubnetsOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_route_tables)
+            .then_output(|| DescribeRouteTablesOutput::builder().build()),
+    ];
+    let client = mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&rules[0], &rules[1], &rules[2]]
+    );
+    Arc::new(App {
+        ec2: Ec2Clients::new(client.config().clone()),
+        http: http_client(),
+        outbound: OutboundPolicy::new(true),
+        notifier: Arc::new(Channels {
+            webhook: callback,
+            sns: None,
+        }),
+        region: "us-west-2".into(),
+        config_error: None,
+    })
+}
+
+fn webhook(url: &str, per_attempt: Duration) -> Webhook {
+    let callback = Callback {
+        url: url::Url::parse(url).unwrap(),
+        secrets: secrets(),
+    };
+    Webhook::new(http_client(), callback).with_policy(RetryPolicy {
+        max_attempts: 6,
+        per_attempt,
+        base_delay: Duration::from_millis(50),
+        max_delay: Duration::from_millis(200),
+        retry_status: account_link::notify::webhook_retry_status,
+    })
+}
+
+async fn run(app: Arc<App>, name: &str, within: Duration) -> (Value, Instant, Deadline) {
+    let s3 = Server::always(Reply::status(200)).await;
+    let deadline = Deadline::after(within);
+    handle_payload(
+        app,
+        common::event(name, &s3.url("/b/k?X-Amz-Signature=S3SECRET")),
+        deadline,
+    )
+    .await
+    .unwrap();
+    let reqs = s3.requests();
+    assert_eq!(reqs.len(), 1, "exactly one answer");
+    (
+        serde_json::from_slice(&reqs[0].body).unwrap(),
+        reqs[0].at,
+        deadline,
+    )
+}
+
+#[tokio::test]
+async fn retries_keep_the_webhook_id_and_sign_each_attempt() {
+    let provider = Server::start(|n, _| {
+        if n < 2 {
+            Reply::status(503)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let app = mocked_app(Some(webhook(
+        &provider.url("/hook"),
+        Duration::from_secs(2),
+    )));
+    let (answer, _, _) = run(app, "create.json", Duration::from_secs(20)).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let reqs = provider.requests();
+    assert_eq!(reqs.len(), 3);
+    let ids: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| *i == ids[0]) && ids[0].starts_with("msg_"));
+    assert_eq!(answer["Data"]["EventId"], ids[0]);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for r in &reqs {
+        let ok = account_link::signing::verify(
+            &secrets(),
+            r.header("webhook-id"),
+            r.header("webhook-timestamp"),
+            r.header("webhook-signature"),
+            &r.body,
+            now,
+            300,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let provider = Server::start(|n, _| {
+        if n == 0 {
+            Reply::status(429).header("retry-after", "1")
+        } else {
+            Reply::status(204)
+        }
+    })
+    .await;
+    let app = mocked_app(Some(webhook(
+        &provider.url("/hook"),
+        Duration::from_secs(2),
+    )));
+    let (answer, _, _) = run(app, "create.json", Duration::from_secs(20)).await;
+    assert_eq!(answer["Status"], "SUCCESS");
+    let reqs = provider.requests();
+    assert_eq!(reqs.len(), 2);
+    assert!(
+        reqs[1].at - reqs[0].at >= Duration::from_secs(1),
+        "waited {:?}",
+        reqs[1].at - reqs[0].at
+    );
+}
+
+#[tokio::test]
+async fn a_401_fails_the_create_with_what_the_provider_said() {
+    let provider =
+        Server::always(Reply::status(401).body("{\"error\":\"unknown external id\"}")).await;
+    let app = mocked_app(Some(webhook(
+        &provider.url("/hook"),
+        Duration::from_secs(2),
+    )));
+    let (answer, _, _) = run(app, "create.json", Duration::from_secs(20)).await;
+    assert_eq!(answer["Status"], "FAILED");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("HTTP 401") && reason.contains("unknown external id"),
+        "{reason}"
+    );
+    assert_eq!(provider.requests().len(), 1, "a 401 is final");
+}
+
+#[tokio::test]
+async fn delete_succeeds_when_the_provider_is_down_or_has_no_such_link() {
+    let port = common::free_port();
+    let app = mocked_app(Some(webhook(
+        &format!("http://127.0.0.1:{port}/hook"),
+        Duration::from_secs(1),
+    )));
+    let (answer, _, _) = run(app, "delete.json", Duration::from_secs(6)).await;
+    assert_eq!(answer["Status"], "SUCCESS");
+    assert!(
+        answer["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{answer}"
+    );
+
+    let gone = Server::always(Reply::status(410)).await;
+    let app = mocked_app(Some(webhook(&gone.url("/hook"), Duration::from_secs(1))));
+    let (answer, _, _) = run(app, "delete.json", Duration::from_secs(6)).await;
+    assert_eq!(answer["Status"], "SUCCESS");
+    assert_eq!(answer["Reason"], "unlinked");
+}
+
+#[tokio::test]
+async fn a_hanging_provider_still_leaves_time_to_answer() {
+    common::capture_logs();
+    let provider = Server::always(Reply::hang()).await;
+    let app = mocked_app(Some(webhook(
+        &provider.url("/hook"),
+        Duration::from_secs(30),
+    )));
+    let (answer, at, deadline) = run(app, "create.json", Duration::from_secs(5)).await;
+    assert_eq!(answer["Status"], "FAILED");
+    assert!(deadline.instant().into_std().saturating_duration_since(at) >= ANSWER_MARGIN);
+    assert!(
+        answer["Reason"].as_str().unwrap().contains("callback"),
+        "{answer}"
+    );
+    common::assert_no_secrets_in_logs(&[SECRET, "S3SECRET"]);
+}
+
+// ---- SNS: splitting under the limit, through moto ----
+
+fn big_inventory(subnets: usize) -> Inventory {
+    let vpcs = (0..20)
+        .map(|v| Vpc {
+            vpc_id: format!("vpc-{v:017x}"),
+            cidr_block: Some("10.0.0.0/16".into()),
+            subnets: (0..subnets / 20)
+                .map(|s| Subnet {
+                    subnet_id: format!("subnet-{:017x}", v * 100_000 + s),
+                    cidr_block: Some("10.0.0.0/28".into()),
+                    availability_zone: Some("us-west-2a".into()),
+                    availability_zone_id: Some("usw2-az1".into()),
+                    available_ip_address_count: Some(11),
+                    name: Some(format!("private-{s}")),
+                    ..Subnet::default()
+                })
+                .collect(),
+            ..Vpc::default()
+        })
+        .collect();
+    Inventory(vec![RegionInventory {
+        region: "us-west-2".into(),
+        vpcs,
+    }])
+}
+
+fn big_event(subnets: usize) -> LinkEvent {
+    let req = account_link::cfn::parse(
+        &common::event("create.json", "http://127.0.0.1:1/k"),
+        &OutboundPolicy::new(true),
+    )
+    .unwrap();
+    let props = account_link::properties::LinkProperties::defaults("us-west-2");
+    LinkEvent::new(&req, "link-x", &props, None, Some(big_inventory(subnets)))
+}
+
+/// Puts split parts back together by VPC id.
+fn reassemble(parts: &[LinkEvent]) -> Vec<String> {
+    let mut ids: Vec<String> = parts
+        .iter()
+        .flat_map(|p| &p.data.inventory)
+        .flat_map(|r| &r.vpcs)
+        .flat_map(|v| &v.subnets)
+        .map(|s| s.subnet_id.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn split_parts_fit_and_hold_everything() {
+    let event = big_event(10_000);
+    let parts = split_for_sns(&event, MAX_SNS_MESSAGE_BYTES);
+    assert!(parts.len() > 1);
+    let decoded: Vec<LinkEvent> = parts
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    for (i, (raw, p)) in parts.iter().zip(&decoded).enumerate() {
+        assert!(
+            raw.len() <= MAX_SNS_MESSAGE_BYTES,
+            "part {i}: {}",
+            raw.len()
+        );
+        assert_eq!(p.data.part.unwrap().index, i + 1);
+        assert_eq!(p.data.part.unwrap().count, parts.len());
+        assert_eq!(p.data.event_id, event.data.event_id);
+    }
+    let mut want: Vec<String> = event.data.inventory[0]
+        .vpcs
+        .iter()
+        .flat_map(|v| &v.subnets)
+        .map(|s| s.subnet_id.clone())
+        .collect();
+    want.sort();
+    assert_eq!(reassemble(&decoded), want);
+    let small = big_event(20);
+    assert_eq!(split_for_sns(&small, MAX_SNS_MESSAGE_BYTES).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_subnets_reach_sns_in_parts() {
+    let moto = Moto::start();
+    let topic: Value =
+        serde_json::from_str(&moto.fixture(&["sns-topic", "--name", "big"])).unwrap();
+    let sdk = common::sdk_config(&moto.endpoint).await;
+    let publisher = SnsPublisher::new(
+        aws_sdk_sns::Client::new(&sdk),
+        topic["topicArn"].as_str().unwrap().into(),
+    );
+    let event = big_event(10_000);
+    publisher
+        .publish(&event, Deadline::after(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let messages: Vec<Value> = serde_json::from_str(&moto.fixture(&[
+        "sqs-drain",
+        "--queue-url",
+        topic["queueUrl"].as_str().unwrap(),
+    ]))
+    .unwrap();
+    let parts: Vec<LinkEvent> = messages
+        .iter()
+        .map(|m| serde_json::from_str(m["body"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(parts.len() > 1);
+    assert!(messages.iter().all(|m| m["attributes"]["part"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!("/{}", parts.len()))));
+    assert_eq!(reassemble(&parts).len(), 10_000);
+}
