@@ -24,6 +24,7 @@ Options:
   --version V            version directory (default: the version in Cargo.toml)
   --zip FILE             the zipped bootstrap (default: dist/account-link.zip)
   --template FILE        the SAM template (default: template.yaml)
+  --out-dir DIR          where the packaged templates are written (default: dist/publish)
   --latest               also copy both templates to PREFIX/latest/
   --force                overwrite a version that is already published
   --profile NAME         AWS CLI profile
@@ -35,7 +36,7 @@ EOF
 die() { echo "publish.sh: $*" >&2; exit 2; }
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bucket_prefix="" regions="" prefix="account-link" version="" zip="" template="" latest=0 force=0 dry_run=0
+bucket_prefix="" regions="" prefix="account-link" version="" zip="" template="" out_base="" latest=0 force=0 dry_run=0
 aws_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -45,6 +46,7 @@ while [[ $# -gt 0 ]]; do
     --version) version="${2:?--version needs a value}"; shift 2 ;;
     --zip) zip="${2:?--zip needs a value}"; shift 2 ;;
     --template) template="${2:?--template needs a value}"; shift 2 ;;
+    --out-dir) out_base="${2:?--out-dir needs a value}"; shift 2 ;;
     --latest) latest=1; shift ;;
     --force) force=1; shift ;;
     --profile) aws_args+=(--profile "${2:?--profile needs a value}"); shift 2 ;;
@@ -105,7 +107,7 @@ s3_host() { # region -> S3 endpoint host suffix
   esac
 }
 
-out_dir="$root/dist/publish/$version"
+out_dir="${out_base:-$root/dist/publish}/$version"
 summary=()
 for region in "${region_list[@]}"; do
   bucket="$bucket_prefix-$region"

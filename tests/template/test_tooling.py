@@ -1,0 +1,398 @@
+"""template.yaml and its shipping tools: cfn-lint, checkov, the handler contract, packaging, quick-create links.
+
+Run with the project's virtualenv: .venv/bin/python -m pytest tests/template -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+BIN = Path(sys.executable).parent
+SCRIPTS = ROOT / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import package_template  # noqa: E402
+import quick_create_link  # noqa: E402
+import template_contract  # noqa: E402
+
+# The checks that cannot apply to this stack, each skipped in the template with a reason.
+EXPECTED_SKIPS = {
+    ("FunctionLogGroup", "CKV_AWS_158"),
+    ("AccountLinkFunction", "CKV_AWS_115"),
+    ("AccountLinkFunction", "CKV_AWS_116"),
+    ("AccountLinkFunction", "CKV_AWS_117"),
+    ("AccountLinkFunction", "CKV_AWS_173"),
+}
+BUCKET = "acme-account-link-eu-west-1"
+ZIP_KEY = "account-link/1.2.3/account-link.zip"
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    assert path.exists(), f"{path} missing: run make (it installs the pinned Python tools into .venv)"
+    return str(path)
+
+
+def run(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def cfn_lint(*paths) -> subprocess.CompletedProcess:
+    return run(tool("cfn-lint"), *paths)
+
+
+def checkov(path) -> dict:
+    p = run(tool("checkov"), "-f", path, "--framework", "cloudformation", "--skip-download", "-o", "json")
+    assert p.returncode in (0, 1), p.stderr
+    report = json.loads(p.stdout)
+    assert isinstance(report, dict), f"checkov scanned nothing in {path}: {p.stdout[:300]}"
+    return report
+
+
+def load(path_or_text, text=False):
+    return cfn_yaml.loads(path_or_text) if text else cfn_yaml.load(str(path_or_text))
+
+
+@pytest.fixture(scope="module")
+def template():
+    return json.loads(json.dumps(load(TEMPLATE)))
+
+
+@pytest.fixture(scope="module")
+def all_on(tmp_path_factory, template):
+    """The template with every optional part switched on by default (VPC, peering role, shared roles, SNS,
+    external id, regions), so that scanners that evaluate conditions see every resource."""
+    t = json.loads(json.dumps(template))
+    defaults = {
+        "CreateVpc": "true",
+        "CreatePeeringRole": "true",
+        "GlobalRolesRegion": "eu-west-1",
+        "ProviderSnsTopicArn": "arn:aws:sns:eu-west-1:123456789012:links",
+        "ExternalId": "ext-1234",
+        "Regions": "eu-west-1,us-east-1",
+        "ProviderAccountId": "111111111111",
+        "ProviderPlayerAccountId": "222222222222",
+        "ProviderServiceAccountId": "333333333333",
+    }
+    for name, value in defaults.items():
+        t["Parameters"][name]["Default"] = value
+    path = tmp_path_factory.mktemp("all_on") / "template.json"
+    path.write_text(json.dumps(t, indent=1))
+    return path
+
+
+# --- linters and scanners ---------------------------------------------------------------------------
+
+
+def test_cfn_lint_reports_nothing():
+    p = cfn_lint(TEMPLATE)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+
+
+def test_cfn_lint_all_options_on(all_on):
+    p = cfn_lint(all_on)
+    assert (p.returncode, p.stdout) == (0, ""), p.stdout
+
+
+@pytest.mark.parametrize("variant", ["template.yaml", "all options on"])
+def test_checkov_no_failed_checks(variant, all_on):
+    report = checkov(TEMPLATE if variant == "template.yaml" else all_on)
+    summary = report["summary"]
+    failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
+    assert summary["failed"] == 0, failed
+    assert summary["passed"] >= 20, "checkov did not parse the SAM template"
+    assert summary["parsing_errors"] == 0
+    skipped = {(c["resource"].split(".")[-1], c["check_id"]) for c in report["results"]["skipped_checks"]}
+    assert skipped == EXPECTED_SKIPS
+    if variant != "template.yaml":
+        scanned = {c["resource"].split(".")[-1] for c in report["results"]["passed_checks"]}
+        assert "VpcPeeringRole" in scanned
+
+
+def test_every_skip_has_a_one_line_reason(template):
+    for name, res in template["Resources"].items():
+        for skip in (res.get("Metadata", {}).get("checkov", {}).get("skip", [])):
+            comment = skip.get("comment", "")
+            assert 30 <= len(comment) <= 200 and "\n" not in comment, (name, skip)
+
+
+# --- what the template grants -----------------------------------------------------------------------
+
+
+def test_remote_roles(template):
+    r = template["Resources"]
+    for name, param in [
+        ("RemoteRole", "ProviderAccountId"),
+        ("RemoteRolePlayer", "ProviderPlayerAccountId"),
+        ("RemoteRoleService", "ProviderServiceAccountId"),
+    ]:
+        props = r[name]["Properties"]
+        assert props["ManagedPolicyArns"] == [
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonVPCCrossAccountNetworkInterfaceOperations"}
+        ]
+        assert "Policies" not in props
+        (stmt,) = props["AssumeRolePolicyDocument"]["Statement"]
+        assert stmt["Principal"] == {"AWS": {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{{param}}}:root"}}
+        assert stmt["Action"] == "sts:AssumeRole"
+        assert stmt["Condition"] == {
+            "Fn::If": ["HasExternalId", {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}, {"Ref": "AWS::NoValue"}]
+        }
+        # A fixed name only when the roles are shared between regions (created once per account).
+        assert props["RoleName"]["Fn::If"][0] == "SharedRoles"
+        assert r[name]["Condition"] == "MakeRoles"
+
+
+def test_execution_role_is_least_privilege(template):
+    role = template["Resources"]["BasicLambdaRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    (policy,) = role["Policies"]
+    stmts = policy["PolicyDocument"]["Statement"]
+    logs, ec2, sns = stmts
+    assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs["Resource"] == {"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}
+    assert ec2["Action"] == ["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeRouteTables"]
+    assert sns["Fn::If"][0] == "HasSnsTopic"
+    assert sns["Fn::If"][1]["Action"] == "sns:Publish"
+    assert sns["Fn::If"][1]["Resource"] == {"Ref": "ProviderSnsTopicArn"}
+    assert sns["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_function(template):
+    fn = template["Resources"]["AccountLinkFunction"]
+    p = fn["Properties"]
+    assert fn["Type"] == "AWS::Serverless::Function"
+    assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda"
+    assert fn["Metadata"]["BuildProperties"] == {"Binary": "account-link"}
+    assert (p["CodeUri"], p["Handler"], p["Runtime"], p["Architectures"]) == (".", "bootstrap", "provided.al2023", ["arm64"])
+    assert 128 <= p["MemorySize"] <= 256
+    assert p["LoggingConfig"] == {"LogFormat": "JSON", "LogGroup": {"Ref": "FunctionLogGroup"}}
+    assert template["Parameters"]["ProviderSigningSecret"]["NoEcho"] is True
+    link = template["Resources"]["AccountLink"]
+    # CloudFormation waits at most ServiceTimeout: longer than the function and Lambda's two async retries.
+    # Three attempts of at most Timeout seconds, about 1 and 2 minutes apart.
+    assert p["Timeout"] * 3 + 180 <= link["Properties"]["ServiceTimeout"] < 3600
+    assert link["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["AccountLinkFunction", "Arn"]}
+
+
+def _without_descriptions(value):
+    if isinstance(value, dict):
+        return {k: _without_descriptions(v) for k, v in value.items() if k not in ("Description", "ConstraintDescription")}
+    if isinstance(value, list):
+        return [_without_descriptions(v) for v in value]
+    return value
+
+
+def test_portable_across_regions_partitions_and_stacksets(template):
+    body = json.dumps(_without_descriptions(template))
+    assert "arn:aws:" not in body, "use ${AWS::Partition}"
+    assert not re.search(r"\b(us|eu|ap|sa|ca|me|af|il|mx)-[a-z]+-\d\b", body), "no region may be hard-coded"
+    t = load(TEMPLATE)
+    assert all("Export" not in o for o in t["Outputs"].values()), "export names collide between stacks"
+    named = {n for n, r in t["Resources"].items() for k in r.get("Properties", {}) if k.endswith("Name") and k != "PolicyName"}
+    assert named == {"RemoteRole", "RemoteRolePlayer", "RemoteRoleService"}
+
+
+# --- the contract with the handler ------------------------------------------------------------------
+
+
+def test_template_contract_script():
+    p = run(sys.executable, SCRIPTS / "template_contract.py", TEMPLATE)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {
+        "environment": ["PROVIDER_CALLBACK_URL", "PROVIDER_SIGNING_SECRET", "PROVIDER_SNS_TOPIC_ARN"],
+        "properties": ["ExternalId", "Regions", "Roles", "VpcId"],
+    }
+
+
+def test_template_contract_globals_and_errors():
+    t = load(
+        """
+Transform: AWS::Serverless-2016-10-31
+Globals: {Function: {Environment: {Variables: {FROM_GLOBALS: x}}}}
+Resources:
+  Fn: {Type: AWS::Serverless::Function, Properties: {Environment: {Variables: {OWN: y}}}}
+  Link: {Type: Custom::AccountLink, Properties: {ServiceToken: !GetAtt Fn.Arn, ServiceTimeout: 60, B: 1, A: 2}}
+""",
+        text=True,
+    )
+    assert template_contract.contract(t) == {"environment": ["FROM_GLOBALS", "OWN"], "properties": ["A", "B"]}
+    t["Resources"]["Link"]["Properties"]["ServiceToken"] = "arn:aws:lambda:eu-west-1:1:function:x"
+    with pytest.raises(template_contract.ContractError, match="ServiceToken"):
+        template_contract.contract(t)
+    del t["Resources"]["Link"]
+    with pytest.raises(template_contract.ContractError, match="exactly one Custom::AccountLink"):
+        template_contract.contract(t)
+
+
+# --- packaging --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    d = tmp_path_factory.mktemp("packaged")
+    sam, plain = d / "template.yaml", d / "template-plain.yaml"
+    common = [SCRIPTS / "package_template.py", TEMPLATE, "--bucket", BUCKET, "--key", ZIP_KEY, "--code-sha256", "a" * 64]
+    for out, extra in [(sam, []), (plain, ["--plain"])]:
+        p = run(sys.executable, *common, *extra, "-o", out)
+        assert p.returncode == 0, p.stderr
+    return sam, plain
+
+
+def test_packaged_templates_pass_cfn_lint(packaged):
+    p = cfn_lint(*packaged)
+    assert (p.returncode, p.stdout) == (0, ""), p.stdout
+
+
+def test_packaged_sam_template_references_s3(packaged):
+    sam = load(packaged[0])
+    assert sam["Transform"] == "AWS::Serverless-2016-10-31"
+    assert sam["Resources"]["AccountLinkFunction"]["Properties"]["CodeUri"] == {"Bucket": BUCKET, "Key": ZIP_KEY}
+    # Only the CodeUri changed: comments included.
+    orig, new = TEMPLATE.read_text().splitlines(), packaged[0].read_text().splitlines()
+    assert len(new) == len(orig) + 2
+    assert sum(line.lstrip().startswith("#") for line in new) == sum(line.lstrip().startswith("#") for line in orig)
+    assert f"sha256 {'a' * 64}" in packaged[0].read_text()
+
+
+def test_packaged_plain_template_for_stacksets(packaged):
+    plain = load(packaged[1])
+    assert "Transform" not in plain
+    fn = plain["Resources"]["AccountLinkFunction"]
+    assert fn["Type"] == "AWS::Lambda::Function"
+    assert fn["Properties"]["Code"] == {"S3Bucket": BUCKET, "S3Key": ZIP_KEY}
+    assert "CodeUri" not in fn["Properties"]
+    assert template_contract.contract(plain) == template_contract.contract(load(TEMPLATE))
+    report = checkov(packaged[1])
+    assert report["summary"]["failed"] == 0
+
+
+def test_package_template_rejects_bad_input():
+    text = TEMPLATE.read_text()
+    with pytest.raises(package_template.PackageError, match="bucket"):
+        package_template.package(text, "Bad_Bucket", ZIP_KEY)
+    with pytest.raises(package_template.PackageError, match="key"):
+        package_template.package(text, BUCKET, "/abs key")
+    once = package_template.package(text, BUCKET, ZIP_KEY)
+    with pytest.raises(package_template.PackageError, match="local CodeUri, found 0"):
+        package_template.package(once, BUCKET, ZIP_KEY)
+    with pytest.raises(package_template.PackageError, match="cannot convert"):
+        package_template.package(text.replace("      Handler: bootstrap\n", "      Handler: bootstrap\n      AutoPublishAlias: live\n"),
+                                 BUCKET, ZIP_KEY, plain=True)
+    versioned = load(package_template.package(text, BUCKET, ZIP_KEY, version="v1", plain=True), text=True)
+    assert versioned["Resources"]["AccountLinkFunction"]["Properties"]["Code"]["S3ObjectVersion"] == "v1"
+
+
+def test_publish_dry_run(tmp_path):
+    zip_file = tmp_path / "account-link.zip"
+    zip_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable}  # no aws CLI needed
+    p = run("bash", SCRIPTS / "publish.sh", "--bucket-prefix", "acme-link", "--regions", "eu-west-1,cn-north-1",
+            "--version", "1.2.3", "--zip", zip_file, "--out-dir", tmp_path / "out", "--dry-run", env=env)
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert f"s3://acme-link-eu-west-1/{ZIP_KEY}" in p.stdout
+    assert "https://acme-link-cn-north-1.s3.cn-north-1.amazonaws.com.cn/account-link/1.2.3/template.yaml" in p.stdout
+    assert "https://acme-link-eu-west-1.s3.eu-west-1.amazonaws.com/account-link/1.2.3/template-plain.yaml" in p.stdout
+    out = load(tmp_path / "out" / "1.2.3" / "cn-north-1" / "template-plain.yaml")
+    assert out["Resources"]["AccountLinkFunction"]["Properties"]["Code"] == {"S3Bucket": "acme-link-cn-north-1", "S3Key": ZIP_KEY}
+    bad = run("bash", SCRIPTS / "publish.sh", "--regions", "eu-west-1", env=env)
+    assert bad.returncode == 2 and "--bucket-prefix is required" in bad.stderr
+
+
+# --- quick-create link ------------------------------------------------------------------------------
+
+
+def link(*args) -> subprocess.CompletedProcess:
+    return run(sys.executable, SCRIPTS / "quick_create_link.py", *args)
+
+
+def parse_link(url: str):
+    parts = urlsplit(url)
+    path, _, query = parts.fragment.partition("?")
+    return parts, path, {k: v[0] for k, v in parse_qs(query, strict_parsing=True).items()}
+
+
+def test_quick_create_link_round_trip():
+    turl = "https://acme-eu-west-1.s3.eu-west-1.amazonaws.com/account-link/1.2.3/template.yaml"
+    p = link("--region", "eu-west-1", "--template-url", turl, "--stack-name", "acme-link",
+             "--external-id", "a+b=c,d.e@f:g/h-i_j", "--param", "ProviderAccountId=111111111111",
+             "--param", "Regions=eu-west-1,us-east-1", "--param", "CreateVpc=true")
+    assert p.returncode == 0, p.stderr
+    url = p.stdout.strip()
+    parts, path, q = parse_link(url)
+    assert (parts.scheme, parts.netloc, parts.path, parts.query) == (
+        "https", "eu-west-1.console.aws.amazon.com", "/cloudformation/home", "region=eu-west-1")
+    assert path == "/stacks/quickcreate"
+    assert q == {
+        "templateURL": turl,
+        "stackName": "acme-link",
+        "param_ExternalId": "a+b=c,d.e@f:g/h-i_j",
+        "param_ProviderAccountId": "111111111111",
+        "param_Regions": "eu-west-1,us-east-1",
+        "param_CreateVpc": "true",
+    }
+    # Every reserved character is encoded: the fragment splits only at & and =.
+    fragment_query = parts.fragment.partition("?")[2]
+    assert all(re.fullmatch(r"[A-Za-z_]+=[A-Za-z0-9%._~-]*", kv) for kv in fragment_query.split("&"))
+
+
+def test_quick_create_link_generates_external_id():
+    p = link("--region", "us-west-2", "--template-url", "https://b.s3.us-west-2.amazonaws.com/k/template.yaml",
+             "--external-id", "auto", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert re.fullmatch(r"[0-9a-f]{32}", out["externalId"])
+    assert parse_link(out["url"])[2]["param_ExternalId"] == out["externalId"]
+
+
+@pytest.mark.parametrize(
+    "region,host",
+    [("cn-northwest-1", "console.amazonaws.cn"), ("us-gov-west-1", "console.amazonaws-us-gov.com"),
+     ("ap-southeast-2", "ap-southeast-2.console.aws.amazon.com")],
+)
+def test_quick_create_link_partition_hosts(region, host):
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    p = link("--region", region, "--template-url", f"https://b.s3.{region}.{suffix}/k/template.yaml")
+    assert p.returncode == 0, p.stderr
+    parts, _, q = parse_link(p.stdout.strip())
+    assert parts.netloc == host and parts.query == f"region={region}"
+    assert q["stackName"] == "account-link"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--region", "moon-1"], "not a region name"),
+        (["--region", "us-isob-east-1"], "no public console"),
+        (["--template-url", "http://b.s3.eu-west-1.amazonaws.com/t.yaml"], "https URL"),
+        (["--template-url", "https://example.com/t.yaml"], "not Amazon S3"),
+        (["--template-url", "https://b.s3.us-east-1.amazonaws.com/t.yaml"], "is in us-east-1 but --region is eu-west-1"),
+        (["--stack-name", "1bad"], "--stack-name"),
+        (["--param", "ProviderSigningSecret=whsec_x"], "NoEcho"),
+        (["--param", "ProviderAccountId=12345"], "12-digit"),
+        (["--param", "CreateVpc=yes"], "not one of"),
+        (["--param", "Regions=eu-west-1,nowhere"], "region names"),
+        (["--param", "NoSuchParam=1"], "no such parameter"),
+        (["--param", "VpcId=vpc-0123abcd", "--param", "VpcId=vpc-4567abcd"], "given twice"),
+        (["--external-id", "x"], "--external-id"),
+        (["--external-id", "auto", "--param", "ExternalId=abc"], "not both"),
+    ],
+)
+def test_quick_create_link_rejects(args, message):
+    base = {"--region": "eu-west-1", "--template-url": "https://b.s3.eu-west-1.amazonaws.com/k/template.yaml"}
+    argv = []
+    for k, v in base.items():
+        if k not in args:
+            argv += [k, v]
+    p = link(*argv, *args)
+    assert p.returncode == 2 and message in p.stderr, p.stderr
