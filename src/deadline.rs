@@ -19,8 +19,13 @@ impl Deadline {
         Self(Instant::now() + d)
     }
 
-    /// The Lambda runtime gives the deadline as milliseconds since the Unix epoch.
+    /// The Lambda runtime gives the deadline as milliseconds since the Unix epoch. A value too small to be
+    /// one (before 2001) is taken as milliseconds from now: `cargo lambda watch` 1.9 sends the timeout itself.
     pub fn from_epoch_millis(ms: u64) -> Self {
+        const EPOCH_2001_MS: u64 = 978_307_200_000;
+        if ms < EPOCH_2001_MS {
+            return Self::after(Duration::from_millis(ms));
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -77,5 +82,26 @@ impl Drop for InFlightGuard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn epoch_and_relative_deadlines() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let epoch = Deadline::from_epoch_millis(now_ms + 30_000).remaining();
+        assert!(
+            epoch > Duration::from_secs(29) && epoch <= Duration::from_secs(30),
+            "{epoch:?}"
+        );
+        let relative = Deadline::from_epoch_millis(600_000).remaining();
+        assert!(relative > Duration::from_secs(599), "{relative:?}");
+        assert!(Deadline::from_epoch_millis(now_ms - 5_000).is_past());
     }
 }

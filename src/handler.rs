@@ -91,6 +91,7 @@ impl App {
 /// The Lambda entry point: returns the response body CloudFormation was sent.
 pub async fn handle(app: Arc<App>, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
     // The runtime already opens a span per invocation carrying its request id.
+    tracing::debug!(deadline_ms = event.context.deadline, "invocation");
     handle_payload(
         app,
         event.payload,
@@ -139,7 +140,12 @@ pub async fn handle_payload(
         logical_resource_id = %req.reply.logical_resource_id,
     );
     async move {
-        tracing::info!(stack_id = %req.reply.stack_id, response_url = %Redacted(&req.reply.response_url), "request received");
+        tracing::info!(
+            stack_id = %req.reply.stack_id,
+            response_url = %Redacted(&req.reply.response_url),
+            time_left_ms = deadline.remaining().as_millis() as u64,
+            "request received"
+        );
         let work_until = work_deadline(deadline);
         let in_flight = InFlight::default();
         let mut task = tokio::spawn(work(app.clone(), req.clone(), in_flight.clone(), work_until).in_current_span());
