@@ -1,0 +1,31 @@
+//! The template and the handler agree: the function's environment and the custom resource's properties
+//! in template.yaml are exactly what the handler reads.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use account_link::config::ENV_VARS;
+use account_link::outbound::ALLOW_LOOPBACK_ENV;
+use account_link::properties::PROPERTY_NAMES;
+
+#[test]
+fn template_passes_exactly_what_the_handler_reads() {
+    let out = Command::new(common::venv_bin("python"))
+        .arg(common::root().join("scripts/template_contract.py"))
+        .arg(common::root().join("template.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let contract: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let set = |v: &serde_json::Value| -> BTreeSet<String> {
+        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    };
+    // The loopback switch is for local runs only and must never be set by the stack.
+    let handler_env: BTreeSet<String> =
+        ENV_VARS.iter().filter(|v| **v != ALLOW_LOOPBACK_ENV).map(|s| s.to_string()).collect();
+    assert_eq!(set(&contract["environment"]), handler_env);
+    let handler_props: BTreeSet<String> = PROPERTY_NAMES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(set(&contract["properties"]), handler_props);
+}
