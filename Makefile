@@ -34,7 +34,7 @@ unit-test: venv
 	cargo test --locked
 
 template-test: venv
-	$(PY) -m pytest tests/template -q
+	$(PY) -m pytest tests/template tests/contract -q
 
 build: venv ## build the deployable bootstrap (arm64, release) with cargo-lambda
 	$(LAMBDA) build --release --arm64 --bin account-link
