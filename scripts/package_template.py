@@ -8,6 +8,9 @@ The template is edited as text, so the comments a cloud admin reads stay in plac
 
 * default: the SAM template with `CodeUri: .` replaced by `{Bucket, Key[, Version]}` (what `sam package`
   does). Launch it from the console (quick-create) or with `aws cloudformation deploy`.
+* --bucket may contain ${AWS::Region} (e.g. `acme-link-${AWS::Region}`): it becomes a `!Sub`, so one
+  template works in every region that has such a bucket (one StackSet across regions; Lambda reads code
+  only from a bucket in the function's region).
 * --plain: plain CloudFormation for service-managed StackSets, which reject templates with transforms:
   the `Transform` line is removed and the AWS::Serverless::Function becomes an AWS::Lambda::Function
   with `Code: {S3Bucket, S3Key[, S3ObjectVersion]}`. Every property of the function must be one that
@@ -48,6 +51,7 @@ PLAIN_PASSTHROUGH = {
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 KEY_RE = re.compile(r"^[A-Za-z0-9!_.*'()/+=-]{1,1024}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+REGION_VAR = "${AWS::Region}"
 
 
 class PackageError(Exception):
@@ -92,8 +96,12 @@ def package(
     plain: bool = False,
 ) -> str:
     """Returns the packaged template text. Raises PackageError with a readable message."""
-    if not BUCKET_RE.match(bucket) or ".." in bucket:
-        raise PackageError(f"--bucket {bucket!r} is not an S3 bucket name")
+    regional = REGION_VAR in bucket
+    concrete = bucket.replace(REGION_VAR, "ap-southeast-2")  # the longest common region name
+    if not BUCKET_RE.match(concrete) or ".." in concrete or "$" in concrete:
+        raise PackageError(f"--bucket {bucket!r} is not an S3 bucket name (optionally with {REGION_VAR})")
+    bucket_value = {"Fn::Sub": bucket} if regional else bucket
+    bucket_yaml = f"!Sub {_quote(bucket)}" if regional else _quote(bucket)
     if not KEY_RE.match(key) or key.startswith("/"):
         raise PackageError(f"--key {key!r}: use letters, digits and !_.*'()/+=- (no leading /)")
     if version is not None and not re.match(r"^[A-Za-z0-9._-]{1,1024}$", version):
@@ -140,11 +148,11 @@ def package(
     where = f"s3://{bucket}/{key}" + (f" (version {version})" if version else "")
     note = f"code at {where}" + (f", sha256 {sha256}" if sha256 else "")
     if plain:
-        new = [f"{indent}Code:  # {note}\n", f"{sub}S3Bucket: {_quote(bucket)}\n", f"{sub}S3Key: {_quote(key)}\n"]
+        new = [f"{indent}Code:  # {note}\n", f"{sub}S3Bucket: {bucket_yaml}\n", f"{sub}S3Key: {_quote(key)}\n"]
         if version:
             new.append(f"{sub}S3ObjectVersion: {_quote(version)}\n")
     else:
-        new = [f"{indent}CodeUri:  # {note}\n", f"{sub}Bucket: {_quote(bucket)}\n", f"{sub}Key: {_quote(key)}\n"]
+        new = [f"{indent}CodeUri:  # {note}\n", f"{sub}Bucket: {bucket_yaml}\n", f"{sub}Key: {_quote(key)}\n"]
         if version:
             new.append(f"{sub}Version: {_quote(version)}\n")
     edits = {code_line: new}
@@ -172,7 +180,7 @@ def package(
     if plain:
         del expected["Transform"]
         fn["Type"] = LAMBDA_FUNCTION
-        code = {"S3Bucket": bucket, "S3Key": key}
+        code = {"S3Bucket": bucket_value, "S3Key": key}
         if version:
             code["S3ObjectVersion"] = version
         props_out = {}
@@ -183,7 +191,7 @@ def package(
                 props_out[k] = v
         fn["Properties"] = props_out
     else:
-        fn["Properties"]["CodeUri"] = {"Bucket": bucket, "Key": key, **({"Version": version} if version else {})}
+        fn["Properties"]["CodeUri"] = {"Bucket": bucket_value, "Key": key, **({"Version": version} if version else {})}
     try:
         got = _plain(cfn_yaml.loads(out))
     except Exception as e:
@@ -198,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Reference the function's code in S3 (SAM template, or --plain CloudFormation for StackSets).",
     )
     ap.add_argument("template", type=Path, help="the SAM template (template.yaml)")
-    ap.add_argument("--bucket", required=True, help="S3 bucket holding the zip (in the stack's region)")
+    ap.add_argument("--bucket", required=True,
+                    help="S3 bucket holding the zip, in the stack's region; may contain ${AWS::Region}")
     ap.add_argument("--key", required=True, help="object key of the zip, e.g. account-link/0.1.0/account-link.zip")
     ap.add_argument("--object-version", help="S3 object version id of the zip (versioned buckets)")
     ap.add_argument("--code-sha256", help="hex SHA-256 of the zip, recorded in a comment for reviewers")

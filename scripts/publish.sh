@@ -11,7 +11,7 @@ usage() {
 Usage: scripts/publish.sh --bucket-prefix NAME --regions REGION[,REGION...] [options]
 
 For each region R, uploads to the existing bucket NAME-R (which must be in region R: Lambda reads code
-only from a bucket in the function's region):
+only from a bucket in the function's region; the templates name it NAME-${AWS::Region}):
   PREFIX/VERSION/account-link.zip          the function (make package builds dist/account-link.zip)
   PREFIX/VERSION/template.yaml             SAM template, CodeUri -> that zip (quick-create, cloudformation deploy)
   PREFIX/VERSION/template-plain.yaml       the same without the SAM transform (service-managed StackSets)
@@ -108,44 +108,51 @@ s3_host() { # region -> S3 endpoint host suffix
 }
 
 out_dir="${out_base:-$root/dist/publish}/$version"
-summary=()
-for region in "${region_list[@]}"; do
-  bucket="$bucket_prefix-$region"
-  base="$prefix/$version"
-  zip_key="$base/account-link.zip"
-  dir="$out_dir/$region"
-  mkdir -p "$dir"
-  sha_args=()
-  [[ -n "$sha256" ]] && sha_args=(--code-sha256 "$sha256")
+zip_key="$prefix/$version/account-link.zip"
+sha_args=()
+[[ -n "$sha256" ]] && sha_args=(--code-sha256 "$sha256")
+# One pair of templates for every region: the code bucket is named <bucket-prefix>-${AWS::Region}, so the
+# same template also serves a StackSet that spans regions. Built and checked locally before any upload.
+mkdir -p "$out_dir"
+for variant in "" --plain; do
+  name="template.yaml"
+  [[ -n "$variant" ]] && name="template-plain.yaml"
+  # shellcheck disable=SC2016 # ${AWS::Region} is for CloudFormation, not the shell
+  "$python" "$root/scripts/package_template.py" "$template" --bucket "$bucket_prefix"'-${AWS::Region}' \
+    --key "$zip_key" ${sha_args[@]+"${sha_args[@]}"} $variant -o "$out_dir/$name"
+done
+if [[ -x "$cfn_lint" ]]; then
+  "$cfn_lint" "$out_dir/template.yaml" "$out_dir/template-plain.yaml" \
+    || die "cfn-lint rejects the packaged templates in $out_dir"
+fi
 
-  # The templates are built and checked locally first, so nothing half-made reaches a bucket.
-  "$python" "$root/scripts/package_template.py" "$template" --bucket "$bucket" --key "$zip_key" \
-    ${sha_args[@]+"${sha_args[@]}"} -o "$dir/template.yaml"
-  "$python" "$root/scripts/package_template.py" "$template" --bucket "$bucket" --key "$zip_key" \
-    ${sha_args[@]+"${sha_args[@]}"} --plain -o "$dir/template-plain.yaml"
-  if [[ -x "$cfn_lint" ]]; then
-    "$cfn_lint" "$dir/template.yaml" "$dir/template-plain.yaml" \
-      || die "cfn-lint rejects the packaged templates in $dir"
-  fi
-
-  if [[ $dry_run -eq 0 ]]; then
+# Every bucket is checked before anything is uploaded, so a bad region leaves no half-published version.
+if [[ $dry_run -eq 0 ]]; then
+  for region in "${region_list[@]}"; do
+    bucket="$bucket_prefix-$region"
     location="$(aws ${aws_args[@]+"${aws_args[@]}"} s3api get-bucket-location --region "$region" --bucket "$bucket" \
       --query LocationConstraint --output text)" || die "cannot read bucket $bucket (does it exist? may these credentials use it?)"
     [[ "$location" == "None" || "$location" == "null" ]] && location="us-east-1"
     [[ "$location" == "$region" ]] || die "bucket $bucket is in $location, not $region"
-  fi
-  if [[ $dry_run -eq 0 && $force -eq 0 ]] \
-    && aws ${aws_args[@]+"${aws_args[@]}"} s3api head-object --region "$region" --bucket "$bucket" --key "$zip_key" >/dev/null 2>&1; then
-    die "s3://$bucket/$zip_key already exists: publish a new --version (or --force)"
-  fi
+    if [[ $force -eq 0 ]] \
+      && aws ${aws_args[@]+"${aws_args[@]}"} s3api head-object --region "$region" --bucket "$bucket" --key "$zip_key" >/dev/null 2>&1; then
+      die "s3://$bucket/$zip_key already exists: publish a new --version (or --force)"
+    fi
+  done
+fi
+
+summary=()
+for region in "${region_list[@]}"; do
+  bucket="$bucket_prefix-$region"
+  base="$prefix/$version"
   run aws ${aws_args[@]+"${aws_args[@]}"} s3 cp --region "$region" --only-show-errors \
     "$zip" "s3://$bucket/$zip_key"
   for name in template.yaml template-plain.yaml; do
     run aws ${aws_args[@]+"${aws_args[@]}"} s3 cp --region "$region" --only-show-errors --content-type text/yaml \
-      "$dir/$name" "s3://$bucket/$base/$name"
+      "$out_dir/$name" "s3://$bucket/$base/$name"
     if [[ $latest -eq 1 ]]; then
       run aws ${aws_args[@]+"${aws_args[@]}"} s3 cp --region "$region" --only-show-errors --content-type text/yaml \
-        "$dir/$name" "s3://$bucket/$prefix/latest/$name"
+        "$out_dir/$name" "s3://$bucket/$prefix/latest/$name"
     fi
   done
   host="$bucket.$(s3_host "$region")"

@@ -293,20 +293,69 @@ def test_package_template_rejects_bad_input():
     assert versioned["Resources"]["AccountLinkFunction"]["Properties"]["Code"]["S3ObjectVersion"] == "v1"
 
 
-def test_publish_dry_run(tmp_path):
+def publish(tmp_path, *args, path="/usr/bin:/bin"):
     zip_file = tmp_path / "account-link.zip"
     zip_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    env = {**os.environ, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable}  # no aws CLI needed
-    p = run("bash", SCRIPTS / "publish.sh", "--bucket-prefix", "acme-link", "--regions", "eu-west-1,cn-north-1",
-            "--version", "1.2.3", "--zip", zip_file, "--out-dir", tmp_path / "out", "--dry-run", env=env)
+    env = {**os.environ, "PATH": path, "PYTHON": sys.executable}
+    return run("bash", SCRIPTS / "publish.sh", "--bucket-prefix", "acme-link", "--regions", "eu-west-1,cn-north-1",
+               "--version", "1.2.3", "--zip", zip_file, "--out-dir", tmp_path / "out", *args, env=env)
+
+
+def test_publish_dry_run(tmp_path):
+    p = publish(tmp_path, "--dry-run")  # no aws CLI on PATH: a dry run does not need it
     assert p.returncode == 0, p.stderr + p.stdout
     assert f"s3://acme-link-eu-west-1/{ZIP_KEY}" in p.stdout
     assert "https://acme-link-cn-north-1.s3.cn-north-1.amazonaws.com.cn/account-link/1.2.3/template.yaml" in p.stdout
     assert "https://acme-link-eu-west-1.s3.eu-west-1.amazonaws.com/account-link/1.2.3/template-plain.yaml" in p.stdout
-    out = load(tmp_path / "out" / "1.2.3" / "cn-north-1" / "template-plain.yaml")
-    assert out["Resources"]["AccountLinkFunction"]["Properties"]["Code"] == {"S3Bucket": "acme-link-cn-north-1", "S3Key": ZIP_KEY}
-    bad = run("bash", SCRIPTS / "publish.sh", "--regions", "eu-west-1", env=env)
+    # One template for every region: the code bucket follows the stack's region.
+    plain = load(tmp_path / "out" / "1.2.3" / "template-plain.yaml")
+    assert plain["Resources"]["AccountLinkFunction"]["Properties"]["Code"] == {
+        "S3Bucket": {"Fn::Sub": "acme-link-${AWS::Region}"}, "S3Key": ZIP_KEY}
+    sam = load(tmp_path / "out" / "1.2.3" / "template.yaml")
+    assert sam["Resources"]["AccountLinkFunction"]["Properties"]["CodeUri"] == {
+        "Bucket": {"Fn::Sub": "acme-link-${AWS::Region}"}, "Key": ZIP_KEY}
+    p = cfn_lint(tmp_path / "out" / "1.2.3" / "template.yaml", tmp_path / "out" / "1.2.3" / "template-plain.yaml")
+    assert (p.returncode, p.stdout) == (0, ""), p.stdout
+    bad = run("bash", SCRIPTS / "publish.sh", "--regions", "eu-west-1")
     assert bad.returncode == 2 and "--bucket-prefix is required" in bad.stderr
+
+
+FAKE_AWS = """#!/bin/bash
+echo "$*" >> "$AWS_LOG"
+case "$*" in
+  *get-bucket-location*) all="$*"; b="${all##*--bucket }"; b="${b%% *}"; echo "${b#acme-link-}" ;;
+  *head-object*) [[ -n "${AWS_EXISTS:-}" ]] ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_publish_with_fake_aws_cli(tmp_path, exists):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "aws").write_text(FAKE_AWS)
+    (bindir / "aws").chmod(0o755)
+    log = tmp_path / "aws.log"
+    os.environ["AWS_LOG"] = str(log)
+    os.environ.pop("AWS_EXISTS", None)
+    if exists:
+        os.environ["AWS_EXISTS"] = "1"
+    try:
+        p = publish(tmp_path, path=f"{bindir}:/usr/bin:/bin")
+    finally:
+        os.environ.pop("AWS_LOG")
+        os.environ.pop("AWS_EXISTS", None)
+    calls = log.read_text().splitlines()
+    copies = [c for c in calls if c.startswith("s3 cp")]
+    if exists:
+        assert p.returncode == 2 and "already exists" in p.stderr
+        assert copies == [], "nothing may be uploaded when a version exists"
+        return
+    assert p.returncode == 0, p.stderr
+    assert sum("get-bucket-location" in c for c in calls) == 2
+    assert len(copies) == 6
+    assert any(c.endswith(f"s3://acme-link-cn-north-1/{ZIP_KEY}") and "--region cn-north-1" in c for c in copies)
+    assert any(c.endswith("s3://acme-link-eu-west-1/account-link/1.2.3/template-plain.yaml") for c in copies)
 
 
 # --- quick-create link ------------------------------------------------------------------------------
