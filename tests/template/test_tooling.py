@@ -203,6 +203,18 @@ def test_portable_across_regions_partitions_and_stacksets(template):
     assert named == {"RemoteRole", "RemoteRolePlayer", "RemoteRoleService"}
 
 
+def test_docs_parameter_table_matches_template(template):
+    docs = (ROOT / "docs" / "deploying.md").read_text()
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", docs, re.M))
+    assert set(rows) == set(template["Parameters"])
+    for name, spec in template["Parameters"].items():
+        default = rows[name].strip()
+        if "Default" not in spec:
+            assert default == "required", name
+        else:
+            assert default.strip("`") == (str(spec["Default"]) if spec["Default"] != "" else '""'), name
+
+
 # --- the contract with the handler ------------------------------------------------------------------
 
 
