@@ -12,6 +12,9 @@ use tracing::Instrument;
 
 use crate::cfn::{self, Answer, CfnRequest, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cfn::IssuedId;
 use crate::deadline::{Deadline, InFlight};
 use crate::event::LinkEvent;
 use crate::inventory::{self, Ec2Clients, Inventory};
@@ -147,18 +150,18 @@ pub async fn handle_payload(
             "request received"
         );
         let work_until = work_deadline(deadline);
-        let in_flight = InFlight::default();
-        let mut task = tokio::spawn(work(app.clone(), req.clone(), in_flight.clone(), work_until).in_current_span());
+        let progress = Progress::default();
+        let mut task = tokio::spawn(work(app.clone(), req.clone(), progress.clone(), work_until).in_current_span());
         let result = tokio::select! {
             joined = &mut task => match joined {
                 Ok(answer) => answer,
-                Err(e) => fallback(&req, &format!("the function failed unexpectedly ({e}); see its log for details")),
+                Err(e) => fallback(&req, &progress, &format!("the function failed unexpectedly ({e}); see its log for details")),
             },
             _ = tokio::time::sleep_until(work_until.instant()) => {
                 task.abort();
-                let pending = in_flight.pending();
+                let pending = progress.in_flight.pending();
                 let waiting = if pending.is_empty() { "the next step".to_string() } else { pending.join(", ") };
-                fallback(&req, &format!("the function ran out of time waiting for {waiting}; the answer is sent before the Lambda timeout"))
+                fallback(&req, &progress, &format!("the function ran out of time waiting for {waiting}; the answer is sent before the Lambda timeout"))
             }
         };
         answer(&app, &req.reply, result, deadline).await
@@ -175,13 +178,30 @@ fn work_deadline(deadline: Deadline) -> Deadline {
     deadline.earlier_by(ANSWER_MARGIN + reserve)
 }
 
+/// What the work has got to, readable by the handler when the work is cut off.
+#[derive(Clone, Default)]
+struct Progress {
+    in_flight: InFlight,
+    /// Set once the provider may have been told: a failed Create must then be undone on rollback.
+    provider_contacted: Arc<AtomicBool>,
+}
+
+impl Progress {
+    /// The PhysicalResourceId of a Create that fails now.
+    fn failed_create_id(&self, req: &CfnRequest) -> String {
+        if self.provider_contacted.load(Ordering::SeqCst) {
+            cfn::unconfirmed_create_id(&req.reply.request_id)
+        } else {
+            cfn::failed_create_id(&req.reply.request_id)
+        }
+    }
+}
+
 /// The answer when the work did not finish (panic or timeout): Create and Update fail, Delete succeeds.
-fn fallback(req: &CfnRequest, problem: &str) -> Answer {
+fn fallback(req: &CfnRequest, progress: &Progress, problem: &str) -> Answer {
     tracing::error!(problem, "work did not finish");
     match req.request_type {
-        RequestType::Create => {
-            Answer::failed(cfn::failed_create_id(&req.reply.request_id), problem)
-        }
+        RequestType::Create => Answer::failed(progress.failed_create_id(req), problem),
         RequestType::Update => Answer::failed(existing_id(req), problem),
         RequestType::Delete => {
             Answer::success(existing_id(req), format!("unlink not confirmed: {problem}"))
@@ -227,19 +247,22 @@ async fn answer(
     }
 }
 
-async fn work(app: Arc<App>, req: CfnRequest, in_flight: InFlight, until: Deadline) -> Answer {
+async fn work(app: Arc<App>, req: CfnRequest, progress: Progress, until: Deadline) -> Answer {
     match req.request_type {
-        RequestType::Create | RequestType::Update => link(&app, &req, &in_flight, until).await,
-        RequestType::Delete => unlink(&app, &req, &in_flight, until).await,
+        RequestType::Create | RequestType::Update => link(&app, &req, &progress, until).await,
+        RequestType::Delete => unlink(&app, &req, &progress.in_flight, until).await,
     }
 }
 
-async fn link(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline) -> Answer {
-    let failed_id = match req.request_type {
-        RequestType::Create => cfn::failed_create_id(&req.reply.request_id),
-        _ => existing_id(req),
+async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline) -> Answer {
+    let in_flight = &progress.in_flight;
+    let fail = |reason: String| {
+        let id = match req.request_type {
+            RequestType::Create => progress.failed_create_id(req),
+            _ => existing_id(req),
+        };
+        Answer::failed(id, reason)
     };
-    let fail = |reason: String| Answer::failed(failed_id.clone(), reason);
     if let Some(e) = &app.config_error {
         return fail(format!("the function is misconfigured: {e}"));
     }
@@ -267,6 +290,7 @@ async fn link(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline
     });
     let event = LinkEvent::new(req, &link_id, &props, previous, Some(inventory.clone()));
     let _pending = in_flight.start(app.notifier.describe());
+    progress.provider_contacted.store(true, Ordering::SeqCst);
     if let Err(e) = app.notifier.notify(&event, until).await {
         return fail(e.to_string());
     }
@@ -316,17 +340,19 @@ fn attributes(
 /// Delete never fails for reasons outside the request: a stack must always be deletable.
 async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline) -> Answer {
     let physical = existing_id(req);
-    if !cfn::is_link_id(
-        &physical,
-        &req.reply.stack_id,
-        &req.reply.logical_resource_id,
-    ) {
-        tracing::info!(physical_resource_id = %physical, "not a link this resource created: nothing to unlink");
-        return Answer::success(
-            physical,
-            "nothing to unlink: this resource never created a link",
-        );
-    }
+    let (stack_id, logical_id) = (&req.reply.stack_id, &req.reply.logical_resource_id);
+    // The id the provider knows the link by.
+    let link_id = match cfn::classify_id(&physical, stack_id, logical_id) {
+        IssuedId::Link => physical.clone(),
+        IssuedId::UnconfirmedCreate => cfn::link_id(stack_id, logical_id),
+        IssuedId::Nothing => {
+            tracing::info!(physical_resource_id = %physical, "not a link this resource created: nothing to unlink");
+            return Answer::success(
+                physical,
+                "nothing to unlink: this resource never created a link",
+            );
+        }
+    };
     let props = LinkProperties::parse(&req.properties, &app.region, &req.stack.partition)
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "invalid properties on Delete; unlinking with defaults");
@@ -349,7 +375,7 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
             "the provider was not told: the function is misconfigured: {e}"
         ));
     } else {
-        let event = LinkEvent::new(req, &physical, &props, None, inventory);
+        let event = LinkEvent::new(req, &link_id, &props, None, inventory);
         let _pending = in_flight.start(app.notifier.describe());
         if let Err(e) = app.notifier.notify(&event, until).await {
             tracing::warn!(error = %e, "provider not told of the unlink; the stack is not held back");

@@ -303,3 +303,58 @@ async fn the_same_create_twice_is_one_link() {
         "the provider records one link"
     );
 }
+
+#[tokio::test]
+async fn a_create_that_failed_after_telling_the_provider_is_undone_on_rollback() {
+    let ec2 = Server::start(|_, r| ec2_reply(r, None)).await;
+    // The provider takes the event but never answers: it may have recorded the link.
+    let provider = Server::start(|n, _| {
+        if n == 0 {
+            Reply::hang()
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let app = app_with(
+        &ec2,
+        Some(webhook(&provider.url("/hook"), Duration::from_secs(30))),
+    )
+    .await;
+    let (_, answers, _) = run(
+        app.clone(),
+        "create.json",
+        Duration::from_secs(4),
+        ok_s3().await,
+    )
+    .await;
+    assert_eq!(answers[0]["Status"], "FAILED");
+    let placeholder = answers[0]["PhysicalResourceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        placeholder.starts_with("create-unconfirmed-"),
+        "{placeholder}"
+    );
+
+    // CloudFormation's rollback Delete: the provider is told to unlink the id it may have stored.
+    let s3 = ok_s3().await;
+    let mut delete = common::event("delete.json", &s3.url("/b/rollback"));
+    delete["PhysicalResourceId"] = placeholder.clone().into();
+    handle_payload(app, delete, Deadline::after(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&s3.requests()[0].body).unwrap();
+    assert_eq!(answer["Status"], "SUCCESS");
+    assert_eq!(answer["PhysicalResourceId"], placeholder.as_str());
+    let reqs = provider.requests();
+    assert_eq!(reqs.len(), 2);
+    let linked: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+    let unlinked: Value = serde_json::from_slice(&reqs[1].body).unwrap();
+    assert_eq!(unlinked["type"], "account.unlinked");
+    assert_eq!(
+        unlinked["data"]["physicalResourceId"],
+        linked["data"]["physicalResourceId"]
+    );
+}

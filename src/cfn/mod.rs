@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 const LINK_PREFIX: &str = "link-";
 const FAILED_CREATE_PREFIX: &str = "create-failed-";
+const UNCONFIRMED_CREATE_PREFIX: &str = "create-unconfirmed-";
 
 /// The PhysicalResourceId of a link. It depends only on the stack and the resource's logical id, so it
 /// never changes for the life of the resource: Updates return the same id (CloudFormation never deletes
@@ -41,9 +42,32 @@ pub fn failed_create_id(request_id: &str) -> String {
     format!("{FAILED_CREATE_PREFIX}{safe}")
 }
 
-/// Whether `physical_id` is the link this stack's resource created (anything else is not ours to unlink).
-pub fn is_link_id(physical_id: &str, stack_id: &str, logical_resource_id: &str) -> bool {
-    physical_id == link_id(stack_id, logical_resource_id)
+/// The PhysicalResourceId of a Create that failed after the provider may already have been told (the
+/// callback timed out, SNS failed after the callback succeeded...): the rollback Delete then tells the
+/// provider to unlink `link_id`, so no link is left behind on the provider's side.
+pub fn unconfirmed_create_id(request_id: &str) -> String {
+    failed_create_id(request_id).replacen(FAILED_CREATE_PREFIX, UNCONFIRMED_CREATE_PREFIX, 1)
+}
+
+/// What a Delete's PhysicalResourceId means for this resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuedId {
+    /// The link this resource created.
+    Link,
+    /// A Create that failed after the provider may have recorded the link.
+    UnconfirmedCreate,
+    /// A Create that failed before anyone was told, or an id this resource never issued.
+    Nothing,
+}
+
+pub fn classify_id(physical_id: &str, stack_id: &str, logical_resource_id: &str) -> IssuedId {
+    if physical_id == link_id(stack_id, logical_resource_id) {
+        IssuedId::Link
+    } else if physical_id.starts_with(UNCONFIRMED_CREATE_PREFIX) {
+        IssuedId::UnconfirmedCreate
+    } else {
+        IssuedId::Nothing
+    }
 }
 
 #[cfg(test)]
@@ -63,8 +87,20 @@ mod tests {
             )
         );
         assert!(link_id(s, "Link").starts_with("link-") && link_id(s, "Link").len() == 37);
-        assert!(is_link_id(&link_id(s, "Link"), s, "Link"));
-        assert!(!is_link_id(&failed_create_id("r-1"), s, "Link"));
+        assert_eq!(classify_id(&link_id(s, "Link"), s, "Link"), IssuedId::Link);
+        assert_eq!(
+            classify_id(&link_id(s, "Other"), s, "Link"),
+            IssuedId::Nothing
+        );
+        assert_eq!(
+            classify_id(&failed_create_id("r-1"), s, "Link"),
+            IssuedId::Nothing
+        );
+        assert_eq!(
+            classify_id(&unconfirmed_create_id("r-1"), s, "Link"),
+            IssuedId::UnconfirmedCreate
+        );
+        assert_eq!(unconfirmed_create_id("r-1"), "create-unconfirmed-r-1");
         assert_eq!(failed_create_id("9c5f-1 x"), "create-failed-9c5f-1x");
     }
 }
