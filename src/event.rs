@@ -110,10 +110,21 @@ pub fn event_id(stack_id: &str, request_id: &str) -> String {
     format!("msg_{hex}")
 }
 
+/// RFC 3339 UTC with milliseconds always present, so timestamps also sort as strings.
 pub fn now_rfc3339() -> String {
-    aws_smithy_types::DateTime::from(std::time::SystemTime::now())
+    rfc3339_millis(std::time::SystemTime::now())
+}
+
+fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let whole = aws_smithy_types::DateTime::from_secs(since.as_secs() as i64)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    format!(
+        "{}.{:03}Z",
+        whole.trim_end_matches('Z'),
+        since.subsec_millis()
+    )
 }
 
 impl LinkEvent {
@@ -177,6 +188,14 @@ fn changed(previous: Option<&LinkProperties>, now: &LinkProperties) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_have_fixed_width() {
+        let t = |ms| rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+        assert_eq!(t(1_795_478_400_000), "2026-11-24T00:00:00.000Z");
+        assert_eq!(t(1_795_478_400_007), "2026-11-24T00:00:00.007Z");
+        assert!(t(1_795_478_400_000) < t(1_795_478_400_007));
+    }
 
     #[test]
     fn event_id_is_per_request() {

@@ -241,7 +241,17 @@ pub fn parse_stack_arn(arn: &str) -> Result<StackArn, String> {
     else {
         return Err(bad());
     };
-    let valid = partition.starts_with("aws")
+    const PARTITIONS: &[&str] = &[
+        "aws",
+        "aws-cn",
+        "aws-us-gov",
+        "aws-iso",
+        "aws-iso-b",
+        "aws-iso-e",
+        "aws-iso-f",
+        "aws-eusc",
+    ];
+    let valid = PARTITIONS.contains(&partition)
         && crate::properties::is_region_name(region)
         && account.len() == 12
         && account.bytes().all(|b| b.is_ascii_digit())

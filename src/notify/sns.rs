@@ -56,6 +56,16 @@ impl SnsPublisher {
             if let Some((i, n)) = part {
                 req = req.message_attributes("part", string_attr(&format!("{i}/{n}")));
             }
+            if self.topic_arn.ends_with(".fifo") {
+                // FIFO topics need a group (ordering per link) and a de-duplication id per message.
+                let dedup = match part {
+                    Some((i, _)) => format!("{}-{i}", event.data.event_id),
+                    None => event.data.event_id.clone(),
+                };
+                req = req
+                    .message_group_id(&event.data.physical_resource_id)
+                    .message_deduplication_id(dedup);
+            }
             match tokio::time::timeout_at(until.instant(), req.send()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(fail(part, DisplayErrorContext(&e).to_string())),
