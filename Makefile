@@ -33,8 +33,9 @@ lint:
 unit-test: venv
 	cargo test --locked
 
+# The contract tests also validate the events a real run delivered (written by `cargo test`).
 template-test: venv
-	$(PY) -m pytest tests/template tests/contract -q
+	ACCOUNT_LINK_EVENTS_FILE=target/test-output/link-events.jsonl $(PY) -m pytest tests/template tests/contract -q
 
 build: venv ## build the deployable bootstrap (arm64, release) with cargo-lambda
 	$(LAMBDA) build --release --arm64 --bin account-link

@@ -90,6 +90,10 @@ async fn link_flow_reaches_link_receiver_and_sns() {
         assert_eq!(answer["Status"], "SUCCESS", "{name}: {answer}");
     }
 
+    // Kept for the schema check that runs after the Rust tests (make test).
+    let kept = common::root().join("target/test-output");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::copy(&events_file, kept.join("link-events.jsonl")).unwrap();
     let events: Vec<LinkEvent> = common::json_lines(&events_file)
         .into_iter()
         .map(|v| serde_json::from_value(v).unwrap())
