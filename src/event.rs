@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::cfn::{CfnRequest, RequestType};
 use crate::inventory::{Inventory, RegionInventory};
@@ -101,13 +100,7 @@ pub struct Part {
 
 /// The id of every delivery of one CloudFormation request (`msg_` and 32 hex digits).
 pub fn event_id(stack_id: &str, request_id: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(stack_id.as_bytes())
-        .chain_update(b"\n")
-        .chain_update(request_id.as_bytes())
-        .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+    format!("msg_{}", crate::cfn::digest_hex(stack_id, request_id))
 }
 
 /// RFC 3339 UTC with milliseconds always present, so timestamps also sort as strings.

@@ -10,9 +10,7 @@ use account_link::config::Callback;
 use account_link::deadline::Deadline;
 use account_link::delivery::RetryPolicy;
 use account_link::handler::{handle_payload, http_client, HandlerError, ANSWER_MARGIN};
-use account_link::inventory::Ec2Clients;
 use account_link::notify::{webhook_retry_status, Channels, Webhook};
-use account_link::outbound::OutboundPolicy;
 use account_link::signing::SigningSecret;
 use account_link::App;
 use common::http::{Recorded, Reply, Server};
@@ -48,14 +46,10 @@ fn ec2_reply(req: &Recorded, deny_region: Option<&str>) -> Reply {
 
 async fn app_with(ec2: &Server, webhook: Option<Webhook>) -> Arc<App> {
     let sdk = common::sdk_config(&ec2.url("")).await;
-    Arc::new(App {
-        ec2: Ec2Clients::new(aws_sdk_ec2::Config::from(&sdk)),
-        http: http_client(),
-        outbound: OutboundPolicy::new(true),
-        notifier: Arc::new(Channels { webhook, sns: None }),
-        region: "us-west-2".into(),
-        config_error: None,
-    })
+    common::app_on(
+        aws_sdk_ec2::Config::from(&sdk),
+        Arc::new(Channels { webhook, sns: None }),
+    )
 }
 
 fn webhook(url: &str, per_attempt: Duration) -> Webhook {

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use account_link::deadline::Deadline;
 use account_link::deadline::InFlight;
 use account_link::event::LinkEvent;
-use account_link::handler::{handle_payload, http_client, HandlerError, ANSWER_MARGIN};
+use account_link::handler::{handle_payload, HandlerError, ANSWER_MARGIN};
 use account_link::inventory::{self, Ec2Clients};
 use account_link::notify::{Channels, Notifier, NotifyError};
-use account_link::outbound::OutboundPolicy;
 use account_link::App;
 use aws_sdk_ec2::operation::describe_route_tables::DescribeRouteTablesOutput;
 use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
@@ -104,14 +103,7 @@ impl Notifier for Panics {
 }
 
 fn app(ec2: aws_sdk_ec2::Config, notifier: Arc<dyn Notifier>) -> Arc<App> {
-    Arc::new(App {
-        ec2: Ec2Clients::new(ec2),
-        http: http_client(),
-        outbound: OutboundPolicy::new(true),
-        notifier,
-        region: "us-west-2".into(),
-        config_error: None,
-    })
+    common::app_on(ec2, notifier)
 }
 
 /// A fake S3 that accepts every PUT.

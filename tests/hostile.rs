@@ -10,15 +10,10 @@ use std::time::Duration;
 
 use account_link::cfn::{parse_bytes, RequestError};
 use account_link::deadline::Deadline;
-use account_link::handler::{handle_payload, http_client, HandlerError};
-use account_link::inventory::Ec2Clients;
+use account_link::handler::{handle_payload, HandlerError};
 use account_link::notify::Channels;
 use account_link::outbound::OutboundPolicy;
 use account_link::App;
-use aws_sdk_ec2::operation::{
-    describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput, describe_vpcs::DescribeVpcsOutput,
-};
-use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use common::http::{Reply, Server};
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,29 +25,21 @@ struct Expect {
 }
 
 fn app() -> Arc<App> {
-    let rules = [
-        mock!(aws_sdk_ec2::Client::describe_vpcs).then_output(|| DescribeVpcsOutput::builder().build()),
-        mock!(aws_sdk_ec2::Client::describe_subnets).then_output(|| DescribeSubnetsOutput::builder().build()),
-        mock!(aws_sdk_ec2::Client::describe_route_tables).then_output(|| DescribeRouteTablesOutput::builder().build()),
-    ];
-    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, &[&rules[0], &rules[1], &rules[2]]);
-    Arc::new(App {
-        ec2: Ec2Clients::new(client.config().clone()),
-        http: http_client(),
-        // As deployed: no loopback; the tests' S3 is reached only because its URL is substituted below
-        // for cases that are about something else.
-        outbound: OutboundPolicy::new(true),
-        notifier: Arc::new(Channels::default()),
-        region: "us-west-2".into(),
-        config_error: None,
-    })
+    common::app_on(common::one_vpc_ec2(), Arc::new(Channels::default()))
 }
 
 async fn check(app: &Arc<App>, name: &str, raw: &str, expect: &Expect) {
     let s3 = Server::always(Reply::status(200)).await;
     let text = raw.replace("{{S3}}", &s3.url("/bucket/key"));
     let result = match serde_json::from_str::<Value>(&text) {
-        Ok(payload) => handle_payload(app.clone(), payload, Deadline::after(Duration::from_secs(5))).await,
+        Ok(payload) => {
+            handle_payload(
+                app.clone(),
+                payload,
+                Deadline::after(Duration::from_secs(5)),
+            )
+            .await
+        }
         // Not JSON: the runtime cannot even hand it over; the parser says why.
         Err(_) => match parse_bytes(text.as_bytes(), &OutboundPolicy::new(true)) {
             Err(RequestError::Unanswerable(m)) => Err(HandlerError::Unanswerable(m)),
@@ -64,15 +51,28 @@ async fn check(app: &Arc<App>, name: &str, raw: &str, expect: &Expect) {
         "unanswerable" => {
             let err = result.expect_err(name);
             assert!(err.to_string().contains(&expect.mentions), "{name}: {err}");
-            assert!(puts.is_empty(), "{name}: nothing is sent to an untrusted URL");
+            assert!(
+                puts.is_empty(),
+                "{name}: nothing is sent to an untrusted URL"
+            );
         }
         outcome => {
             result.unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(puts.len(), 1, "{name}: exactly one answer");
             let answer: Value = serde_json::from_slice(&puts[0].body).unwrap();
-            let want = if outcome == "failed" { "FAILED" } else { "SUCCESS" };
+            let want = if outcome == "failed" {
+                "FAILED"
+            } else {
+                "SUCCESS"
+            };
             assert_eq!(answer["Status"], want, "{name}: {answer}");
-            assert!(answer["Reason"].as_str().unwrap().contains(&expect.mentions), "{name}: {answer}");
+            assert!(
+                answer["Reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&expect.mentions),
+                "{name}: {answer}"
+            );
             assert!(puts[0].body.len() <= 4096);
         }
     }
@@ -88,21 +88,36 @@ async fn every_invalid_event_gets_a_clear_outcome() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|f| f != "expectations.json")
         .collect();
-    assert_eq!(files.len(), expectations.len(), "every corpus file has an expectation");
+    assert_eq!(
+        files.len(),
+        expectations.len(),
+        "every corpus file has an expectation"
+    );
     let app = app();
     for (name, expect) in &expectations {
         let raw = std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap();
         check(&app, name, &raw, expect).await;
     }
     // A 1 MB property value: rejected by name, answered within the size limit.
-    let mut big: Value = serde_json::from_slice(&std::fs::read(common::root().join("events/create.json")).unwrap()).unwrap();
+    let mut big: Value =
+        serde_json::from_slice(&std::fs::read(common::root().join("events/create.json")).unwrap())
+            .unwrap();
     big["ResponseURL"] = "{{S3}}".into();
     big["ResourceProperties"]["ExternalId"] = "a".repeat(1 << 20).into();
-    let expect = Expect { outcome: "failed".into(), mentions: "ExternalId: is 1048576 characters long".into() };
+    let expect = Expect {
+        outcome: "failed".into(),
+        mentions: "ExternalId: is 1048576 characters long".into(),
+    };
     check(&app, "1 MB ExternalId", &big.to_string(), &expect).await;
     // ... and the process goes on serving.
     let s3 = Server::always(Reply::status(200)).await;
-    handle_payload(app, common::event("create.json", &s3.url("/b/k")), Deadline::after(Duration::from_secs(5))).await.unwrap();
+    handle_payload(
+        app,
+        common::event("create.json", &s3.url("/b/k")),
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
     let answer: Value = serde_json::from_slice(&s3.requests()[0].body).unwrap();
     assert_eq!(answer["Status"], "SUCCESS");
 }

@@ -11,7 +11,6 @@ use account_link::deadline::Deadline;
 use account_link::event::{EventType, LinkEvent};
 use account_link::handler::handle_payload;
 use account_link::notify::{Notifier, NotifyError};
-use account_link::App;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
@@ -69,17 +68,10 @@ async fn create_update_delete_against_moto() {
     );
 
     let recorder = Arc::new(Recorder::default());
-    let base = common::app(&moto.endpoint, &[]).await;
-    let app = Arc::new(App {
-        ec2: account_link::inventory::Ec2Clients::new(aws_sdk_ec2::Config::from(
-            &common::sdk_config(&moto.endpoint).await,
-        )),
-        http: base.http.clone(),
-        outbound: base.outbound,
-        notifier: recorder.clone(),
-        region: base.region.clone(),
-        config_error: None,
-    });
+    let app = common::app_on(
+        aws_sdk_ec2::Config::from(&common::sdk_config(&moto.endpoint).await),
+        recorder.clone(),
+    );
 
     let mut link_id = None;
     for name in ["create.json", "update.json", "delete.json"] {
@@ -163,17 +155,10 @@ async fn create_update_delete_against_moto() {
 async fn a_failed_create_rolls_back_without_an_unlink() {
     let moto = common::Moto::start();
     let recorder = Arc::new(Recorder::default());
-    let base = common::app(&moto.endpoint, &[]).await;
-    let app = Arc::new(App {
-        ec2: account_link::inventory::Ec2Clients::new(aws_sdk_ec2::Config::from(
-            &common::sdk_config(&moto.endpoint).await,
-        )),
-        http: base.http.clone(),
-        outbound: base.outbound,
-        notifier: recorder.clone(),
-        region: base.region.clone(),
-        config_error: None,
-    });
+    let app = common::app_on(
+        aws_sdk_ec2::Config::from(&common::sdk_config(&moto.endpoint).await),
+        recorder.clone(),
+    );
     // A VpcId that does not exist: Create fails with a placeholder id.
     let mut create = common::event("create.json", &moto.presign("failed/create"));
     create["ResourceProperties"]["VpcId"] = "vpc-0123456789abcdef0".into();

@@ -12,7 +12,7 @@ use account_link::deadline::Deadline;
 use account_link::delivery::RetryPolicy;
 use account_link::event::LinkEvent;
 use account_link::handler::{handle_payload, http_client, ANSWER_MARGIN};
-use account_link::inventory::{Ec2Clients, Inventory, RegionInventory, Subnet, Vpc};
+use account_link::inventory::{Inventory, RegionInventory, Subnet, Vpc};
 use account_link::notify::{split_for_sns, Channels, SnsPublisher, Webhook, MAX_SNS_MESSAGE_BYTES};
 use account_link::outbound::OutboundPolicy;
 use account_link::signing::SigningSecret;
@@ -267,42 +267,13 @@ async fn link_receiver_checks_python_signed_deliveries() {
 // ---- callback faults (mocked EC2, local provider endpoint) ----
 
 fn mocked_app(callback: Option<Webhook>) -> Arc<App> {
-    use aws_sdk_ec2::operation::{
-        describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput,
-        describe_vpcs::DescribeVpcsOutput,
-    };
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
-    let rules = [
-        mock!(aws_sdk_ec2::Client::describe_vpcs).then_output(|| {
-            DescribeVpcsOutput::builder()
-                .vpcs(
-                    aws_sdk_ec2::types::Vpc::builder()
-                        .vpc_id("vpc-11111111")
-                        .build(),
-                )
-                .build()
-        }),
-        mock!(aws_sdk_ec2::Client::describe_subnets)
-            .then_output(|| DescribeSubnetsOutput::builder().build()),
-        mock!(aws_sdk_ec2::Client::describe_route_tables)
-            .then_output(|| DescribeRouteTablesOutput::builder().build()),
-    ];
-    let client = mock_client!(
-        aws_sdk_ec2,
-        RuleMode::MatchAny,
-        &[&rules[0], &rules[1], &rules[2]]
-    );
-    Arc::new(App {
-        ec2: Ec2Clients::new(client.config().clone()),
-        http: http_client(),
-        outbound: OutboundPolicy::new(true),
-        notifier: Arc::new(Channels {
+    common::app_on(
+        common::one_vpc_ec2(),
+        Arc::new(Channels {
             webhook: callback,
             sns: None,
         }),
-        region: "us-west-2".into(),
-        config_error: None,
-    })
+    )
 }
 
 fn webhook(url: &str, per_attempt: Duration) -> Webhook {

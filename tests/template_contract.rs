@@ -17,14 +17,25 @@ fn template_passes_exactly_what_the_handler_reads() {
         .arg(common::root().join("template.yaml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let contract: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let set = |v: &serde_json::Value| -> BTreeSet<String> {
-        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
     // The loopback switch is for local runs only and must never be set by the stack.
-    let handler_env: BTreeSet<String> =
-        ENV_VARS.iter().filter(|v| **v != ALLOW_LOOPBACK_ENV).map(|s| s.to_string()).collect();
+    let handler_env: BTreeSet<String> = ENV_VARS
+        .iter()
+        .filter(|v| **v != ALLOW_LOOPBACK_ENV)
+        .map(|s| s.to_string())
+        .collect();
     assert_eq!(set(&contract["environment"]), handler_env);
     let handler_props: BTreeSet<String> = PROPERTY_NAMES.iter().map(|s| s.to_string()).collect();
     assert_eq!(set(&contract["properties"]), handler_props);

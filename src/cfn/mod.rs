@@ -21,13 +21,20 @@ const UNCONFIRMED_CREATE_PREFIX: &str = "create-unconfirmed-";
 /// when the resource gets a new logical id or moves to another stack, which CloudFormation treats as a
 /// new resource anyway.
 pub fn link_id(stack_id: &str, logical_resource_id: &str) -> String {
+    format!("{LINK_PREFIX}{}", digest_hex(stack_id, logical_resource_id))
+}
+
+/// 32 hex digits of SHA-256 over `a`, a newline and `b`: the ids derived from a request's fields.
+pub(crate) fn digest_hex(a: &str, b: &str) -> String {
     let digest = Sha256::new()
-        .chain_update(stack_id.as_bytes())
+        .chain_update(a.as_bytes())
         .chain_update(b"\n")
-        .chain_update(logical_resource_id.as_bytes())
+        .chain_update(b.as_bytes())
         .finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{LINK_PREFIX}{hex}")
+    digest[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The PhysicalResourceId a failed Create answers with: recognisably not a link, so the Delete

@@ -274,3 +274,49 @@ pub fn temp_path(name: &str) -> PathBuf {
 }
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// An `App` on the given EC2 configuration and notifier, allowed to call the tests' loopback fakes.
+pub fn app_on(
+    ec2: aws_sdk_ec2::Config,
+    notifier: Arc<dyn account_link::notify::Notifier>,
+) -> Arc<App> {
+    Arc::new(App {
+        ec2: account_link::inventory::Ec2Clients::new(ec2),
+        http: account_link::handler::http_client(),
+        outbound: account_link::outbound::OutboundPolicy::new(true),
+        notifier,
+        region: "us-west-2".into(),
+        config_error: None,
+    })
+}
+
+/// EC2 faked (aws-smithy-mocks) with one VPC, `vpc-11111111`, and nothing else, in every region.
+pub fn one_vpc_ec2() -> aws_sdk_ec2::Config {
+    use aws_sdk_ec2::operation::{
+        describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput,
+        describe_vpcs::DescribeVpcsOutput,
+    };
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    let rules = [
+        mock!(aws_sdk_ec2::Client::describe_vpcs).then_output(|| {
+            DescribeVpcsOutput::builder()
+                .vpcs(
+                    aws_sdk_ec2::types::Vpc::builder()
+                        .vpc_id("vpc-11111111")
+                        .build(),
+                )
+                .build()
+        }),
+        mock!(aws_sdk_ec2::Client::describe_subnets)
+            .then_output(|| DescribeSubnetsOutput::builder().build()),
+        mock!(aws_sdk_ec2::Client::describe_route_tables)
+            .then_output(|| DescribeRouteTablesOutput::builder().build()),
+    ];
+    mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&rules[0], &rules[1], &rules[2]]
+    )
+    .config()
+    .clone()
+}
