@@ -31,20 +31,46 @@ pub fn parse_event(data: &[u8]) {
 /// Any headers and body: verification never panics, never accepts what was not signed with the key,
 /// and always accepts what was.
 pub fn verify_signature(data: &[u8]) {
-    let secrets = vec![SigningSecret::from_bytes(b"fuzzing-key-fuzzing-key-32bytes!".to_vec())];
+    let secrets = vec![SigningSecret::from_bytes(
+        b"fuzzing-key-fuzzing-key-32bytes!".to_vec(),
+    )];
     let mut parts = data.splitn(4, |b| *b == 0xff);
     let text = |p: Option<&[u8]>| p.map(|b| String::from_utf8_lossy(b).into_owned());
-    let (id, ts, sig, body) = (text(parts.next()), text(parts.next()), text(parts.next()), parts.next().unwrap_or(&[]));
+    let (id, ts, sig, body) = (
+        text(parts.next()),
+        text(parts.next()),
+        text(parts.next()),
+        parts.next().unwrap_or(&[]),
+    );
     let now = 1_800_000_000;
-    let verdict = signing::verify(&secrets, id.as_deref(), ts.as_deref(), sig.as_deref(), body, now, 300);
+    let verdict = signing::verify(
+        &secrets,
+        id.as_deref(),
+        ts.as_deref(),
+        sig.as_deref(),
+        body,
+        now,
+        300,
+    );
     if verdict.is_ok() {
         // Only possible by forging HMAC-SHA256: treat as a finding.
         panic!("accepted an unsigned delivery: {id:?} {ts:?} {sig:?}");
     }
     let receiver = Receiver::new(secrets.clone(), 300, Box::new(std::io::sink()));
-    assert!(receiver.receive(id.as_deref(), ts.as_deref(), sig.as_deref(), body, now).is_err());
+    assert!(receiver
+        .receive(id.as_deref(), ts.as_deref(), sig.as_deref(), body, now)
+        .is_err());
     if let Some(id) = id.filter(|i| !i.is_empty()) {
         let signed = signing::sign(&secrets, &id, now, body);
-        assert!(signing::verify(&secrets, Some(&id), Some(&now.to_string()), Some(&signed), body, now, 300).is_ok());
+        assert!(signing::verify(
+            &secrets,
+            Some(&id),
+            Some(&now.to_string()),
+            Some(&signed),
+            body,
+            now,
+            300
+        )
+        .is_ok());
     }
 }
