@@ -39,6 +39,22 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// The AWS SDK configuration from the standard sources (`AWS_REGION`, `AWS_ENDPOINT_URL*`, the execution
+/// role's credentials), with bounds that suit a function racing a deadline: a hung connection is
+/// abandoned and retried instead of eating the whole budget.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    use std::time::Duration;
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4))
+        .load()
+        .await
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())

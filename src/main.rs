@@ -1,13 +1,13 @@
 use std::sync::Arc;
 
-use account_link::config::Config;
+use account_link::config::{self, Config};
 use account_link::App;
 use lambda_runtime::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let sdk = aws_config::load_from_env().await;
+    let sdk = config::load_aws_config().await;
     let config = Config::from_env();
     if let Err(e) = &config {
         tracing::error!(error = %e, "misconfigured: Create and Update will fail until this is fixed");
