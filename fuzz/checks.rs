@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each fuzz target uses one of the checks
 // What each fuzz target asserts, shared with tests/fuzz_regressions.rs so every input a fuzzer ever
 // crashed on is replayed by `make test`.
 
