@@ -49,10 +49,19 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
         .operation_attempt_timeout(Duration::from_secs(10))
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(aws_https_client())
         .timeout_config(timeouts)
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(4))
         .load()
         .await
+}
+
+/// The AWS SDK's HTTPS client: rustls with ring, like every other connection the function makes.
+pub fn aws_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 impl Config {

@@ -52,6 +52,8 @@ pub enum HandlerError {
 
 /// A client for everything the function sends over HTTP: no redirects, bounded connects.
 pub fn http_client() -> reqwest::Client {
+    // reqwest is built without a crypto provider of its own: use ring, process-wide (idempotent).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(3))
@@ -288,14 +290,9 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
             .as_ref()
             .and_then(|old| LinkProperties::parse(old, &app.region, &req.stack.partition).ok())
     });
-    let event = LinkEvent::new(req, &link_id, &props, previous, Some(inventory.clone()));
-    let _pending = in_flight.start(app.notifier.describe());
-    progress.provider_contacted.store(true, Ordering::SeqCst);
-    if let Err(e) = app.notifier.notify(&event, until).await {
-        return fail(e.to_string());
-    }
+    // The answer is prepared first so the inventory can move into the event instead of being copied.
     let mut answer = Answer::success(
-        link_id,
+        link_id.clone(),
         format!(
             "linked: {} VPCs, {} subnets, {} route tables in {}",
             inventory.vpc_count(),
@@ -304,16 +301,18 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
             props.regions.join(", ")
         ),
     );
-    answer.data = attributes(
-        &answer.physical_resource_id,
-        &props,
-        &inventory,
-        &event.data.event_id,
-    );
     answer.optional_data = vec![
         ("VpcIds".into(), inventory.vpc_ids().join(",")),
         ("SubnetIds".into(), inventory.subnet_ids().join(",")),
     ];
+    let event_id = crate::event::event_id(&req.reply.stack_id, &req.reply.request_id);
+    answer.data = attributes(&link_id, &props, &inventory, &event_id);
+    let event = LinkEvent::new(req, &link_id, &props, previous, Some(inventory));
+    let _pending = in_flight.start(app.notifier.describe());
+    progress.provider_contacted.store(true, Ordering::SeqCst);
+    if let Err(e) = app.notifier.notify(&event, until).await {
+        return fail(e.to_string());
+    }
     answer
 }
 

@@ -221,7 +221,7 @@ async fn link_receiver_checks_python_signed_deliveries() {
         .unwrap()
         .as_secs();
     let other_secret = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
-    let http = reqwest::Client::new();
+    let http = http_client();
     let post = |headers: Value, body: String| {
         let mut req = http.post(&receiver.url).body(body);
         for (k, v) in headers.as_object().unwrap() {

@@ -139,13 +139,13 @@ pub fn split_for_sns(event: &LinkEvent, max_bytes: usize) -> Vec<String> {
         .into_iter()
         .enumerate()
         .map(|(i, inventory)| {
-            let mut e = event.clone();
-            e.data.inventory = inventory;
-            e.data.part = Some(Part {
+            // One envelope for every part: only its inventory and number change.
+            skeleton.data.inventory = inventory;
+            skeleton.data.part = Some(Part {
                 index: i + 1,
                 count,
             });
-            serde_json::to_string(&e).unwrap_or_default()
+            serde_json::to_string(&skeleton).unwrap_or_default()
         })
         .collect()
 }

@@ -124,6 +124,7 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     use aws_config::{BehaviorVersion, Region};
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(account_link::config::aws_https_client())
         .region(Region::new("us-west-2"))
         .endpoint_url(endpoint)
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
