@@ -1,6 +1,6 @@
-#![allow(dead_code)] // each fuzz target uses one of the checks
 // What each fuzz target asserts, shared with tests/fuzz_regressions.rs so every input a fuzzer ever
-// crashed on is replayed by `make test`.
+// crashed on is replayed by `make test`. Each fuzz target uses one of the checks.
+#![allow(dead_code)]
 
 use account_link::cfn::{self, Answer, RequestError};
 use account_link::outbound::OutboundPolicy;
