@@ -82,8 +82,11 @@ impl App {
                 .clone()
                 .map(|arn| SnsPublisher::new(aws_sdk_sns::Client::new(sdk), arn)),
         };
+        let ec2 = Ec2Clients::new(aws_sdk_ec2::Config::from(sdk));
+        // The usual region's client is built at init; others on first use, then kept for the process.
+        ec2.client(&region);
         Self {
-            ec2: Ec2Clients::new(aws_sdk_ec2::Config::from(sdk)),
+            ec2,
             http,
             outbound: config.outbound,
             notifier: Arc::new(channels),

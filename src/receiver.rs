@@ -123,6 +123,8 @@ impl Receiver {
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
             let this = self.clone();
