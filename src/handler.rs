@@ -3,6 +3,7 @@
 //! least [`ANSWER_MARGIN`] before the runtime's deadline whatever the steps before it are doing.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +11,8 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::cfn::{self, Answer, CfnRequest, ReplyTo, RequestError, RequestType};
+use crate::cfn::{self, Answer, CfnRequest, IssuedId, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use crate::cfn::IssuedId;
 use crate::deadline::{Deadline, InFlight};
 use crate::event::LinkEvent;
 use crate::inventory::{self, Ec2Clients, Inventory};
@@ -134,10 +132,7 @@ pub async fn handle_payload(
         }
         Err(RequestError::Invalid { reply, message, .. }) => {
             tracing::error!(error = %message, "invalid request");
-            let id = reply
-                .physical_resource_id
-                .clone()
-                .unwrap_or_else(|| cfn::failed_create_id(&reply.request_id));
+            let id = existing_id(&reply);
             return answer(&app, &reply, Answer::failed(id, message), deadline).await;
         }
     };
@@ -192,12 +187,15 @@ struct Progress {
 }
 
 impl Progress {
-    /// The PhysicalResourceId of a Create that fails now.
-    fn failed_create_id(&self, req: &CfnRequest) -> String {
-        if self.provider_contacted.load(Ordering::SeqCst) {
-            cfn::unconfirmed_create_id(&req.reply.request_id)
-        } else {
-            cfn::failed_create_id(&req.reply.request_id)
+    /// The PhysicalResourceId of a Create or Update that fails now: an Update keeps its id; a Create gets
+    /// a placeholder that says whether the provider may have heard of it.
+    fn failure_id(&self, req: &CfnRequest) -> String {
+        match req.request_type {
+            RequestType::Create if self.provider_contacted.load(Ordering::SeqCst) => {
+                cfn::unconfirmed_create_id(&req.reply.request_id)
+            }
+            RequestType::Create => cfn::failed_create_id(&req.reply.request_id),
+            _ => existing_id(&req.reply),
         }
     }
 }
@@ -206,19 +204,22 @@ impl Progress {
 fn fallback(req: &CfnRequest, progress: &Progress, problem: &str) -> Answer {
     tracing::error!(problem, "work did not finish");
     match req.request_type {
-        RequestType::Create => Answer::failed(progress.failed_create_id(req), problem),
-        RequestType::Update => Answer::failed(existing_id(req), problem),
-        RequestType::Delete => {
-            Answer::success(existing_id(req), format!("unlink not confirmed: {problem}"))
+        RequestType::Create | RequestType::Update => {
+            Answer::failed(progress.failure_id(req), problem)
         }
+        RequestType::Delete => Answer::success(
+            existing_id(&req.reply),
+            format!("unlink not confirmed: {problem}"),
+        ),
     }
 }
 
-fn existing_id(req: &CfnRequest) -> String {
-    req.reply
+/// The request's own PhysicalResourceId (Update, Delete), or the failed-Create placeholder.
+fn existing_id(reply: &ReplyTo) -> String {
+    reply
         .physical_resource_id
         .clone()
-        .unwrap_or_else(|| cfn::failed_create_id(&req.reply.request_id))
+        .unwrap_or_else(|| cfn::failed_create_id(&reply.request_id))
 }
 
 async fn answer(
@@ -261,13 +262,7 @@ async fn work(app: Arc<App>, req: CfnRequest, progress: Progress, until: Deadlin
 
 async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline) -> Answer {
     let in_flight = &progress.in_flight;
-    let fail = |reason: String| {
-        let id = match req.request_type {
-            RequestType::Create => progress.failed_create_id(req),
-            _ => existing_id(req),
-        };
-        Answer::failed(id, reason)
-    };
+    let fail = |reason: String| Answer::failed(progress.failure_id(req), reason);
     if let Some(e) = &app.config_error {
         return fail(format!("the function is misconfigured: {e}"));
     }
@@ -341,7 +336,7 @@ fn attributes(
 
 /// Delete never fails for reasons outside the request: a stack must always be deletable.
 async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline) -> Answer {
-    let physical = existing_id(req);
+    let physical = existing_id(&req.reply);
     let (stack_id, logical_id) = (&req.reply.stack_id, &req.reply.logical_resource_id);
     // The id the provider knows the link by.
     let link_id = match cfn::classify_id(&physical, stack_id, logical_id) {

@@ -41,19 +41,23 @@ pub(crate) fn digest_hex(a: &str, b: &str) -> String {
 /// CloudFormation sends while rolling back does nothing. Derived from the request so a re-sent request
 /// gets the same one.
 pub fn failed_create_id(request_id: &str) -> String {
+    placeholder_id(FAILED_CREATE_PREFIX, request_id)
+}
+
+fn placeholder_id(prefix: &str, request_id: &str) -> String {
     let safe: String = request_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(64)
         .collect();
-    format!("{FAILED_CREATE_PREFIX}{safe}")
+    format!("{prefix}{safe}")
 }
 
 /// The PhysicalResourceId of a Create that failed after the provider may already have been told (the
 /// callback timed out, SNS failed after the callback succeeded...): the rollback Delete then tells the
 /// provider to unlink `link_id`, so no link is left behind on the provider's side.
 pub fn unconfirmed_create_id(request_id: &str) -> String {
-    failed_create_id(request_id).replacen(FAILED_CREATE_PREFIX, UNCONFIRMED_CREATE_PREFIX, 1)
+    placeholder_id(UNCONFIRMED_CREATE_PREFIX, request_id)
 }
 
 /// What a Delete's PhysicalResourceId means for this resource.
