@@ -28,10 +28,10 @@ test: venv lint unit-test template-test ## everything CI runs: fmt, clippy, unit
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 unit-test: venv
-	cargo test --locked
+	cargo test --locked --workspace
 
 # The contract tests also validate the events a real run delivered (written by `cargo test`).
 template-test: venv

@@ -4,11 +4,18 @@
 use url::Url;
 
 use crate::outbound::{OutboundPolicy, ALLOW_LOOPBACK_ENV};
-use crate::signing::SigningSecret;
+use link_contract::arn::Arn;
+use link_contract::signing::SigningSecret;
 
 pub const CALLBACK_URL_ENV: &str = "PROVIDER_CALLBACK_URL";
 pub const SIGNING_SECRET_ENV: &str = "PROVIDER_SIGNING_SECRET";
 pub const SNS_TOPIC_ENV: &str = "PROVIDER_SNS_TOPIC_ARN";
+pub const MAX_BODY_ENV: &str = "PROVIDER_MAX_BODY_BYTES";
+
+/// The largest callback body by default: what an ALB in front of a Lambda target accepts.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A smaller limit would split even a small account into many deliveries.
+const MIN_MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Every variable the function reads besides the AWS SDK's standard ones (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL*`, credentials) and the runtime's.
@@ -16,6 +23,7 @@ pub const ENV_VARS: &[&str] = &[
     CALLBACK_URL_ENV,
     SIGNING_SECRET_ENV,
     SNS_TOPIC_ENV,
+    MAX_BODY_ENV,
     ALLOW_LOOPBACK_ENV,
 ];
 
@@ -30,6 +38,8 @@ pub struct Config {
 pub struct Callback {
     pub url: Url,
     pub secrets: Vec<SigningSecret>,
+    /// Larger events are delivered in parts.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +96,17 @@ impl Config {
             }
         };
         let outbound = OutboundPolicy::new(allow_loopback);
+        let max_body_bytes = match get(MAX_BODY_ENV) {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= MIN_MAX_BODY_BYTES)
+                .ok_or_else(|| ConfigError {
+                    var: MAX_BODY_ENV,
+                    problem: format!("must be a number of bytes, at least {MIN_MAX_BODY_BYTES}"),
+                })?,
+        };
         let callback = match (get(CALLBACK_URL_ENV), get(SIGNING_SECRET_ENV)) {
             (None, None) => None,
             (Some(_), None) => {
@@ -113,12 +134,15 @@ impl Config {
                     var: SIGNING_SECRET_ENV,
                     problem: e.to_string(),
                 })?,
+                max_body_bytes,
             }),
         };
         let sns_topic_arn = get(SNS_TOPIC_ENV);
         if let Some(arn) = &sns_topic_arn {
-            let parts: Vec<&str> = arn.split(':').collect();
-            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+            let topic = Arn::parse(arn).ok();
+            if !topic.is_some_and(|t| {
+                t.service == "sns" && !t.region.is_empty() && !t.account.is_empty()
+            }) {
                 return Err(ConfigError {
                     var: SNS_TOPIC_ENV,
                     problem: format!("'{arn}' is not an SNS topic ARN"),
@@ -176,6 +200,7 @@ mod tests {
             ),
             (vec![(SNS_TOPIC_ENV, "topic")], SNS_TOPIC_ENV),
             (vec![(ALLOW_LOOPBACK_ENV, "yes")], ALLOW_LOOPBACK_ENV),
+            (vec![(MAX_BODY_ENV, "1000")], MAX_BODY_ENV),
         ] {
             let e = cfg(&vars).unwrap_err();
             assert_eq!(e.var, var);

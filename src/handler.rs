@@ -14,11 +14,14 @@ use tracing::Instrument;
 use crate::cfn::{self, Answer, CfnRequest, IssuedId, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
 use crate::deadline::{Deadline, InFlight};
-use crate::event::LinkEvent;
-use crate::inventory::{self, Ec2Clients, Inventory};
+use link_contract::event::LinkProperties;
+use link_contract::inventory::Inventory;
+
+use crate::inventory::{self, Ec2Clients};
 use crate::notify::{Channels, Notifier, SnsPublisher, Webhook};
 use crate::outbound::{OutboundPolicy, Redacted};
-use crate::properties::LinkProperties;
+use crate::properties;
+use crate::report;
 
 /// The answer to CloudFormation starts at least this long before the runtime's deadline.
 pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
@@ -266,7 +269,7 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
     if let Some(e) = &app.config_error {
         return fail(format!("the function is misconfigured: {e}"));
     }
-    let props = match LinkProperties::parse(&req.properties, &app.region, &req.stack.partition) {
+    let props = match properties::parse(&req.properties, &app.region, &req.stack.partition) {
         Ok(p) => p,
         Err(e) => return fail(format!("invalid property {e}")),
     };
@@ -286,7 +289,7 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
     let previous = (req.request_type == RequestType::Update).then(|| {
         req.old_properties
             .as_ref()
-            .and_then(|old| LinkProperties::parse(old, &app.region, &req.stack.partition).ok())
+            .and_then(|old| properties::parse(old, &app.region, &req.stack.partition).ok())
     });
     // The answer is prepared first so the inventory can move into the event instead of being copied.
     let mut answer = Answer::success(
@@ -303,9 +306,9 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
         ("VpcIds".into(), inventory.vpc_ids().join(",")),
         ("SubnetIds".into(), inventory.subnet_ids().join(",")),
     ];
-    let event_id = crate::event::event_id(&req.reply.stack_id, &req.reply.request_id);
+    let event_id = report::event_id(&req.reply.stack_id, &req.reply.request_id);
     answer.data = attributes(&link_id, &props, &inventory, &event_id);
-    let event = LinkEvent::new(req, &link_id, &props, previous, Some(inventory));
+    let event = report::link_event(req, &link_id, &props, previous, Some(inventory));
     let _pending = in_flight.start(app.notifier.describe());
     progress.provider_contacted.store(true, Ordering::SeqCst);
     if let Err(e) = app.notifier.notify(&event, until).await {
@@ -350,10 +353,10 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
             );
         }
     };
-    let props = LinkProperties::parse(&req.properties, &app.region, &req.stack.partition)
+    let props = properties::parse(&req.properties, &app.region, &req.stack.partition)
         .unwrap_or_else(|e| {
             tracing::warn!(error = %e, "invalid properties on Delete; unlinking with defaults");
-            LinkProperties::defaults(&app.region)
+            properties::defaults(&app.region)
         });
     let mut notes = Vec::new();
     let inventory = match &app.config_error {
@@ -372,7 +375,7 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
             "the provider was not told: the function is misconfigured: {e}"
         ));
     } else {
-        let event = LinkEvent::new(req, &link_id, &props, None, inventory);
+        let event = report::link_event(req, &link_id, &props, None, inventory);
         let _pending = in_flight.start(app.notifier.describe());
         if let Err(e) = app.notifier.notify(&event, until).await {
             tracing::warn!(error = %e, "provider not told of the unlink; the stack is not held back");

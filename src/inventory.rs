@@ -3,14 +3,16 @@
 //! allows nothing else); all regions and all three calls run concurrently and every page is followed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::Mutex;
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Tag, Vpc as SdkVpc};
 use aws_sdk_ec2::Client;
+use aws_smithy_async::future::pagination_stream::PaginationStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use serde::{Deserialize, Serialize};
+
+use link_contract::inventory::{Inventory, RegionInventory, Route, RouteTable, Subnet, Vpc};
 
 use crate::deadline::InFlight;
 
@@ -49,102 +51,6 @@ impl Ec2Clients {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RegionInventory {
-    pub region: String,
-    pub vpcs: Vec<Vpc>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Vpc {
-    pub vpc_id: String,
-    pub name: Option<String>,
-    pub cidr_block: Option<String>,
-    /// Every associated IPv4 block, the primary one included.
-    pub cidr_blocks: Vec<String>,
-    pub ipv6_cidr_blocks: Vec<String>,
-    pub is_default: bool,
-    pub state: Option<String>,
-    pub owner_id: Option<String>,
-    pub subnets: Vec<Subnet>,
-    pub route_tables: Vec<RouteTable>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Subnet {
-    pub subnet_id: String,
-    pub name: Option<String>,
-    pub cidr_block: Option<String>,
-    pub ipv6_cidr_blocks: Vec<String>,
-    pub availability_zone: Option<String>,
-    pub availability_zone_id: Option<String>,
-    pub available_ip_address_count: Option<i32>,
-    pub map_public_ip_on_launch: bool,
-    pub default_for_az: bool,
-    pub state: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RouteTable {
-    pub route_table_id: String,
-    pub name: Option<String>,
-    /// The VPC's main route table (used by subnets with no explicit association).
-    pub main: bool,
-    pub subnet_ids: Vec<String>,
-    pub routes: Vec<Route>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Route {
-    /// An IPv4 or IPv6 CIDR, or a prefix list id.
-    pub destination: Option<String>,
-    /// The gateway, NAT gateway, peering connection, interface... the traffic goes to.
-    pub target: Option<String>,
-    pub state: Option<String>,
-    pub origin: Option<String>,
-}
-
-/// Everything found, one entry per requested region, in the order requested.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Inventory(pub Vec<RegionInventory>);
-
-impl Inventory {
-    fn vpcs(&self) -> impl Iterator<Item = &Vpc> {
-        self.0.iter().flat_map(|r| &r.vpcs)
-    }
-    pub fn vpc_count(&self) -> usize {
-        self.vpcs().count()
-    }
-    pub fn subnet_count(&self) -> usize {
-        self.vpcs().map(|v| v.subnets.len()).sum()
-    }
-    pub fn route_table_count(&self) -> usize {
-        self.vpcs().map(|v| v.route_tables.len()).sum()
-    }
-    pub fn vpc_ids(&self) -> Vec<&str> {
-        self.vpcs().map(|v| v.vpc_id.as_str()).collect()
-    }
-    pub fn subnet_ids(&self) -> Vec<&str> {
-        self.vpcs()
-            .flat_map(|v| &v.subnets)
-            .map(|s| s.subnet_id.as_str())
-            .collect()
-    }
-    pub fn find_vpc(&self, vpc_id: &str) -> Option<(&str, &Vpc)> {
-        self.0.iter().find_map(|r| {
-            r.vpcs
-                .iter()
-                .find(|v| v.vpc_id == vpc_id)
-                .map(|v| (r.region.as_str(), v))
-        })
-    }
-}
-
 /// Why an EC2 call failed, in words a cloud admin can act on.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("ec2:{action} in {region} {problem}")]
@@ -171,51 +77,59 @@ async fn collect_region(
     region: &str,
     in_flight: &InFlight,
 ) -> Result<RegionInventory, InventoryError> {
-    let vpcs = all_pages("DescribeVpcs", region, in_flight, |token| {
-        let req = client
+    // The SDK's paginators follow the tokens; `all_pages` checks each one (see there), so the SDK's own
+    // duplicate-token stop, which would end the listing silently, is turned off.
+    let vpcs = all_pages(
+        "DescribeVpcs",
+        region,
+        in_flight,
+        client
             .describe_vpcs()
-            .max_results(1000)
-            .set_next_token(token);
-        async move {
-            let out = req.send().await.map_err(describe_sdk_error)?;
-            Ok((out.vpcs.unwrap_or_default(), out.next_token))
-        }
-    });
-    let subnets = all_pages("DescribeSubnets", region, in_flight, |token| {
-        let req = client
+            .into_paginator()
+            .page_size(1000)
+            .stop_on_duplicate_token(false)
+            .send(),
+        |out| (out.vpcs.unwrap_or_default(), out.next_token),
+    );
+    let subnets = all_pages(
+        "DescribeSubnets",
+        region,
+        in_flight,
+        client
             .describe_subnets()
-            .max_results(1000)
-            .set_next_token(token);
-        async move {
-            let out = req.send().await.map_err(describe_sdk_error)?;
-            Ok((out.subnets.unwrap_or_default(), out.next_token))
-        }
-    });
-    let tables = all_pages("DescribeRouteTables", region, in_flight, |token| {
-        let req = client
+            .into_paginator()
+            .page_size(1000)
+            .stop_on_duplicate_token(false)
+            .send(),
+        |out| (out.subnets.unwrap_or_default(), out.next_token),
+    );
+    let tables = all_pages(
+        "DescribeRouteTables",
+        region,
+        in_flight,
+        client
             .describe_route_tables()
-            .max_results(100)
-            .set_next_token(token);
-        async move {
-            let out = req.send().await.map_err(describe_sdk_error)?;
-            Ok((out.route_tables.unwrap_or_default(), out.next_token))
-        }
-    });
+            .into_paginator()
+            .page_size(100)
+            .stop_on_duplicate_token(false)
+            .send(),
+        |out| (out.route_tables.unwrap_or_default(), out.next_token),
+    );
     let (vpcs, subnets, tables) = futures::try_join!(vpcs, subnets, tables)?;
     Ok(assemble(region, vpcs, subnets, tables))
 }
 
-/// Calls `fetch` with each page token until EC2 returns none. A token seen before would restart the
-/// listing forever, so it ends it with an error instead.
-async fn all_pages<T, F, Fut>(
+/// Drains a paginator, page by page. A token seen before would restart the listing forever, so it ends
+/// it with an error instead; so does a listing that never ends.
+async fn all_pages<O, E, T>(
     action: &'static str,
     region: &str,
     in_flight: &InFlight,
-    fetch: F,
+    mut pages: PaginationStream<Result<O, SdkError<E, HttpResponse>>>,
+    split: impl Fn(O) -> (Vec<T>, Option<String>),
 ) -> Result<Vec<T>, InventoryError>
 where
-    F: Fn(Option<String>) -> Fut,
-    Fut: Future<Output = Result<(Vec<T>, Option<String>), String>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let _guard = in_flight.start(format!("ec2:{action} in {region}"));
     let fail = |problem: String| InventoryError {
@@ -225,19 +139,22 @@ where
     };
     let mut items = Vec::new();
     let mut seen = HashSet::new();
-    let mut token = None;
     for _ in 0..MAX_PAGES {
-        let (page, next) = fetch(token).await.map_err(fail)?;
+        let Some(page) = pages.next().await else {
+            return Ok(items);
+        };
+        let (page, next) = split(page.map_err(|e| fail(describe_sdk_error(e)))?);
         items.extend(page);
         match next.filter(|t| !t.is_empty()) {
             None => return Ok(items),
-            Some(t) if !seen.insert(t.clone()) => {
-                return Err(fail(
-                    "returned a page token it had already returned: the listing would never end"
-                        .into(),
-                ))
+            Some(t) => {
+                if !seen.insert(t) {
+                    return Err(fail(
+                        "returned a page token it had already returned: the listing would never end"
+                            .into(),
+                    ));
+                }
             }
-            Some(t) => token = Some(t),
         }
     }
     Err(fail(format!("did not finish after {MAX_PAGES} pages")))

@@ -1,18 +1,17 @@
 //! account-link: the CloudFormation custom resource that links a customer's AWS account to a SaaS
-//! provider. See `handler` for the flow of one invocation and README.md for the whole picture.
+//! provider. See `handler` for the flow of one invocation and README.md for the whole picture; the event
+//! it sends is the `link-contract` crate's.
 
 pub mod cfn;
 pub mod config;
 pub mod deadline;
 pub mod delivery;
-pub mod event;
 pub mod handler;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;
 pub mod properties;
-pub mod receiver;
-pub mod signing;
+pub mod report;
 pub mod text;
 
 pub use handler::{handle, App};

@@ -4,21 +4,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use link_contract::partition::Partition;
 use url::{Host, Url};
 
 /// Environment switch that also allows plain `http` to loopback addresses (local runs and tests only).
 pub const ALLOW_LOOPBACK_ENV: &str = "ACCOUNT_LINK_ALLOW_LOOPBACK";
-
-/// DNS suffixes of the AWS partitions' service endpoints.
-const PARTITION_SUFFIXES: &[&str] = &[
-    "amazonaws.com",
-    "amazonaws.com.cn",
-    "amazonaws.eu",
-    "c2s.ic.gov",
-    "sc2s.sgov.gov",
-    "cloud.adc-e.uk",
-    "csp.hci.ic.gov",
-];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OutboundError {
@@ -108,7 +98,7 @@ fn is_loopback(url: &Url) -> bool {
 /// `bucket.s3.amazonaws.com`, `bucket.s3.us-east-2.amazonaws.com`, `s3-external-1.amazonaws.com`,
 /// `bucket.s3.dualstack.eu-west-1.amazonaws.com`, `bucket.s3.cn-north-1.amazonaws.com.cn`, ...
 fn is_s3_host(host: &str) -> bool {
-    PARTITION_SUFFIXES.iter().any(|suffix| {
+    Partition::dns_suffixes().any(|suffix| {
         host.strip_suffix(suffix)
             .and_then(|rest| rest.strip_suffix('.'))
             .is_some_and(|rest| rest.split('.').any(|l| l == "s3" || l.starts_with("s3-")))

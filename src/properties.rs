@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use link_contract::arn::Arn;
+use link_contract::event::LinkProperties;
+use link_contract::partition::{is_region_name, Partition};
 use serde_json::Value;
 
 /// The properties this resource reads (the template passes exactly these).
@@ -17,15 +19,6 @@ pub const CLOUDFORMATION_KEYS: &[&str] = &["ServiceToken", "ServiceTimeout"];
 
 const MAX_REGIONS: usize = 32;
 const MAX_ROLES: usize = 20;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LinkProperties {
-    pub regions: Vec<String>,
-    pub external_id: Option<String>,
-    pub roles: BTreeMap<String, String>,
-    pub vpc_id: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -41,53 +34,51 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> PropertyError {
     }
 }
 
-impl LinkProperties {
-    /// What a link with no properties means: the function's own region, nothing else.
-    pub fn defaults(function_region: &str) -> Self {
-        Self {
-            regions: vec![function_region.to_string()],
-            external_id: None,
-            roles: BTreeMap::new(),
-            vpc_id: None,
-        }
+/// What a link with no properties means: the function's own region, nothing else.
+pub fn defaults(function_region: &str) -> LinkProperties {
+    LinkProperties {
+        regions: vec![function_region.to_string()],
+        external_id: None,
+        roles: BTreeMap::new(),
+        vpc_id: None,
     }
+}
 
-    /// Parses `ResourceProperties`. `partition` is the stack's (from its ARN): regions and role ARNs must
-    /// belong to it.
-    pub fn parse(
-        value: &Value,
-        function_region: &str,
-        partition: &str,
-    ) -> Result<Self, PropertyError> {
-        const ROOT: &str = "ResourceProperties";
-        let empty = serde_json::Map::new();
-        let obj = match value {
-            Value::Null => &empty,
-            Value::Object(o) => o,
-            _ => return Err(err(ROOT, "must be an object of properties")),
-        };
-        if let Some(unknown) = obj.keys().find(|k| {
-            !PROPERTY_NAMES.contains(&k.as_str()) && !CLOUDFORMATION_KEYS.contains(&k.as_str())
-        }) {
-            return Err(err(
-                format!("{ROOT}.{}", crate::text::truncate_chars(unknown, 64)),
-                format!(
-                    "is not a property of Custom::AccountLink (accepted: {})",
-                    PROPERTY_NAMES.join(", ")
-                ),
-            ));
-        }
-        let regions = match parse_regions(obj.get("Regions"), partition)? {
-            r if r.is_empty() => vec![function_region.to_string()],
-            r => r,
-        };
-        Ok(Self {
-            regions,
-            external_id: parse_external_id(obj.get("ExternalId"))?,
-            roles: parse_roles(obj.get("Roles"), partition)?,
-            vpc_id: parse_vpc_id(obj.get("VpcId"))?,
-        })
+/// Parses `ResourceProperties`. `partition` is the stack's (from its ARN): regions and role ARNs must
+/// belong to it.
+pub fn parse(
+    value: &Value,
+    function_region: &str,
+    partition: &str,
+) -> Result<LinkProperties, PropertyError> {
+    const ROOT: &str = "ResourceProperties";
+    let empty = serde_json::Map::new();
+    let obj = match value {
+        Value::Null => &empty,
+        Value::Object(o) => o,
+        _ => return Err(err(ROOT, "must be an object of properties")),
+    };
+    if let Some(unknown) = obj.keys().find(|k| {
+        !PROPERTY_NAMES.contains(&k.as_str()) && !CLOUDFORMATION_KEYS.contains(&k.as_str())
+    }) {
+        return Err(err(
+            format!("{ROOT}.{}", crate::text::truncate_chars(unknown, 64)),
+            format!(
+                "is not a property of Custom::AccountLink (accepted: {})",
+                PROPERTY_NAMES.join(", ")
+            ),
+        ));
     }
+    let regions = match parse_regions(obj.get("Regions"), partition)? {
+        r if r.is_empty() => vec![function_region.to_string()],
+        r => r,
+    };
+    Ok(LinkProperties {
+        regions,
+        external_id: parse_external_id(obj.get("ExternalId"))?,
+        roles: parse_roles(obj.get("Roles"), partition)?,
+        vpc_id: parse_vpc_id(obj.get("VpcId"))?,
+    })
 }
 
 /// A scalar as CloudFormation sends it; `None` when absent, null or empty.
@@ -159,7 +150,7 @@ fn parse_regions(v: Option<&Value>, partition: &str) -> Result<Vec<String>, Prop
                 ),
             ));
         }
-        let in_partition = region_partition(&region);
+        let in_partition = Partition::of_region(&region).name;
         if in_partition != partition {
             return Err(err(
                 field,
@@ -172,37 +163,6 @@ fn parse_regions(v: Option<&Value>, partition: &str) -> Result<Vec<String>, Prop
         out.push(region);
     }
     Ok(out)
-}
-
-/// `eu-west-1`, `us-gov-west-1`, `ap-southeast-5`, `us-isob-east-1`: lowercase words and a number.
-pub fn is_region_name(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts.len() <= 5
-        && s.len() <= 30
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].len() <= 2
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty()
-}
-
-/// The partition a region name belongs to.
-pub fn region_partition(region: &str) -> &'static str {
-    const PREFIXES: &[(&str, &str)] = &[
-        ("cn-", "aws-cn"),
-        ("us-gov-", "aws-us-gov"),
-        ("us-isob-", "aws-iso-b"),
-        ("us-isof-", "aws-iso-f"),
-        ("us-iso-", "aws-iso"),
-        ("eu-isoe-", "aws-iso-e"),
-        ("eusc-", "aws-eusc"),
-    ];
-    PREFIXES
-        .iter()
-        .find(|(p, _)| region.starts_with(p))
-        .map_or("aws", |(_, part)| part)
 }
 
 fn parse_external_id(v: Option<&Value>) -> Result<Option<String>, PropertyError> {
@@ -283,33 +243,19 @@ fn check_role_arn(arn: &str, partition: &str) -> Result<(), String> {
     let bad = || {
         format!("'{shown}' is not an IAM role ARN (arn:{partition}:iam::123456789012:role/Name)")
     };
-    if arn.len() > 2048 {
+    let parsed = Arn::parse(arn).map_err(|e| match e {
+        link_contract::arn::ArnError::Account(a) => {
+            format!("'{shown}' has account id '{a}'; an AWS account id is 12 digits")
+        }
+        _ => bad(),
+    })?;
+    if parsed.role_name().is_none() {
         return Err(bad());
     }
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [arn_lit, part, service, region, account, resource] = parts[..] else {
-        return Err(bad());
-    };
-    let name = resource.strip_prefix("role/").ok_or_else(bad)?;
-    let valid_name = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
-        && name
-            .rsplit('/')
-            .next()
-            .is_some_and(|n| !n.is_empty() && n.len() <= 64);
-    if arn_lit != "arn" || service != "iam" || !region.is_empty() || !valid_name {
-        return Err(bad());
-    }
-    if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+    if parsed.partition.name != partition {
         return Err(format!(
-            "'{shown}' has account id '{account}'; an AWS account id is 12 digits"
-        ));
-    }
-    if part != partition {
-        return Err(format!(
-            "'{shown}' is in partition {part}, but the stack runs in partition {partition}"
+            "'{shown}' is in partition {}, but the stack runs in partition {partition}",
+            parsed.partition.name
         ));
     }
     Ok(())
@@ -343,17 +289,14 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<LinkProperties, PropertyError> {
-        LinkProperties::parse(&v, "us-west-2", "aws")
+        super::parse(&v, "us-west-2", "aws")
     }
 
     #[test]
     fn empty_properties_mean_the_function_region() {
         let p = parse(json!({"ServiceToken": "arn:aws:lambda:us-west-2:1:function:f", "ExternalId": "", "VpcId": ""})).unwrap();
-        assert_eq!(p, LinkProperties::defaults("us-west-2"));
-        assert_eq!(
-            parse(Value::Null).unwrap(),
-            LinkProperties::defaults("us-west-2")
-        );
+        assert_eq!(p, defaults("us-west-2"));
+        assert_eq!(parse(Value::Null).unwrap(), defaults("us-west-2"));
     }
 
     #[test]
@@ -450,33 +393,5 @@ mod tests {
             assert!(e.message.contains(words), "{input}: {e}");
             assert!(e.to_string().len() < 400, "message too long for {field}");
         }
-    }
-
-    #[test]
-    fn region_names_and_partitions() {
-        for r in [
-            "us-east-1",
-            "us-gov-west-1",
-            "ap-southeast-5",
-            "il-central-1",
-            "us-isob-east-1",
-            "eusc-de-east-1",
-        ] {
-            assert!(is_region_name(r), "{r}");
-        }
-        for r in [
-            "us-east",
-            "US-EAST-1",
-            "us_east_1",
-            "us-east-1a",
-            "-1",
-            "us--1",
-            "",
-        ] {
-            assert!(!is_region_name(r), "{r}");
-        }
-        assert_eq!(region_partition("us-gov-east-1"), "aws-us-gov");
-        assert_eq!(region_partition("cn-northwest-1"), "aws-cn");
-        assert_eq!(region_partition("eu-central-1"), "aws");
     }
 }

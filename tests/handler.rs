@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use account_link::deadline::Deadline;
 use account_link::deadline::InFlight;
-use account_link::event::LinkEvent;
 use account_link::handler::{handle_payload, HandlerError, ANSWER_MARGIN};
 use account_link::inventory::{self, Ec2Clients};
 use account_link::notify::{Channels, Notifier, NotifyError};
@@ -21,6 +20,7 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use common::http::{Reply, Server};
 use futures::future::BoxFuture;
+use link_contract::event::LinkEvent;
 use serde_json::Value;
 
 const PAGE: usize = 1000;

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use account_link::deadline::Deadline;
-use account_link::event::{EventType, LinkEvent};
 use account_link::handler::handle_payload;
 use account_link::notify::{Notifier, NotifyError};
 use futures::future::BoxFuture;
+use link_contract::event::{EventType, LinkEvent};
 use serde_json::{json, Value};
 
 /// Keeps every event the handler hands to the provider-notification step.

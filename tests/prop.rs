@@ -4,12 +4,12 @@
 mod common;
 
 use account_link::cfn::{self, Answer, ReplyTo, RequestError};
-use account_link::event::LinkEvent;
-use account_link::inventory::{Inventory, RegionInventory, RouteTable, Subnet, Vpc};
-use account_link::notify::split_for_sns;
 use account_link::outbound::OutboundPolicy;
-use account_link::properties::LinkProperties;
-use account_link::signing::{sign, verify, SigningSecret};
+use account_link::properties;
+use link_contract::event::LinkEvent;
+use link_contract::inventory::{Inventory, RegionInventory, RouteTable, Subnet, Vpc};
+use link_contract::parts;
+use link_contract::signing::{sign, verify, SigningSecret};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -82,7 +82,7 @@ proptest! {
     #[test]
     fn property_errors_always_name_a_field(props in json_value()) {
         let req = cfn::parse(&create_with(props.clone()), &OutboundPolicy::new(false)).unwrap();
-        match LinkProperties::parse(&req.properties, "us-west-2", "aws") {
+        match properties::parse(&req.properties, "us-west-2", "aws") {
             Ok(p) => prop_assert!(!p.regions.is_empty()),
             Err(e) => {
                 let known = ["ResourceProperties", "Regions", "ExternalId", "Roles", "VpcId"];
@@ -132,10 +132,10 @@ proptest! {
         }).collect();
         let req = cfn::parse(&common::event("create.json", "https://b.s3.amazonaws.com/k"), &OutboundPolicy::new(false)).unwrap();
         let inv = Inventory(vec![RegionInventory { region: "us-west-2".into(), vpcs }, RegionInventory { region: "eu-west-1".into(), vpcs: vec![] }]);
-        let event = LinkEvent::new(&req, "link-x", &LinkProperties::defaults("us-west-2"), None, Some(inv.clone()));
-        let parts: Vec<LinkEvent> = split_for_sns(&event, max).iter().map(|p| {
-            assert!(p.len() <= max, "{} > {max}", p.len());
-            serde_json::from_str(p).unwrap()
+        let event = account_link::report::link_event(&req, "link-x", &properties::defaults("us-west-2"), None, Some(inv.clone()));
+        let parts: Vec<LinkEvent> = parts::split(&event, max).iter().map(|p| {
+            assert!(p.json.len() <= max, "{} > {max}", p.json.len());
+            serde_json::from_str(&p.json).unwrap()
         }).collect();
         let mut got: Vec<String> = parts.iter().flat_map(|p| &p.data.inventory).flat_map(|r| &r.vpcs)
             .flat_map(|v| v.subnets.iter().map(|s| s.subnet_id.clone()).chain(v.route_tables.iter().map(|t| t.route_table_id.clone())))
@@ -152,5 +152,6 @@ proptest! {
         prop_assert_eq!(vpcs.len(), shape.len(), "every VPC appears");
         let regions: std::collections::BTreeSet<&str> = parts.iter().flat_map(|p| &p.data.inventory).map(|r| r.region.as_str()).collect();
         prop_assert!(regions.contains("eu-west-1"), "empty regions are kept");
+        prop_assert_eq!(parts::reassemble(parts).unwrap(), event, "the parts put back together are the event");
     }
 }

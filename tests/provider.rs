@@ -3,22 +3,22 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use account_link::config::Callback;
 use account_link::deadline::Deadline;
 use account_link::delivery::RetryPolicy;
-use account_link::event::LinkEvent;
 use account_link::handler::{handle_payload, http_client, ANSWER_MARGIN};
-use account_link::inventory::{Inventory, RegionInventory, Subnet, Vpc};
-use account_link::notify::{split_for_sns, Channels, SnsPublisher, Webhook, MAX_SNS_MESSAGE_BYTES};
+use account_link::notify::{Channels, SnsPublisher, Webhook, MAX_SNS_MESSAGE_BYTES};
 use account_link::outbound::OutboundPolicy;
-use account_link::signing::SigningSecret;
 use account_link::App;
 use common::http::{Reply, Server};
 use common::{Listening, Moto, SECRET};
+use link_contract::event::LinkEvent;
+use link_contract::inventory::{Inventory, RegionInventory, Subnet, Vpc};
+use link_contract::parts;
+use link_contract::signing::SigningSecret;
 use serde_json::{json, Value};
 
 const REGIONS: [&str; 2] = ["us-west-2", "eu-west-1"];
@@ -52,15 +52,15 @@ fn subnets_by_vpc(inventory: &[RegionInventory]) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn link_flow_reaches_link_receiver_and_sns() {
+async fn link_flow_reaches_the_provider_and_sns() {
     common::capture_logs();
     let moto = Moto::start();
     let seeded: Value =
         serde_json::from_str(&moto.fixture(&["seed", "--regions", &REGIONS.join(",")])).unwrap();
     let topic: Value =
         serde_json::from_str(&moto.fixture(&["sns-topic", "--name", "links"])).unwrap();
-    let events_file = common::temp_path("link-receiver.jsonl");
-    let receiver = Listening::link_receiver(SECRET, &events_file);
+    let events_file = common::temp_path("flow-receiver.jsonl");
+    let receiver = Listening::py_receiver(SECRET, &events_file);
     let app = common::app(
         &moto.endpoint,
         &[
@@ -96,7 +96,7 @@ async fn link_flow_reaches_link_receiver_and_sns() {
     std::fs::copy(&events_file, kept.join("link-events.jsonl")).unwrap();
     let events: Vec<LinkEvent> = common::json_lines(&events_file)
         .into_iter()
-        .map(|v| serde_json::from_value(v).unwrap())
+        .map(|v| serde_json::from_value(v["payload"].clone()).unwrap())
         .collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
@@ -180,90 +180,6 @@ async fn python_standardwebhooks_verifies_what_we_send() {
     }
 }
 
-/// Signs `body` with the Python package and POSTs it with those headers (optionally altered).
-fn python_signed(body: &str, secret: &str, id: &str, ts: u64) -> Value {
-    use std::io::Write;
-    let mut child = Command::new(common::venv_bin("python"))
-        .arg(common::root().join("scripts/webhook_sign.py"))
-        .args([
-            "--secret",
-            secret,
-            "--id",
-            id,
-            "--timestamp",
-            &ts.to_string(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn link_receiver_checks_python_signed_deliveries() {
-    let out = common::temp_path("receiver-cases.jsonl");
-    let receiver = Listening::link_receiver(SECRET, &out);
-    let event: Value =
-        serde_json::from_str(include_str!("../docs/examples/account.linked.json")).unwrap();
-    let id = event["data"]["eventId"].as_str().unwrap().to_string();
-    let body = event.to_string();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let other_secret = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
-    let http = http_client();
-    let post = |headers: Value, body: String| {
-        let mut req = http.post(&receiver.url).body(body);
-        for (k, v) in headers.as_object().unwrap() {
-            req = req.header(k, v.as_str().unwrap());
-        }
-        async move { req.send().await.unwrap().status().as_u16() }
-    };
-    let valid = python_signed(&body, SECRET, &id, now);
-    let mut empty = valid.clone();
-    empty["webhook-signature"] = "v1,".into();
-    let cases = [
-        (
-            "tampered body",
-            valid.clone(),
-            body.replace("123456789012", "999999999999"),
-            401,
-        ),
-        (
-            "wrong secret",
-            python_signed(&body, other_secret, &id, now),
-            body.clone(),
-            401,
-        ),
-        ("empty signature", empty, body.clone(), 401),
-        (
-            "stale timestamp",
-            python_signed(&body, SECRET, &id, now - 301),
-            body.clone(),
-            401,
-        ),
-        ("valid", valid.clone(), body.clone(), 200),
-        ("replay", valid.clone(), body.clone(), 200),
-    ];
-    for (what, headers, body, want) in cases {
-        assert_eq!(post(headers, body).await, want, "{what}");
-    }
-    let lines = common::json_lines(&out);
-    assert_eq!(lines.len(), 1, "only the valid delivery is written, once");
-    assert_eq!(lines[0], event);
-    assert_eq!(http.get(&receiver.url).send().await.unwrap().status(), 405);
-}
-
 // ---- callback faults (mocked EC2, local provider endpoint) ----
 
 fn mocked_app(callback: Option<Webhook>) -> Arc<App> {
@@ -280,6 +196,7 @@ fn webhook(url: &str, per_attempt: Duration) -> Webhook {
     let callback = Callback {
         url: url::Url::parse(url).unwrap(),
         secrets: secrets(),
+        max_body_bytes: account_link::config::DEFAULT_MAX_BODY_BYTES,
     };
     Webhook::new(http_client(), callback).with_policy(RetryPolicy {
         max_attempts: 6,
@@ -338,7 +255,7 @@ async fn retries_keep_the_webhook_id_and_sign_each_attempt() {
         .unwrap()
         .as_secs();
     for r in &reqs {
-        let ok = account_link::signing::verify(
+        let ok = link_contract::signing::verify(
             &secrets(),
             r.header("webhook-id"),
             r.header("webhook-timestamp"),
@@ -470,8 +387,8 @@ fn big_event(subnets: usize) -> LinkEvent {
         &OutboundPolicy::new(true),
     )
     .unwrap();
-    let props = account_link::properties::LinkProperties::defaults("us-west-2");
-    LinkEvent::new(&req, "link-x", &props, None, Some(big_inventory(subnets)))
+    let props = account_link::properties::defaults("us-west-2");
+    account_link::report::link_event(&req, "link-x", &props, None, Some(big_inventory(subnets)))
 }
 
 /// Puts split parts back together by VPC id.
@@ -490,20 +407,20 @@ fn reassemble(parts: &[LinkEvent]) -> Vec<String> {
 #[test]
 fn split_parts_fit_and_hold_everything() {
     let event = big_event(10_000);
-    let parts = split_for_sns(&event, MAX_SNS_MESSAGE_BYTES);
+    let parts = parts::split(&event, MAX_SNS_MESSAGE_BYTES);
     assert!(parts.len() > 1);
     let decoded: Vec<LinkEvent> = parts
         .iter()
-        .map(|p| serde_json::from_str(p).unwrap())
+        .map(|p| serde_json::from_str(&p.json).unwrap())
         .collect();
     for (i, (raw, p)) in parts.iter().zip(&decoded).enumerate() {
         assert!(
-            raw.len() <= MAX_SNS_MESSAGE_BYTES,
+            raw.json.len() <= MAX_SNS_MESSAGE_BYTES,
             "part {i}: {}",
-            raw.len()
+            raw.json.len()
         );
-        assert_eq!(p.data.part.unwrap().index, i + 1);
-        assert_eq!(p.data.part.unwrap().count, parts.len());
+        let part = p.data.part.as_ref().unwrap();
+        assert_eq!((part.index, part.count), (i + 1, parts.len()));
         assert_eq!(p.data.event_id, event.data.event_id);
     }
     let mut want: Vec<String> = event.data.inventory[0]
@@ -515,7 +432,7 @@ fn split_parts_fit_and_hold_everything() {
     want.sort();
     assert_eq!(reassemble(&decoded), want);
     let small = big_event(20);
-    assert_eq!(split_for_sns(&small, MAX_SNS_MESSAGE_BYTES).len(), 1);
+    assert_eq!(parts::split(&small, MAX_SNS_MESSAGE_BYTES).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

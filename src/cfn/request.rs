@@ -4,6 +4,7 @@
 //! it nobody can be told anything), then the fields an answer must echo, then everything else.
 
 use aws_lambda_events::event::cloudformation::{CreateRequest, DeleteRequest, UpdateRequest};
+use link_contract::arn::Arn;
 use serde_json::Value;
 use url::Url;
 
@@ -226,44 +227,24 @@ fn check(value: &str, field: &str, min: usize, max: usize) -> Result<(), String>
 
 /// `arn:aws:cloudformation:eu-west-1:123456789012:stack/name/guid`
 pub fn parse_stack_arn(arn: &str) -> Result<StackArn, String> {
-    let shown = truncate_chars(arn, 120);
-    let bad = || format!("'{shown}' is not a CloudFormation stack ARN");
-    if arn.len() > 1024 {
-        return Err(bad());
-    }
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let ["arn", partition, "cloudformation", region, account, resource] = parts[..] else {
+    let bad = || {
+        format!(
+            "'{}' is not a CloudFormation stack ARN",
+            truncate_chars(arn, 120)
+        )
+    };
+    let parsed = Arn::parse(arn).map_err(|_| bad())?;
+    let (Some((name, _)), false, false) = (
+        parsed.stack(),
+        parsed.region.is_empty(),
+        parsed.account.is_empty(),
+    ) else {
         return Err(bad());
     };
-    let mut res = resource.split('/');
-    let (Some("stack"), Some(name), Some(id), None) =
-        (res.next(), res.next(), res.next(), res.next())
-    else {
-        return Err(bad());
-    };
-    const PARTITIONS: &[&str] = &[
-        "aws",
-        "aws-cn",
-        "aws-us-gov",
-        "aws-iso",
-        "aws-iso-b",
-        "aws-iso-e",
-        "aws-iso-f",
-        "aws-eusc",
-    ];
-    let valid = PARTITIONS.contains(&partition)
-        && crate::properties::is_region_name(region)
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && !name.is_empty()
-        && !id.is_empty();
-    if !valid {
-        return Err(bad());
-    }
     Ok(StackArn {
-        partition: partition.to_string(),
-        region: region.to_string(),
-        account_id: account.to_string(),
+        partition: parsed.partition.name.to_string(),
+        region: parsed.region.to_string(),
+        account_id: parsed.account.to_string(),
         stack_name: name.to_string(),
     })
 }

@@ -3,13 +3,14 @@
 mod sns;
 mod webhook;
 
-pub use sns::{split_for_sns, SnsError, SnsPublisher, MAX_SNS_MESSAGE_BYTES};
+pub use sns::{SnsError, SnsPublisher, MAX_SNS_MESSAGE_BYTES};
 pub use webhook::{retry_status as webhook_retry_status, Webhook, WebhookError};
 
 use futures::future::BoxFuture;
 
+use link_contract::event::LinkEvent;
+
 use crate::deadline::Deadline;
-use crate::event::LinkEvent;
 
 /// The seam the handler calls once the inventory is known. Tests substitute their own.
 pub trait Notifier: Send + Sync {

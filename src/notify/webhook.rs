@@ -1,6 +1,7 @@
 //! The signed HTTPS callback (Standard Webhooks). Each attempt is signed afresh (the timestamp is part of
 //! the signature and receivers reject old ones); the `webhook-id` stays the event's id across attempts
-//! and re-sent requests, so the provider can de-duplicate.
+//! and re-sent requests, so the provider can de-duplicate. An event larger than the configured body limit
+//! goes out as numbered parts (`link_contract::parts`), one signed delivery each, in order.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,12 +10,14 @@ use reqwest::header::{CONTENT_TYPE, USER_AGENT};
 use reqwest::StatusCode;
 use url::Url;
 
+use link_contract::event::{EventType, LinkEvent};
+use link_contract::parts;
+use link_contract::signing::{self, SigningSecret};
+
 use crate::config::Callback;
 use crate::deadline::Deadline;
 use crate::delivery::{self, DeliveryError, RetryPolicy};
-use crate::event::{EventType, LinkEvent};
 use crate::outbound::Redacted;
-use crate::signing::{self, SigningSecret};
 
 /// Worth another attempt: the provider is overloaded or briefly broken.
 pub fn retry_status(s: StatusCode) -> bool {
@@ -33,15 +36,17 @@ pub struct Webhook {
     http: reqwest::Client,
     url: Url,
     secrets: Vec<SigningSecret>,
+    max_body_bytes: usize,
     policy: RetryPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    #[error("{url} answered HTTP {status}{}", if excerpt.is_empty() { String::new() } else { format!(": {excerpt}") })]
+    #[error("{url} answered HTTP {status}{}{}", part.map(|(i, n)| format!(" to part {i} of {n}")).unwrap_or_default(), if excerpt.is_empty() { String::new() } else { format!(": {excerpt}") })]
     Rejected {
         url: String,
         status: u16,
+        part: Option<(usize, usize)>,
         excerpt: String,
     },
     #[error(
@@ -58,6 +63,7 @@ impl Webhook {
             http,
             url: callback.url,
             secrets: callback.secrets,
+            max_body_bytes: callback.max_body_bytes,
             policy: DEFAULT_POLICY,
         }
     }
@@ -73,9 +79,23 @@ impl Webhook {
         Redacted(&self.url).to_string()
     }
 
+    /// Delivers the event, in parts when it is larger than the body limit; the first part that fails
+    /// ends the delivery (the parts already accepted stay with the provider until a retry completes them).
     pub async fn deliver(&self, event: &LinkEvent, until: Deadline) -> Result<(), WebhookError> {
-        let body = Bytes::from(serde_json::to_vec(event).unwrap_or_default());
-        let id = event.data.event_id.as_str();
+        for message in parts::split(event, self.max_body_bytes) {
+            self.deliver_one(event.event_type, message, until).await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver_one(
+        &self,
+        event_type: EventType,
+        message: parts::Message,
+        until: Deadline,
+    ) -> Result<(), WebhookError> {
+        let body = Bytes::from(message.json);
+        let id = message.delivery_id.as_str();
         let shown = self.shown_url();
         let make = || {
             let ts = SystemTime::now()
@@ -104,9 +124,9 @@ impl Webhook {
             })?;
         let status = answered.status;
         let unlink_of_unknown =
-            event.event_type == EventType::Unlinked && matches!(status.as_u16(), 404 | 410);
+            event_type == EventType::Unlinked && matches!(status.as_u16(), 404 | 410);
         if status.is_success() || unlink_of_unknown {
-            tracing::info!(url = %shown, status = status.as_u16(), attempts = answered.attempts, webhook_id = id, bytes = body.len(), "provider callback delivered");
+            tracing::info!(url = %shown, status = status.as_u16(), attempts = answered.attempts, webhook_id = id, bytes = body.len(), part = ?message.part, "provider callback delivered");
             return Ok(());
         }
         if status.is_redirection() {
@@ -118,6 +138,7 @@ impl Webhook {
         Err(WebhookError::Rejected {
             url: shown,
             status: status.as_u16(),
+            part: message.part,
             excerpt: answered.excerpt,
         })
     }

@@ -229,15 +229,6 @@ impl Listening {
         Self { child, url }
     }
 
-    /// The reference receiver (`link-receiver`) writing accepted events to `out`.
-    pub fn link_receiver(secret: &str, out: &std::path::Path) -> Self {
-        Self::start(
-            Command::new(env!("CARGO_BIN_EXE_link-receiver"))
-                .args(["--listen", "127.0.0.1:0", "--secret", secret, "--out"])
-                .arg(out),
-        )
-    }
-
     /// The Python `standardwebhooks` verifier writing verified payloads to `out`.
     pub fn py_receiver(secret: &str, out: &std::path::Path) -> Self {
         Self::start(

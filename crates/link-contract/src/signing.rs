@@ -1,6 +1,11 @@
 //! Standard Webhooks signatures (<https://www.standardwebhooks.com>): HMAC-SHA256 over
 //! `{webhook-id}.{webhook-timestamp}.{body}`, base64, sent as `v1,<signature>`; several secrets (key
-//! rotation) give several space-separated signatures. The provider's receiver verifies with the same code.
+//! rotation) give several space-separated signatures.
+//!
+//! Verification is split so a receiver can refuse cheaply: [`WebhookHeaders::parse`] checks the headers
+//! (id, timestamp window, signature syntax) before the body is read, and [`WebhookHeaders::verify`]
+//! computes one HMAC per configured secret, however many candidates the header holds, and compares it
+//! with each candidate in constant time.
 
 use std::fmt;
 
@@ -8,14 +13,23 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 pub const HEADER_ID: &str = "webhook-id";
 pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
 pub const HEADER_SIGNATURE: &str = "webhook-signature";
 /// Receivers reject timestamps further than this from their clock (replay window).
 pub const DEFAULT_TOLERANCE_SECS: u64 = 5 * 60;
+/// Candidates in `webhook-signature` beyond this many are not looked at (a sender has one per secret
+/// it signs with, two during a rotation).
+pub const MAX_SIGNATURE_CANDIDATES: usize = 8;
+/// Entries of `webhook-signature` beyond this many are not even decoded.
+pub const MAX_SIGNATURE_ENTRIES: usize = 64;
+/// Longer `webhook-id`s are refused before anything else is done with them.
+pub const MAX_ID_LEN: usize = 256;
 
 const SECRET_PREFIX: &str = "whsec_";
+const SIGNATURE_LEN: usize = 32;
 
 /// A signing key. Its bytes never appear in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -76,7 +90,7 @@ impl SigningSecret {
         format!("{SECRET_PREFIX}{}", B64.encode(&self.0))
     }
 
-    fn mac(&self, id: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+    fn tag(&self, id: &str, timestamp: &str, body: &[u8]) -> [u8; SIGNATURE_LEN] {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
         mac.update(id.as_bytes());
@@ -84,7 +98,7 @@ impl SigningSecret {
         mac.update(timestamp.as_bytes());
         mac.update(b".");
         mac.update(body);
-        mac
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -93,12 +107,7 @@ pub fn sign(secrets: &[SigningSecret], id: &str, timestamp: u64, body: &[u8]) ->
     let ts = timestamp.to_string();
     secrets
         .iter()
-        .map(|s| {
-            format!(
-                "v1,{}",
-                B64.encode(s.mac(id, &ts, body).finalize().into_bytes())
-            )
-        })
+        .map(|s| format!("v1,{}", B64.encode(s.tag(id, &ts, body))))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -107,15 +116,90 @@ pub fn sign(secrets: &[SigningSecret], id: &str, timestamp: u64, body: &[u8]) ->
 pub enum VerifyError {
     #[error("missing {0} header")]
     MissingHeader(&'static str),
+    #[error("webhook-id is longer than {MAX_ID_LEN} characters")]
+    IdTooLong,
     #[error("webhook-timestamp is not a Unix timestamp in seconds")]
     BadTimestamp,
     #[error("webhook-timestamp is {0} s away from now, outside the tolerance")]
     StaleTimestamp(u64),
+    #[error("webhook-signature holds no v1 signature of 32 bytes")]
+    NoCandidate,
     #[error("no signature in webhook-signature matches")]
     NoMatch,
 }
 
-/// Checks headers and body against the secrets. `now` is Unix seconds. Comparison is constant-time.
+/// The signature headers of one delivery, checked for everything that needs no body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookHeaders {
+    pub id: String,
+    pub timestamp: u64,
+    candidates: Vec<[u8; SIGNATURE_LEN]>,
+}
+
+impl WebhookHeaders {
+    /// Checks the id, the timestamp (within `tolerance_secs` of `now`, Unix seconds) and the signature
+    /// syntax. Of the first [`MAX_SIGNATURE_ENTRIES`] entries, those that are not `v1,` and 32 bytes of
+    /// base64 are skipped, and at most [`MAX_SIGNATURE_CANDIDATES`] are kept.
+    pub fn parse(
+        id: Option<&str>,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        now: u64,
+        tolerance_secs: u64,
+    ) -> Result<Self, VerifyError> {
+        let id = id
+            .filter(|s| !s.is_empty())
+            .ok_or(VerifyError::MissingHeader(HEADER_ID))?;
+        if id.len() > MAX_ID_LEN {
+            return Err(VerifyError::IdTooLong);
+        }
+        let ts_raw = timestamp.ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+        let signature = signature.ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
+        let ts: u64 = ts_raw
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::BadTimestamp)?;
+        let skew = now.abs_diff(ts);
+        if skew > tolerance_secs {
+            return Err(VerifyError::StaleTimestamp(skew));
+        }
+        let candidates: Vec<[u8; SIGNATURE_LEN]> = signature
+            .split_whitespace()
+            .take(MAX_SIGNATURE_ENTRIES)
+            .filter_map(|c| c.strip_prefix("v1,"))
+            // A base64 signature of 32 bytes is 44 characters: nothing longer is decoded.
+            .filter(|b64| b64.len() <= 44)
+            .filter_map(|b64| B64.decode(b64).ok()?.try_into().ok())
+            .take(MAX_SIGNATURE_CANDIDATES)
+            .collect();
+        if candidates.is_empty() {
+            return Err(VerifyError::NoCandidate);
+        }
+        Ok(Self {
+            id: id.to_string(),
+            timestamp: ts,
+            candidates,
+        })
+    }
+
+    /// One HMAC per secret over the body, compared with every candidate in constant time.
+    pub fn verify(&self, secrets: &[SigningSecret], body: &[u8]) -> Result<(), VerifyError> {
+        let ts = self.timestamp.to_string();
+        for secret in secrets {
+            let tag = secret.tag(&self.id, &ts, body);
+            let mut matched = subtle::Choice::from(0);
+            for c in &self.candidates {
+                matched |= tag.ct_eq(c);
+            }
+            if bool::from(matched) {
+                return Ok(());
+            }
+        }
+        Err(VerifyError::NoMatch)
+    }
+}
+
+/// Checks headers and body against the secrets in one call. `now` is Unix seconds.
 pub fn verify(
     secrets: &[SigningSecret],
     id: Option<&str>,
@@ -125,36 +209,7 @@ pub fn verify(
     now: u64,
     tolerance_secs: u64,
 ) -> Result<(), VerifyError> {
-    let id = id
-        .filter(|s| !s.is_empty())
-        .ok_or(VerifyError::MissingHeader(HEADER_ID))?;
-    let ts_raw = timestamp.ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
-    let signature = signature.ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
-    let ts: u64 = ts_raw
-        .trim()
-        .parse()
-        .map_err(|_| VerifyError::BadTimestamp)?;
-    let skew = now.abs_diff(ts);
-    if skew > tolerance_secs {
-        return Err(VerifyError::StaleTimestamp(skew));
-    }
-    let ts_canonical = ts.to_string();
-    for candidate in signature.split_whitespace() {
-        let Some(b64) = candidate.strip_prefix("v1,") else {
-            continue;
-        };
-        let Ok(sig) = B64.decode(b64) else { continue };
-        if sig.is_empty() {
-            continue;
-        }
-        if secrets
-            .iter()
-            .any(|s| s.mac(id, &ts_canonical, body).verify_slice(&sig).is_ok())
-        {
-            return Ok(());
-        }
-    }
-    Err(VerifyError::NoMatch)
+    WebhookHeaders::parse(id, timestamp, signature, now, tolerance_secs)?.verify(secrets, body)
 }
 
 #[cfg(test)]
@@ -215,15 +270,15 @@ mod tests {
         );
         assert_eq!(
             v("id", "1000", "v1,", b"body", 1000),
-            Err(VerifyError::NoMatch)
+            Err(VerifyError::NoCandidate)
         );
         assert_eq!(
             v("id", "1000", "", b"body", 1000),
-            Err(VerifyError::NoMatch)
+            Err(VerifyError::NoCandidate)
         );
         assert_eq!(
             v("id", "1000", &sig.replace("v1,", "v2,"), b"body", 1000),
-            Err(VerifyError::NoMatch)
+            Err(VerifyError::NoCandidate)
         );
         assert_eq!(
             v("id", "1000", &sig, b"body", 1301),
@@ -241,6 +296,39 @@ mod tests {
         assert_eq!(
             verify(&s, None, Some("1"), Some(&sig), b"", 1, 300),
             Err(VerifyError::MissingHeader(HEADER_ID))
+        );
+        assert_eq!(
+            v(&"i".repeat(MAX_ID_LEN + 1), "1000", &sig, b"body", 1000),
+            Err(VerifyError::IdTooLong)
+        );
+    }
+
+    #[test]
+    fn candidates_are_capped_and_only_32_byte_ones_count() {
+        let s = [secret()];
+        let sig = sign(&s, "id", 1000, b"body");
+        let wrong = format!("v1,{}", B64.encode([0u8; 32]));
+        // Thousands of well-formed wrong candidates: only the first few are kept, so the right one,
+        // placed after them, is never looked at.
+        let many = format!("{} {sig}", vec![wrong.as_str(); 5000].join(" "));
+        let h = WebhookHeaders::parse(Some("id"), Some("1000"), Some(&many), 1000, 300).unwrap();
+        assert_eq!(h.candidates.len(), MAX_SIGNATURE_CANDIDATES);
+        assert_eq!(h.verify(&s, b"body"), Err(VerifyError::NoMatch));
+        // Candidates of other lengths are skipped, not kept; entries past the first 64 are not read.
+        let odd = format!("{} {sig}", vec!["v1,bm90aXQ="; 63].join(" "));
+        assert!(verify(&s, Some("id"), Some("1000"), Some(&odd), b"body", 1000, 300).is_ok());
+        let late = format!("{} {sig}", vec!["v1,bm90aXQ="; 64].join(" "));
+        assert_eq!(
+            verify(
+                &s,
+                Some("id"),
+                Some("1000"),
+                Some(&late),
+                b"body",
+                1000,
+                300
+            ),
+            Err(VerifyError::NoCandidate)
         );
     }
 

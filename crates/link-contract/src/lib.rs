@@ -1,0 +1,15 @@
+//! The account-link wire format, shared by both ends: the function builds events with it, a provider's
+//! receiver verifies and reads them with it. Nothing here talks to AWS or a database.
+//!
+//! - [`event`], [`inventory`]: the link event and the network inventory it carries (JSON Schema:
+//!   `schema/link-event.v1.json`).
+//! - [`signing`]: Standard Webhooks signatures.
+//! - [`parts`]: events split into numbered parts, and put back together.
+//! - [`partition`], [`arn`]: the AWS partition table and the one ARN parser.
+
+pub mod arn;
+pub mod event;
+pub mod inventory;
+pub mod partition;
+pub mod parts;
+pub mod signing;
