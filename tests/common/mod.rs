@@ -15,8 +15,13 @@ use account_link::config::Config;
 use account_link::App;
 use serde_json::Value;
 
+/// The workspace's root (these helpers are shared by the registry's tests too).
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").exists())
+        .expect("the workspace root has Cargo.lock")
+        .to_path_buf()
 }
 
 /// A tool from the project's virtualenv (installed by `make test`).

@@ -147,23 +147,9 @@ impl WebhookHeaders {
         now: u64,
         tolerance_secs: u64,
     ) -> Result<Self, VerifyError> {
-        let id = id
-            .filter(|s| !s.is_empty())
-            .ok_or(VerifyError::MissingHeader(HEADER_ID))?;
-        if id.len() > MAX_ID_LEN {
-            return Err(VerifyError::IdTooLong);
-        }
-        let ts_raw = timestamp.ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+        let mut headers = Self::parse_unsigned(id, timestamp, now, tolerance_secs)?;
         let signature = signature.ok_or(VerifyError::MissingHeader(HEADER_SIGNATURE))?;
-        let ts: u64 = ts_raw
-            .trim()
-            .parse()
-            .map_err(|_| VerifyError::BadTimestamp)?;
-        let skew = now.abs_diff(ts);
-        if skew > tolerance_secs {
-            return Err(VerifyError::StaleTimestamp(skew));
-        }
-        let candidates: Vec<[u8; SIGNATURE_LEN]> = signature
+        headers.candidates = signature
             .split_whitespace()
             .take(MAX_SIGNATURE_ENTRIES)
             .filter_map(|c| c.strip_prefix("v1,"))
@@ -172,13 +158,39 @@ impl WebhookHeaders {
             .filter_map(|b64| B64.decode(b64).ok()?.try_into().ok())
             .take(MAX_SIGNATURE_CANDIDATES)
             .collect();
-        if candidates.is_empty() {
+        if headers.candidates.is_empty() {
             return Err(VerifyError::NoCandidate);
+        }
+        Ok(headers)
+    }
+
+    /// The id and the timestamp window only, for a receiver that authenticates deliveries by another
+    /// means (an account proof binding the id and the body); [`Self::verify`] then matches nothing.
+    pub fn parse_unsigned(
+        id: Option<&str>,
+        timestamp: Option<&str>,
+        now: u64,
+        tolerance_secs: u64,
+    ) -> Result<Self, VerifyError> {
+        let id = id
+            .filter(|s| !s.is_empty())
+            .ok_or(VerifyError::MissingHeader(HEADER_ID))?;
+        if id.len() > MAX_ID_LEN {
+            return Err(VerifyError::IdTooLong);
+        }
+        let ts_raw = timestamp.ok_or(VerifyError::MissingHeader(HEADER_TIMESTAMP))?;
+        let ts: u64 = ts_raw
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::BadTimestamp)?;
+        let skew = now.abs_diff(ts);
+        if skew > tolerance_secs {
+            return Err(VerifyError::StaleTimestamp(skew));
         }
         Ok(Self {
             id: id.to_string(),
             timestamp: ts,
-            candidates,
+            candidates: Vec::new(),
         })
     }
 

@@ -1,0 +1,335 @@
+//! The command line and environment of `link-receiver`, checked once at start: a setting that would
+//! expose customers' networks or accept unverifiable events stops the process with a message naming the
+//! flag, instead of serving.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use link_contract::signing::SigningSecret;
+use url::Url;
+
+/// How deliveries must be authenticated (the function's `PROVIDER_AUTH_MODE` must match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// A Standard Webhooks signature and a proof of the sending account (the default).
+    HmacAndProof,
+    /// Only the proof of the account: no shared secret anywhere.
+    ProofOnly,
+    /// Only the signature, for receivers that cannot reach AWS STS.
+    HmacOnly,
+}
+
+impl AuthMode {
+    pub fn hmac(self) -> bool {
+        matches!(self, Self::HmacAndProof | Self::HmacOnly)
+    }
+    pub fn proof(self) -> bool {
+        matches!(self, Self::HmacAndProof | Self::ProofOnly)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// link-receiver: the provider's side of account-link. Receives signed link events at
+/// POST /hooks/account-link, stores them durably, and serves the read API (/api) and the console (/) on
+/// the same address.
+#[derive(Debug, Parser)]
+#[command(name = "link-receiver", version)]
+pub struct Cli {
+    /// Address to listen on (port 0 picks a free one). Any address other than loopback needs --api-token.
+    #[arg(long, env = "LINK_RECEIVER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// sqlite://PATH (created when missing) or postgres://USER:PASSWORD@HOST/DB.
+    #[arg(
+        long,
+        env = "LINK_REGISTRY_DATABASE",
+        default_value = "sqlite://link-registry.db",
+        hide_env_values = true
+    )]
+    pub database: String,
+
+    /// A Standard Webhooks secret (whsec_...); repeat, or space-separate in the environment, during a
+    /// rotation.
+    #[arg(
+        long = "secret",
+        env = "PROVIDER_SIGNING_SECRET",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
+    pub secrets: Vec<String>,
+
+    /// What a delivery must carry to be accepted.
+    #[arg(
+        long,
+        env = "LINK_RECEIVER_AUTH_MODE",
+        value_enum,
+        default_value = "hmac-and-proof"
+    )]
+    pub auth_mode: AuthMode,
+
+    /// The audience the function binds into every proof (its PROVIDER_AUDIENCE; by default the origin of
+    /// its callback URL, e.g. https://hooks.example.com). Required with proofs.
+    #[arg(long, env = "LINK_RECEIVER_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// Bearer token for the read API and the console. Without it they answer only on a loopback address.
+    #[arg(long, env = "LINK_REGISTRY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Accepted distance in seconds between webhook-timestamp and this host's clock.
+    #[arg(long, default_value_t = link_contract::signing::DEFAULT_TOLERANCE_SECS)]
+    pub tolerance: u64,
+
+    /// Largest delivery body accepted (the function splits larger events into parts of at most its
+    /// PROVIDER_MAX_BODY_BYTES, 1 MiB by default).
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers (also the idle limit between requests).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+
+    /// Seconds a client has to send a request's body.
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout: u64,
+
+    /// Replaces AWS STS for proof checks: loopback URLs only (tests, local runs).
+    #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
+    pub sts_endpoint: Option<Url>,
+
+    /// Log lines as text or JSON.
+    #[arg(
+        long,
+        env = "LINK_RECEIVER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Bounds on what any client, authenticated or not, can make the receiver do.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// The request line and headers together.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 2 * 1024 * 1024,
+            max_connections: 512,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Everything the registry needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database: String,
+    pub auth: Auth,
+    pub api_token: Option<String>,
+    pub limits: Limits,
+}
+
+/// How deliveries are authenticated.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub mode: AuthMode,
+    pub secrets: Vec<SigningSecret>,
+    pub audience: Option<String>,
+    pub tolerance_secs: u64,
+    pub sts_endpoint: Option<Url>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{flag}: {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+fn err(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        problem: problem.into(),
+    }
+}
+
+impl Cli {
+    pub fn settings(self) -> Result<Settings, ConfigError> {
+        let secrets: Vec<String> = self.secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        let secrets = if secrets.is_empty() {
+            Vec::new()
+        } else {
+            SigningSecret::parse_list(&secrets.join(" "))
+                .map_err(|e| err("--secret", format!("the signing secret {e}")))?
+        };
+        if self.auth_mode.hmac() && secrets.is_empty() {
+            return Err(err(
+                "--secret",
+                format!(
+                    "auth mode {} needs at least one signing secret (or use --auth-mode proof-only)",
+                    mode_name(self.auth_mode)
+                ),
+            ));
+        }
+        let audience = self.audience.filter(|a| !a.trim().is_empty());
+        if self.auth_mode.proof() && audience.is_none() {
+            return Err(err(
+                "--audience",
+                format!(
+                    "auth mode {} needs the audience the function binds into its proofs (its PROVIDER_AUDIENCE)",
+                    mode_name(self.auth_mode)
+                ),
+            ));
+        }
+        if let Some(sts) = &self.sts_endpoint {
+            if !is_loopback_url(sts) {
+                return Err(err(
+                    "--sts-endpoint",
+                    "only a loopback URL may replace AWS STS (it decides which account sent an event)",
+                ));
+            }
+        }
+        let api_token = self.api_token.filter(|t| !t.is_empty());
+        if let Some(t) = &api_token {
+            if t.len() < 16 {
+                return Err(err("--api-token", "must be at least 16 characters"));
+            }
+        }
+        if api_token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(err(
+                "--api-token",
+                format!(
+                    "is required to listen on {}: the read API and console expose customers' network layouts; \
+                     without a token they are served on a loopback address only",
+                    self.listen
+                ),
+            ));
+        }
+        if self.max_body_bytes < 16 * 1024 {
+            return Err(err("--max-body-bytes", "must be at least 16384"));
+        }
+        if self.max_connections == 0 {
+            return Err(err("--max-connections", "must be at least 1"));
+        }
+        Ok(Settings {
+            listen: self.listen,
+            database: self.database,
+            auth: Auth {
+                mode: self.auth_mode,
+                secrets,
+                audience,
+                tolerance_secs: self.tolerance,
+                sts_endpoint: self.sts_endpoint,
+            },
+            api_token,
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_connections: self.max_connections,
+                header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+                body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+                ..Limits::default()
+            },
+        })
+    }
+}
+
+fn mode_name(m: AuthMode) -> String {
+    m.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn is_loopback_url(u: &Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn cli(args: &[&str]) -> Result<Settings, ConfigError> {
+        let mut all = vec!["link-receiver"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses").settings()
+    }
+
+    #[test]
+    fn defaults_need_a_secret_and_an_audience() {
+        assert_eq!(cli(&[]).unwrap_err().flag, "--secret");
+        assert_eq!(cli(&["--secret", SECRET]).unwrap_err().flag, "--audience");
+        let s = cli(&[
+            "--secret",
+            SECRET,
+            "--audience",
+            "https://hooks.example.com",
+        ])
+        .unwrap();
+        assert_eq!(s.auth.mode, AuthMode::HmacAndProof);
+        assert!(s.listen.ip().is_loopback());
+        assert_eq!(s.database, "sqlite://link-registry.db");
+        assert!(cli(&["--auth-mode", "hmac-only", "--secret", SECRET]).is_ok());
+        assert!(cli(&["--auth-mode", "proof-only", "--audience", "a"]).is_ok());
+    }
+
+    #[test]
+    fn refuses_what_would_expose_or_weaken() {
+        let base = ["--auth-mode", "hmac-only", "--secret", SECRET];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            cli(&v)
+        };
+        let e = with(&["--listen", "0.0.0.0:8080"]).unwrap_err();
+        assert_eq!(e.flag, "--api-token");
+        assert!(e.to_string().contains("0.0.0.0:8080"), "{e}");
+        assert!(with(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--api-token",
+            "0123456789abcdef0123"
+        ])
+        .is_ok());
+        assert_eq!(
+            with(&["--api-token", "short"]).unwrap_err().flag,
+            "--api-token"
+        );
+        assert_eq!(
+            with(&["--sts-endpoint", "https://sts.evil.example/"])
+                .unwrap_err()
+                .flag,
+            "--sts-endpoint"
+        );
+        assert!(with(&["--sts-endpoint", "http://127.0.0.1:5000/"]).is_ok());
+        let e = cli(&["--auth-mode", "hmac-only", "--secret", "whsec_AAAA"]).unwrap_err();
+        assert_eq!(e.flag, "--secret");
+        assert!(!e.to_string().contains("AAAA"), "{e}");
+    }
+}

@@ -1,0 +1,265 @@
+//! `POST /hooks/account-link`: one delivery, checked in the order that keeps an unauthenticated client's
+//! cost small, then stored.
+//!
+//! 1. Headers only: webhook-id, the timestamp window, the signature's syntax (and the proof's presence).
+//!    A request that fails here is refused before its body is read.
+//! 2. The body: Content-Length checked first, then read with a size limit and a time limit.
+//! 3. The signature: one HMAC per configured secret, on the blocking pool and behind a semaphore, so a
+//!    flood of forged deliveries cannot starve the async workers that serve valid ones.
+//! 4. The event itself: JSON, schema version, webhook-id = the delivery id it names, a valid timestamp.
+//! 5. The proof of the sending account (when configured).
+//! 6. The store: 2xx only once the delivery is durably committed; a failed write answers 503 and nothing
+//!    is remembered, so the sender's retry stores it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use link_contract::event::{LinkEvent, SCHEMA_VERSION};
+use link_contract::signing::{self, SigningSecret, VerifyError, WebhookHeaders};
+use tracing::Instrument;
+
+use crate::store::{event_millis, now_millis, Delivery, Outcome, StoreError};
+use crate::App;
+
+/// Why a delivery was refused; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("signature check failed: {0}")]
+    Signature(#[from] VerifyError),
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("the account proof was refused: {0}")]
+    Proof(String),
+    #[error("the body is {0} bytes; this receiver accepts at most {1}")]
+    TooLarge(u64, usize),
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    #[error("the body could not be read: {0}")]
+    BodyUnreadable(String),
+    #[error("the body is not a link event: {0}")]
+    NotAnEvent(String),
+    #[error("webhook-id {header} is not the delivery id the event names ({event})")]
+    IdMismatch { header: String, event: String },
+    #[error(
+        "data.schemaVersion {0} is not supported (this receiver reads version {SCHEMA_VERSION})"
+    )]
+    SchemaVersion(String),
+    #[error("the delivery could not be stored; retry: {0}")]
+    Store(#[from] StoreError),
+    #[error("the receiver is busy; retry")]
+    Busy,
+}
+
+impl Rejected {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Signature(_) | Self::MissingHeader(_) | Self::Proof(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::TooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyUnreadable(_)
+            | Self::NotAnEvent(_)
+            | Self::IdMismatch { .. }
+            | Self::SchemaVersion(_) => StatusCode::BAD_REQUEST,
+            Self::Store(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+fn reply(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "status": status.as_u16(), "message": message })),
+    )
+        .into_response()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The axum handler.
+pub(crate) async fn receive(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let webhook_id = text(signing::HEADER_ID).unwrap_or_default();
+    let span = tracing::info_span!(
+        "delivery",
+        %peer,
+        webhook_id = link_contract_id(webhook_id),
+    );
+    async move {
+        match accept(&app, &headers, body).await {
+            Ok(outcome) => {
+                let message = match outcome {
+                    Outcome::Stored { applied: true } => "stored".to_string(),
+                    Outcome::Stored { applied: false } => {
+                        "stored in the history; the link has a newer event".to_string()
+                    }
+                    Outcome::Duplicate => "duplicate: stored before".to_string(),
+                    Outcome::PartStored { received, count } => {
+                        format!("part stored: {received} of {count} parts have arrived")
+                    }
+                };
+                tracing::info!(outcome = %message, "delivery accepted");
+                reply(StatusCode::OK, &message)
+            }
+            Err(e) => {
+                let status = e.status();
+                if status.is_server_error() {
+                    tracing::error!(error = %e, "delivery not stored");
+                } else {
+                    tracing::warn!(error = %e, status = status.as_u16(), "delivery refused");
+                }
+                reply(status, &e.to_string())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A webhook-id as it may be logged: bounded, printable.
+fn link_contract_id(id: &str) -> String {
+    id.chars()
+        .take(signing::MAX_ID_LEN)
+        .filter(|c| c.is_ascii_graphic())
+        .collect()
+}
+
+async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, Rejected> {
+    let auth = &app.auth;
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // 1. Headers.
+    let (id, ts, now) = (
+        text(signing::HEADER_ID),
+        text(signing::HEADER_TIMESTAMP),
+        unix_now(),
+    );
+    let checked = if auth.mode.hmac() {
+        WebhookHeaders::parse(
+            id,
+            ts,
+            text(signing::HEADER_SIGNATURE),
+            now,
+            auth.tolerance_secs,
+        )?
+    } else {
+        // Proof only: the proof binds the id and the body instead of a signature.
+        WebhookHeaders::parse_unsigned(id, ts, now, auth.tolerance_secs)?
+    };
+    let proof = if auth.mode.proof() {
+        Some(
+            text(crate::proof_header())
+                .ok_or(Rejected::MissingHeader(crate::proof_header()))?
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    // 2. Body.
+    let limit = app.limits.max_body_bytes;
+    if let Some(len) = text(header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(Rejected::TooLarge(len, limit));
+        }
+    }
+    let body = match tokio::time::timeout(app.limits.body_timeout, to_bytes(body, limit)).await {
+        Err(_) => return Err(Rejected::BodyTimeout),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                Rejected::TooLarge(limit as u64 + 1, limit)
+            } else {
+                Rejected::BodyUnreadable(e.to_string())
+            });
+        }
+        Ok(Ok(b)) => b,
+    };
+    // 3 and 4, off the async workers.
+    let permit = app
+        .verify_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Rejected::Busy)?;
+    let secrets = auth.mode.hmac().then(|| auth.secrets.clone());
+    let webhook_id = checked.id.clone();
+    let (event, body) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        check(&checked, secrets.as_deref(), body)
+    })
+    .await
+    .map_err(|_| Rejected::Busy)??;
+    // 5. The proof of the account.
+    let caller_arn = match proof {
+        Some(proof) => Some(crate::check_proof(app, &proof, &event, &body).await?),
+        None => None,
+    };
+    // 6. Store.
+    let event_at = event_millis(&event.timestamp).unwrap_or_default();
+    let delivery = Delivery {
+        webhook_id,
+        body: String::from_utf8(body.to_vec()).map_err(|e| Rejected::NotAnEvent(e.to_string()))?,
+        event,
+        event_at,
+        received_at: now_millis(),
+        caller_arn,
+    };
+    let outcome = app.store.ingest(delivery.clone()).await?;
+    if matches!(outcome, Outcome::Stored { .. }) || matches!(outcome, Outcome::PartStored { .. }) {
+        app.notify_stored(&delivery);
+    }
+    Ok(outcome)
+}
+
+/// Signature (when configured) and event checks: CPU work, run on the blocking pool.
+fn check(
+    headers: &WebhookHeaders,
+    secrets: Option<&[SigningSecret]>,
+    body: Bytes,
+) -> Result<(LinkEvent, Bytes), Rejected> {
+    if let Some(secrets) = secrets {
+        headers.verify(secrets, &body)?;
+    }
+    let event: LinkEvent =
+        serde_json::from_slice(&body).map_err(|e| Rejected::NotAnEvent(e.to_string()))?;
+    if event.data.schema_version != SCHEMA_VERSION {
+        return Err(Rejected::SchemaVersion(
+            event.data.schema_version.chars().take(16).collect(),
+        ));
+    }
+    let expected = event.data.delivery_id();
+    if expected != headers.id {
+        return Err(Rejected::IdMismatch {
+            header: headers.id.clone(),
+            event: expected,
+        });
+    }
+    if event_millis(&event.timestamp).is_none() {
+        return Err(Rejected::NotAnEvent(
+            "timestamp is not an RFC 3339 UTC time".into(),
+        ));
+    }
+    if event.data.physical_resource_id.is_empty() || event.data.physical_resource_id.len() > 1024 {
+        return Err(Rejected::NotAnEvent(
+            "data.physicalResourceId must be 1 to 1024 characters".into(),
+        ));
+    }
+    Ok((event, body))
+}

@@ -1,0 +1,648 @@
+//! The registry's only state: links, their newest complete inventory, and every accepted delivery, in
+//! SQLite (one box) or PostgreSQL (several receivers behind a load balancer) through sqlx's `Any` driver,
+//! with one schema and one set of migrations (`migrations/`, applied at start).
+//!
+//! Why it is shaped like this:
+//! - **Nothing acknowledged is lost.** [`Store::ingest`] returns only after the transaction holding the
+//!   delivery has committed (SQLite: WAL with `synchronous=FULL`; PostgreSQL: commit). A failed write is an
+//!   error, so the receiver answers 5xx and the sender's retry stores it.
+//! - **Exactly once.** The `events` table's primary key is the webhook-id: a retried, replayed or
+//!   concurrent second delivery inserts nothing, in this process or another, before or after a restart.
+//! - **Group commit.** One writer task per process takes every delivery waiting and commits them in one
+//!   transaction, so the cost of a durable commit (an fsync) is shared by all of them.
+//! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it
+//!   applied; an older event arriving late is kept in the history and changes nothing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use link_contract::event::{EventType, LinkEvent};
+use link_contract::parts;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+/// Deliveries committed together at most.
+const MAX_BATCH: usize = 128;
+/// Deliveries waiting for the writer at most; beyond that, `ingest` waits (backpressure).
+const QUEUE: usize = 1024;
+
+/// The database behind the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database URL must be sqlite://PATH or postgres://USER@HOST/DB, got '{0}'")]
+    Url(String),
+    #[error("could not open the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("could not apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("a stored part of event {event_id} could not be read back: {problem}")]
+    Corrupt { event_id: String, problem: String },
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// A verified delivery, ready to store.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub webhook_id: String,
+    pub event: LinkEvent,
+    /// The exact body that was verified.
+    pub body: String,
+    /// The event's own timestamp, Unix milliseconds ([`event_millis`]).
+    pub event_at: i64,
+    pub received_at: i64,
+    /// The AWS principal whose account proof came with the delivery, when one was verified.
+    pub caller_arn: Option<String>,
+}
+
+/// What storing a delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored. `applied`: the link now reflects it (false: an older event that arrived late, kept in the
+    /// history only). For the last part of a split event, this is the reassembled event's outcome.
+    Stored { applied: bool },
+    /// This webhook-id was stored before: nothing was written.
+    Duplicate,
+    /// One part of a split event is stored; the event applies once all `count` have arrived.
+    PartStored { received: i64, count: i64 },
+}
+
+struct Job {
+    delivery: Delivery,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The registry's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+    writer: mpsc::Sender<Job>,
+}
+
+/// The event's timestamp as Unix milliseconds, if it is RFC 3339 UTC.
+pub fn event_millis(timestamp: &str) -> Option<i64> {
+    humantime::parse_rfc3339(timestamp).ok().map(millis)
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub fn now_millis() -> i64 {
+    millis(SystemTime::now())
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (the event timestamps' format).
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) and migrates the database, and starts the writer.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let (engine, url) = normalize(url)?;
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        // Durable before the 2xx: every commit reaches the disk (WAL, fsync per commit).
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(StoreError::Connect)?;
+        // PostgreSQL: the migrator takes an advisory lock, so receivers starting together migrate once.
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        let (writer, jobs) = mpsc::channel(QUEUE);
+        tokio::spawn(run_writer(pool.clone(), jobs));
+        Ok(Self {
+            pool,
+            engine,
+            writer,
+        })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Stores one delivery; returns once it is durably committed (or known to be a duplicate).
+    pub async fn ingest(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Job { delivery, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Links, newest update first, filtered by state and account; `after` continues a listing from the
+    /// cursor the previous page returned.
+    pub async fn links(&self, q: &LinkQuery) -> Result<Page<LinkView>, StoreError> {
+        let mut sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE 1=1");
+        let mut args: Vec<Arg> = Vec::new();
+        if let Some(state) = &q.state {
+            args.push(Arg::Text(state.clone()));
+            sql += &format!(" AND state = ${}", args.len());
+        }
+        if let Some(account) = &q.account {
+            args.push(Arg::Text(account.clone()));
+            sql += &format!(" AND account_id = ${}", args.len());
+        }
+        if let Some((at, id)) = q.after.as_ref().and_then(|c| parse_cursor(c)) {
+            args.push(Arg::Int(at));
+            args.push(Arg::Text(id));
+            let (a, b) = (args.len() - 1, args.len());
+            sql += &format!(" AND (updated_at < ${a} OR (updated_at = ${a} AND link_id < ${b}))");
+        }
+        sql += &format!(
+            " ORDER BY updated_at DESC, link_id DESC LIMIT {}",
+            q.limit + 1
+        );
+        let rows = bind_all(sqlx::query(&sql), args)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items: Vec<LinkView> = rows
+            .iter()
+            .map(LinkView::from_row)
+            .collect::<Result<_, _>>()?;
+        let next = (items.len() > q.limit as usize).then(|| {
+            items.truncate(q.limit as usize);
+            let last = items.last().expect("limit is at least 1");
+            format!("{}.{}", last.updated_at_ms, last.link_id)
+        });
+        Ok(Page { items, next })
+    }
+
+    /// One link and its newest complete inventory (a JSON array of RegionInventory).
+    pub async fn link(
+        &self,
+        link_id: &str,
+    ) -> Result<Option<(LinkView, Option<Value>)>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM links WHERE link_id = $1"
+        ))
+        .bind(link_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let link = LinkView::from_row(&row)?;
+        let inventory = sqlx::query("SELECT body FROM inventories WHERE link_id = $1")
+            .bind(link_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()?
+            .and_then(|body| serde_json::from_str(&body).ok());
+        Ok(Some((link, inventory)))
+    }
+
+    /// A link's deliveries, newest event first.
+    pub async fn events(
+        &self,
+        link_id: &str,
+        limit: i64,
+        after: Option<&str>,
+    ) -> Result<Page<EventView>, StoreError> {
+        let mut sql = "SELECT webhook_id, event_id, event_type, event_at, received_at, part_index, part_count, caller_arn FROM events WHERE link_id = $1".to_string();
+        let mut args = vec![Arg::Text(link_id.to_string())];
+        if let Some((at, id)) = after.and_then(parse_cursor) {
+            args.push(Arg::Int(at));
+            args.push(Arg::Text(id));
+            sql += " AND (event_at < $2 OR (event_at = $2 AND webhook_id < $3))";
+        }
+        sql += &format!(
+            " ORDER BY event_at DESC, webhook_id DESC LIMIT {}",
+            limit + 1
+        );
+        let rows = bind_all(sqlx::query(&sql), args)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items: Vec<EventView> = rows
+            .iter()
+            .map(EventView::from_row)
+            .collect::<Result<_, _>>()?;
+        let next = (items.len() > limit as usize).then(|| {
+            items.truncate(limit as usize);
+            let last = items.last().expect("limit is at least 1");
+            format!("{}.{}", last.event_at_ms, last.webhook_id)
+        });
+        Ok(Page { items, next })
+    }
+
+    /// The stored body of one delivery.
+    pub async fn event_body(&self, webhook_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT body FROM events WHERE webhook_id = $1")
+            .bind(webhook_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()?)
+    }
+}
+
+/// sqlx URLs, with SQLite files created when missing.
+fn normalize(url: &str) -> Result<(Engine, String), StoreError> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.trim_start_matches("//");
+        if rest.is_empty() || rest.starts_with(':') {
+            return Err(StoreError::Url(url.to_string()));
+        }
+        let url = if url.contains('?') {
+            url.to_string()
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        Ok((Engine::Sqlite, url))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok((Engine::Postgres, url.to_string()))
+    } else {
+        // Never echo a URL that may carry a password.
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(StoreError::Url(format!("{scheme}:...")))
+    }
+}
+
+fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (at, id) = c.split_once('.')?;
+    Some((at.parse().ok()?, id.to_string()))
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg>,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s),
+            Arg::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
+/// Which links to list.
+#[derive(Debug, Clone, Default)]
+pub struct LinkQuery {
+    pub state: Option<String>,
+    pub account: Option<String>,
+    pub limit: i64,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+const LINK_COLUMNS: &str = "link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_id";
+
+/// A link as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkView {
+    pub link_id: String,
+    pub account_id: String,
+    pub partition: String,
+    pub region: String,
+    pub stack_id: String,
+    pub logical_resource_id: String,
+    /// `linked` or `unlinked`.
+    pub state: String,
+    pub external_id: Option<String>,
+    pub roles: Value,
+    pub regions: Value,
+    pub vpc_id: Option<String>,
+    pub vpc_count: i64,
+    pub subnet_count: i64,
+    pub route_table_count: i64,
+    /// False when the newest event could not list the account's networks.
+    pub inventory_complete: bool,
+    /// The AWS principal that proved the account (an assumed-role session), when proofs are verified.
+    pub caller_arn: Option<String>,
+    pub linked_at: Option<String>,
+    pub updated_at: String,
+    pub unlinked_at: Option<String>,
+    pub last_event_id: String,
+    #[serde(skip)]
+    pub updated_at_ms: i64,
+}
+
+impl LinkView {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let json = |col: &str| -> Result<Value, sqlx::Error> {
+            Ok(serde_json::from_str(&r.try_get::<String, _>(col)?).unwrap_or(Value::Null))
+        };
+        let updated_at_ms: i64 = r.try_get("updated_at")?;
+        Ok(Self {
+            link_id: r.try_get("link_id")?,
+            account_id: r.try_get("account_id")?,
+            partition: r.try_get("partition_name")?,
+            region: r.try_get("region")?,
+            stack_id: r.try_get("stack_id")?,
+            logical_resource_id: r.try_get("logical_resource_id")?,
+            state: r.try_get("state")?,
+            external_id: r.try_get("external_id")?,
+            roles: json("roles")?,
+            regions: json("regions")?,
+            vpc_id: r.try_get("vpc_id")?,
+            vpc_count: r.try_get("vpc_count")?,
+            subnet_count: r.try_get("subnet_count")?,
+            route_table_count: r.try_get("route_table_count")?,
+            inventory_complete: r.try_get::<i64, _>("inventory_complete")? != 0,
+            caller_arn: r.try_get("caller_arn")?,
+            linked_at: r.try_get::<Option<i64>, _>("linked_at")?.map(rfc3339),
+            updated_at: rfc3339(updated_at_ms),
+            unlinked_at: r.try_get::<Option<i64>, _>("unlinked_at")?.map(rfc3339),
+            last_event_id: r.try_get("last_event_id")?,
+            updated_at_ms,
+        })
+    }
+}
+
+/// One stored delivery, without its body.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub webhook_id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's own timestamp.
+    pub timestamp: String,
+    pub received_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    pub caller_arn: Option<String>,
+    #[serde(skip)]
+    pub event_at_ms: i64,
+}
+
+impl EventView {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let event_at_ms: i64 = r.try_get("event_at")?;
+        let part = match (
+            r.try_get::<Option<i64>, _>("part_index")?,
+            r.try_get::<Option<i64>, _>("part_count")?,
+        ) {
+            (Some(i), Some(n)) => Some(format!("{i}/{n}")),
+            _ => None,
+        };
+        Ok(Self {
+            webhook_id: r.try_get("webhook_id")?,
+            event_id: r.try_get("event_id")?,
+            event_type: r.try_get("event_type")?,
+            timestamp: rfc3339(event_at_ms),
+            received_at: rfc3339(r.try_get("received_at")?),
+            part,
+            caller_arn: r.try_get("caller_arn")?,
+            event_at_ms,
+        })
+    }
+}
+
+/// The single writer: takes every delivery waiting, commits them together, answers each. When a batch
+/// fails (a conflict with another receiver, a constraint), each delivery is retried alone so one bad
+/// delivery cannot fail the others.
+async fn run_writer(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let taken = std::mem::take(&mut batch);
+        let deliveries: Vec<&Delivery> = taken.iter().map(|j| &j.delivery).collect();
+        match commit(&pool, &deliveries).await {
+            Ok(outcomes) => {
+                for (job, outcome) in taken.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if taken.len() > 1 => {
+                tracing::warn!(error = %e, deliveries = taken.len(), "batch commit failed; storing one by one");
+                for job in taken {
+                    let result = commit(&pool, &[&job.delivery])
+                        .await
+                        .map(|mut o| o.remove(0));
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                if let Some(job) = taken.into_iter().next() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        outcomes.push(store_one(&mut tx, d).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn store_one(
+    tx: &mut Transaction<'static, Any>,
+    d: &Delivery,
+) -> Result<Outcome, StoreError> {
+    let data = &d.event.data;
+    let part = data.part.as_ref();
+    let inserted = sqlx::query(
+        "INSERT INTO events (webhook_id, event_id, link_id, event_type, event_at, received_at, part_index, part_count, part_set, caller_arn, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (webhook_id) DO NOTHING",
+    )
+    .bind(d.webhook_id.as_str())
+    .bind(data.event_id.as_str())
+    .bind(data.physical_resource_id.as_str())
+    .bind(d.event.event_type.as_str())
+    .bind(d.event_at)
+    .bind(d.received_at)
+    .bind(part.map(|p| p.index as i64))
+    .bind(part.map(|p| p.count as i64))
+    .bind(part.map(|p| p.set.clone()))
+    .bind(d.caller_arn.clone())
+    .bind(d.body.as_str())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Outcome::Duplicate);
+    }
+    let Some(part) = part else {
+        let applied = apply(tx, &d.event, d.event_at, d.caller_arn.as_deref()).await?;
+        return Ok(Outcome::Stored { applied });
+    };
+    let count = part.count as i64;
+    let received: i64 = sqlx::query(
+        "INSERT INTO part_sets (event_id, part_set, part_count, received) VALUES ($1, $2, $3, 1) \
+         ON CONFLICT (event_id, part_set) DO UPDATE SET received = part_sets.received + 1 RETURNING received",
+    )
+    .bind(data.event_id.as_str())
+    .bind(part.set.as_str())
+    .bind(count)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    if received < count {
+        return Ok(Outcome::PartStored { received, count });
+    }
+    let corrupt = |problem: String| StoreError::Corrupt {
+        event_id: data.event_id.clone(),
+        problem,
+    };
+    let rows = sqlx::query("SELECT body FROM events WHERE event_id = $1 AND part_set = $2")
+        .bind(data.event_id.as_str())
+        .bind(part.set.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut all = Vec::with_capacity(rows.len());
+    for row in rows {
+        let body: String = row.try_get(0)?;
+        all.push(serde_json::from_str::<LinkEvent>(&body).map_err(|e| corrupt(e.to_string()))?);
+    }
+    let whole = parts::reassemble(all).map_err(|e| corrupt(e.to_string()))?;
+    let applied = apply(tx, &whole, d.event_at, d.caller_arn.as_deref()).await?;
+    Ok(Outcome::Stored { applied })
+}
+
+/// Applies a whole event to its link, if it is newer than the last one the link applied; replaces the
+/// link's inventory if the event's is complete and newer than the one kept.
+async fn apply(
+    tx: &mut Transaction<'static, Any>,
+    event: &LinkEvent,
+    event_at: i64,
+    caller_arn: Option<&str>,
+) -> Result<bool, StoreError> {
+    let d = &event.data;
+    let vpcs = d.inventory.iter().flat_map(|r| &r.vpcs);
+    let vpc_count = vpcs.clone().count() as i64;
+    let subnet_count = vpcs.clone().map(|v| v.subnets.len()).sum::<usize>() as i64;
+    let table_count = vpcs.map(|v| v.route_tables.len()).sum::<usize>() as i64;
+    let (state, linked_at, unlinked_at) = match event.event_type {
+        EventType::Unlinked => ("unlinked", None, Some(event_at)),
+        EventType::Linked | EventType::Updated => ("linked", Some(event_at), None),
+    };
+    let applied = sqlx::query(
+        "INSERT INTO links (link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, \
+           vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_at, last_event_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $18, $20) \
+         ON CONFLICT (link_id) DO UPDATE SET \
+           account_id = excluded.account_id, partition_name = excluded.partition_name, region = excluded.region, \
+           stack_id = excluded.stack_id, logical_resource_id = excluded.logical_resource_id, state = excluded.state, \
+           external_id = excluded.external_id, roles = excluded.roles, regions = excluded.regions, vpc_id = excluded.vpc_id, \
+           vpc_count = CASE WHEN excluded.inventory_complete = 1 THEN excluded.vpc_count ELSE links.vpc_count END, \
+           subnet_count = CASE WHEN excluded.inventory_complete = 1 THEN excluded.subnet_count ELSE links.subnet_count END, \
+           route_table_count = CASE WHEN excluded.inventory_complete = 1 THEN excluded.route_table_count ELSE links.route_table_count END, \
+           inventory_complete = excluded.inventory_complete, \
+           caller_arn = COALESCE(excluded.caller_arn, links.caller_arn), \
+           linked_at = CASE WHEN excluded.state = 'linked' AND (links.state <> 'linked' OR links.linked_at IS NULL) \
+                            THEN excluded.linked_at ELSE links.linked_at END, \
+           updated_at = excluded.updated_at, unlinked_at = excluded.unlinked_at, \
+           last_event_at = excluded.last_event_at, last_event_id = excluded.last_event_id \
+         WHERE links.last_event_at < excluded.last_event_at \
+            OR (links.last_event_at = excluded.last_event_at AND links.last_event_id < excluded.last_event_id)",
+    )
+    .bind(d.physical_resource_id.as_str())
+    .bind(d.account_id.as_str())
+    .bind(d.partition.as_str())
+    .bind(d.region.as_str())
+    .bind(d.stack_id.as_str())
+    .bind(d.logical_resource_id.as_str())
+    .bind(state)
+    .bind(d.external_id.clone())
+    .bind(serde_json::to_string(&d.roles).unwrap_or_default())
+    .bind(serde_json::to_string(&d.regions).unwrap_or_default())
+    .bind(d.vpc_id.clone())
+    .bind(vpc_count)
+    .bind(subnet_count)
+    .bind(table_count)
+    .bind(i64::from(d.inventory_complete))
+    .bind(caller_arn.map(str::to_string))
+    .bind(linked_at)
+    .bind(event_at)
+    .bind(unlinked_at)
+    .bind(d.event_id.as_str())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if d.inventory_complete {
+        sqlx::query(
+            "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body \
+             WHERE inventories.event_at < excluded.event_at",
+        )
+        .bind(d.physical_resource_id.as_str())
+        .bind(d.event_id.as_str())
+        .bind(event_at)
+        .bind(serde_json::to_string(&d.inventory).unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize("sqlite://link-registry.db").unwrap(),
+            (Engine::Sqlite, "sqlite://link-registry.db?mode=rwc".into())
+        );
+        assert_eq!(normalize("postgres://u@h/db").unwrap().0, Engine::Postgres);
+        let e = normalize("mysql://root:hunter2@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sqlite://PATH") && !e.contains("hunter2"), "{e}");
+        assert!(normalize("sqlite://").is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let ms = event_millis("2026-11-29T10:20:30.456Z").unwrap();
+        assert_eq!(rfc3339(ms), "2026-11-29T10:20:30.456Z");
+        assert!(event_millis("yesterday").is_none());
+        assert!(event_millis("2026-11-29T10:20:30.456+02:00").is_none());
+    }
+}

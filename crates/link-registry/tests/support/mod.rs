@@ -1,0 +1,386 @@
+//! The registry's test support: `link-receiver` as a process (so tests can kill -9 and restart it), a real
+//! PostgreSQL cluster started for the test, signed deliveries, and the read API.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use link_contract::event::LinkEvent;
+use link_contract::signing::{sign, SigningSecret};
+use serde_json::Value;
+
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn secrets() -> Vec<SigningSecret> {
+    SigningSecret::parse_list(SECRET).unwrap()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "link-registry-tests-{}-{name}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `sqlite://` URL of a fresh database file.
+pub fn sqlite_url(name: &str) -> String {
+    format!("sqlite://{}", temp_dir(name).join("registry.db").display())
+}
+
+/// A running `link-receiver`; killed (SIGKILL) when dropped.
+pub struct Receiver {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Receiver {
+    /// Starts the receiver on `database` with HMAC-only verification and the given extra flags.
+    pub fn start(database: &str, extra: &[&str]) -> Self {
+        Self::start_on(database, "127.0.0.1:0", extra)
+    }
+
+    pub fn start_on(database: &str, listen: &str, extra: &[&str]) -> Self {
+        let log = temp_dir("receiver-log").join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_link-receiver"))
+            .args(["--listen", listen, "--database", database])
+            .args(["--auth-mode", "hmac-only", "--secret", SECRET])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("link-receiver starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_path = log.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&log_path).unwrap();
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = writeln!(file, "{line}");
+                if !sent {
+                    if let Some(i) = line.find("listening on ") {
+                        let _ = tx.send(Ok(line[i + "listening on ".len()..].trim().to_string()));
+                        sent = true;
+                    } else if line.starts_with("link-receiver: ") {
+                        let _ = tx.send(Err(line.clone()));
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => panic!("link-receiver did not start: {e}"),
+            Err(_) => panic!("link-receiver did not announce its address"),
+        };
+        Self { child, url, log }
+    }
+
+    pub fn hook_url(&self) -> String {
+        format!("{}/hooks/account-link", self.url)
+    }
+
+    /// SIGKILL: no chance to flush or finish anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `link-receiver` with these arguments to its end (for start-up refusals).
+pub fn receiver_exit(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_link-receiver"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A PostgreSQL cluster of its own, initialised as the unprivileged `postgres` user in a temporary
+/// directory and listening on a free loopback port; stopped (and its files removed) when dropped.
+pub struct Postgres {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .max();
+    found.unwrap_or_else(|| {
+        panic!("PostgreSQL's {name} is missing: `make test` installs Debian's postgresql package")
+    })
+}
+
+/// Runs a command as the unprivileged `postgres` user when we are root (PostgreSQL refuses root).
+fn as_postgres(program: &Path) -> Command {
+    let root = unsafe_is_root();
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = temp_dir("pg");
+        let data = dir.join("data");
+        if unsafe_is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chown the cluster directory to postgres");
+        }
+        let out = as_postgres(&pg_bin("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let child = as_postgres(&pg_bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .args(["-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres starts");
+        let pg = Self { child, dir, port };
+        let started = Instant::now();
+        loop {
+            let ready = Command::new(pg_bin("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "postgres did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg
+    }
+
+    /// A new, empty database in this cluster.
+    pub fn database(&self, name: &str) -> String {
+        let out = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+            ])
+            .arg(format!("CREATE DATABASE {name}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "createdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs one SQL statement and returns psql's unaligned output.
+    pub fn query(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(pg_bin("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-At",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The documented example event, as a template.
+pub fn example(kind: &str) -> LinkEvent {
+    let path = format!(
+        "{}/../../docs/examples/account.{kind}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A delivery as the function would send it: body, and the headers signed with [`SECRET`].
+pub struct Signed {
+    pub id: String,
+    pub body: String,
+}
+
+impl Signed {
+    pub fn of(event: &LinkEvent) -> Self {
+        Self {
+            id: event.data.delivery_id(),
+            body: serde_json::to_string(event).unwrap(),
+        }
+    }
+
+    pub fn raw(id: &str, body: String) -> Self {
+        Self {
+            id: id.to_string(),
+            body,
+        }
+    }
+
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let ts = now();
+        vec![
+            ("webhook-id", self.id.clone()),
+            ("webhook-timestamp", ts.to_string()),
+            (
+                "webhook-signature",
+                sign(&secrets(), &self.id, ts, self.body.as_bytes()),
+            ),
+            ("content-type", "application/json".into()),
+        ]
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// POSTs a signed delivery; the status and the message.
+pub async fn post(http: &reqwest::Client, url: &str, d: &Signed) -> (u16, String) {
+    let mut req = http.post(url).body(d.body.clone());
+    for (k, v) in d.headers() {
+        req = req.header(k, v);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// GET on the read API (with the bearer token, when given); the status and the JSON body.
+pub async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = http.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// An event of `kind` for `link`, at the given timestamp, with its own event id.
+pub fn event_at(kind: &str, link: &str, event_id: &str, timestamp: &str) -> LinkEvent {
+    let mut e = example(kind);
+    e.data.physical_resource_id = link.to_string();
+    e.data.event_id = event_id.to_string();
+    e.timestamp = timestamp.to_string();
+    e
+}
