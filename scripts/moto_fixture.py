@@ -5,6 +5,10 @@ of the Rust SDK the function uses).
   moto_fixture.py --endpoint URL seed --regions us-west-2,eu-west-1 [--vpcs 2] [--subnets 3]
       creates VPCs with subnets in several zones and route tables, then prints what EC2 now lists
       (moto's default VPCs included) as JSON: {region: {vpcId: {"subnets": [...], "routeTables": [...]}}}
+  moto_fixture.py --endpoint URL inventory --regions us-west-2,eu-west-1
+      prints what boto3 lists, in detail: {region: {vpcId: {"cidrBlock", "isDefault", "ownerId",
+      "subnets": {subnetId: {"cidrBlock", "availabilityZone", "availabilityZoneId",
+      "availableIpAddressCount", "mapPublicIpOnLaunch"}}, "routeTables": [ids]}}}
   moto_fixture.py --endpoint URL presign --bucket B --key K     prints a pre-signed PUT URL (creates B)
   moto_fixture.py --endpoint URL read --bucket B --key K        prints the object (exit 1 if absent)
   moto_fixture.py --endpoint URL sns-topic --name N             creates a topic and an SQS queue subscribed
@@ -67,6 +71,27 @@ def listing(endpoint, regions):
     return out
 
 
+def inventory(args):
+    out = {}
+    for region in [r for r in args.regions.split(",") if r]:
+        ec2 = client("ec2", args.endpoint, region)
+        vpcs = {v["VpcId"]: {"cidrBlock": v["CidrBlock"], "isDefault": v["IsDefault"], "ownerId": v["OwnerId"],
+                             "subnets": {}, "routeTables": []}
+                for v in ec2.describe_vpcs()["Vpcs"]}
+        for s in ec2.describe_subnets()["Subnets"]:
+            vpcs[s["VpcId"]]["subnets"][s["SubnetId"]] = {
+                "cidrBlock": s["CidrBlock"], "availabilityZone": s["AvailabilityZone"],
+                "availabilityZoneId": s["AvailabilityZoneId"],
+                "availableIpAddressCount": s["AvailableIpAddressCount"],
+                "mapPublicIpOnLaunch": s["MapPublicIpOnLaunch"]}
+        for t in ec2.describe_route_tables()["RouteTables"]:
+            vpcs[t["VpcId"]]["routeTables"].append(t["RouteTableId"])
+        for v in vpcs.values():
+            v["routeTables"].sort()
+        out[region] = vpcs
+    print(json.dumps(out, sort_keys=True))
+
+
 def presign(args):
     s3 = client("s3", args.endpoint, "us-east-1")
     try:
@@ -118,6 +143,8 @@ def main():
     s.add_argument("--vpcs", type=int, default=2)
     s.add_argument("--subnets", type=int, default=3)
     s.add_argument("--name-prefix", default="demo")
+    i = sub.add_parser("inventory")
+    i.add_argument("--regions", required=True)
     for name in ("presign", "read"):
         x = sub.add_parser(name)
         x.add_argument("--bucket", required=True)
@@ -129,7 +156,7 @@ def main():
     q.add_argument("--queue-url", required=True)
     q.add_argument("--region", default="us-west-2")
     args = p.parse_args()
-    {"seed": seed, "presign": presign, "read": read, "sns-topic": sns_topic, "sqs-drain": sqs_drain}[args.cmd](args)
+    {"seed": seed, "inventory": inventory, "presign": presign, "read": read, "sns-topic": sns_topic, "sqs-drain": sqs_drain}[args.cmd](args)
 
 
 if __name__ == "__main__":

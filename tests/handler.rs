@@ -15,70 +15,12 @@ use account_link::App;
 use aws_sdk_ec2::operation::describe_route_tables::DescribeRouteTablesOutput;
 use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
 use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
-use aws_sdk_ec2::types::{RouteTable, Subnet, Vpc};
 use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, mock_client, RuleMode};
 use common::http::{Reply, Server};
 use futures::future::BoxFuture;
 use link_contract::event::LinkEvent;
 use serde_json::Value;
-
-const PAGE: usize = 1000;
-
-/// EC2 with `vpcs` VPCs and `subnets` subnets spread over them, served `PAGE` subnets at a time.
-fn paged_ec2(vpcs: usize, subnets: usize) -> (Client, aws_smithy_mocks::Rule) {
-    let vpc_rule = mock!(Client::describe_vpcs).then_compute_output(move |_| {
-        DescribeVpcsOutput::builder()
-            .set_vpcs(Some(
-                (0..vpcs)
-                    .map(|i| {
-                        Vpc::builder()
-                            .vpc_id(format!("vpc-{i:08x}"))
-                            .cidr_block("10.0.0.0/16")
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .build()
-    });
-    let subnet_rule = mock!(Client::describe_subnets).then_compute_output(move |req| {
-        let start: usize = req
-            .next_token()
-            .map_or(0, |t| t.trim_start_matches("page-").parse().unwrap());
-        let end = (start + PAGE).min(subnets);
-        DescribeSubnetsOutput::builder()
-            .set_subnets(Some(
-                (start..end)
-                    .map(|i| {
-                        Subnet::builder()
-                            .subnet_id(format!("subnet-{i:017x}"))
-                            .vpc_id(format!("vpc-{:08x}", i % vpcs.max(1)))
-                            .cidr_block("10.0.0.0/28")
-                            .availability_zone("us-west-2a")
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .set_next_token((end < subnets).then(|| format!("page-{end}")))
-            .build()
-    });
-    let rt_rule = mock!(Client::describe_route_tables).then_compute_output(move |_| {
-        DescribeRouteTablesOutput::builder()
-            .route_tables(
-                RouteTable::builder()
-                    .route_table_id("rtb-00000001")
-                    .vpc_id("vpc-00000000")
-                    .build(),
-            )
-            .build()
-    });
-    let client = mock_client!(
-        aws_sdk_ec2,
-        RuleMode::MatchAny,
-        &[&vpc_rule, &subnet_rule, &rt_rule]
-    );
-    (client, subnet_rule)
-}
 
 struct Silent;
 impl Notifier for Silent {
@@ -119,7 +61,7 @@ fn answer_of(s3: &Server) -> Value {
 
 #[tokio::test]
 async fn every_page_is_followed() {
-    let (client, subnet_rule) = paged_ec2(3, 2_500);
+    let (client, subnet_rule) = common::paged_ec2(3, 2_500);
     let clients = Ec2Clients::new(client.config().clone());
     let inv = inventory::collect(&clients, &["us-west-2".into()], &InFlight::default())
         .await
@@ -173,7 +115,7 @@ async fn a_page_token_cycle_ends_with_an_error() {
 
 #[tokio::test]
 async fn ten_thousand_subnets_fit_in_the_answer() {
-    let (client, _) = paged_ec2(40, 10_000);
+    let (client, _) = common::paged_ec2(40, 10_000);
     let s3 = s3().await;
     let payload = common::event("create.json", &s3.url("/bucket/key?X-Amz-Signature=SECRET"));
     let mut payload = payload;
@@ -248,7 +190,7 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
 
 #[tokio::test]
 async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
-    let (client, _) = paged_ec2(1, 3);
+    let (client, _) = common::paged_ec2(1, 3);
     let app = app(client.config().clone(), Arc::new(Panics));
     for request_type in ["create.json", "update.json"] {
         let s3 = s3().await;
@@ -284,7 +226,7 @@ async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
 
 #[tokio::test]
 async fn the_same_request_twice_gets_the_same_answer() {
-    let (client, _) = paged_ec2(2, 10);
+    let (client, _) = common::paged_ec2(2, 10);
     let app = app(client.config().clone(), Arc::new(Silent));
     let mut answers = Vec::new();
     for _ in 0..2 {
@@ -303,7 +245,7 @@ async fn the_same_request_twice_gets_the_same_answer() {
 
 #[tokio::test]
 async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
-    let (client, _) = paged_ec2(1, 1);
+    let (client, _) = common::paged_ec2(1, 1);
     let app = app(client.config().clone(), Arc::new(Channels::default()));
     let err = handle_payload(
         app.clone(),

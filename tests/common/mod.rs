@@ -317,3 +317,69 @@ pub fn one_vpc_ec2() -> aws_sdk_ec2::Config {
     .config()
     .clone()
 }
+
+/// Subnets per page of the fake EC2.
+const PAGE: usize = 1000;
+
+/// EC2 with `vpcs` VPCs and `subnets` subnets spread over them, served `PAGE` subnets at a time.
+pub fn paged_ec2(vpcs: usize, subnets: usize) -> (aws_sdk_ec2::Client, aws_smithy_mocks::Rule) {
+    use aws_sdk_ec2::operation::{
+        describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput,
+        describe_vpcs::DescribeVpcsOutput,
+    };
+    use aws_sdk_ec2::types::{RouteTable, Subnet, Vpc};
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    let vpc_rule = mock!(aws_sdk_ec2::Client::describe_vpcs).then_compute_output(move |_| {
+        DescribeVpcsOutput::builder()
+            .set_vpcs(Some(
+                (0..vpcs)
+                    .map(|i| {
+                        Vpc::builder()
+                            .vpc_id(format!("vpc-{i:08x}"))
+                            .cidr_block("10.0.0.0/16")
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build()
+    });
+    let subnet_rule =
+        mock!(aws_sdk_ec2::Client::describe_subnets).then_compute_output(move |req| {
+            let start: usize = req
+                .next_token()
+                .map_or(0, |t| t.trim_start_matches("page-").parse().unwrap());
+            let end = (start + PAGE).min(subnets);
+            DescribeSubnetsOutput::builder()
+                .set_subnets(Some(
+                    (start..end)
+                        .map(|i| {
+                            Subnet::builder()
+                                .subnet_id(format!("subnet-{i:017x}"))
+                                .vpc_id(format!("vpc-{:08x}", i % vpcs.max(1)))
+                                .cidr_block("10.0.0.0/28")
+                                .availability_zone("us-west-2a")
+                                .build()
+                        })
+                        .collect(),
+                ))
+                .set_next_token((end < subnets).then(|| format!("page-{end}")))
+                .build()
+        });
+    let rt_rule =
+        mock!(aws_sdk_ec2::Client::describe_route_tables).then_compute_output(move |_| {
+            DescribeRouteTablesOutput::builder()
+                .route_tables(
+                    RouteTable::builder()
+                        .route_table_id("rtb-00000001")
+                        .vpc_id("vpc-00000000")
+                        .build(),
+                )
+                .build()
+        });
+    let client = mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&vpc_rule, &subnet_rule, &rt_rule]
+    );
+    (client, subnet_rule)
+}
