@@ -1,0 +1,360 @@
+//! What an unauthenticated client can do to the receiver: thousands of signature candidates, bodies over
+//! the limit, headers and bodies that never end, and a flood of forged deliveries while valid ones keep
+//! being stored. Also the Python `standardwebhooks` package's signatures, accepted and refused as they
+//! should be.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{event_at, http, post, Receiver, Signed, SECRET};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(receiver: &Receiver) -> String {
+    receiver.url.trim_start_matches("http://").to_string()
+}
+
+/// Writes `head` and then nothing; returns what the server answered before closing, and whether it
+/// closed within `within`.
+async fn send_and_wait(
+    receiver: &Receiver,
+    head: &[u8],
+    trickle: bool,
+    within: Duration,
+) -> (String, bool) {
+    let mut tcp = TcpStream::connect(addr(receiver)).await.unwrap();
+    tcp.write_all(head).await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if started.elapsed() > within {
+            return (String::from_utf8_lossy(&got).into_owned(), false);
+        }
+        if trickle {
+            // One more header byte every 200 ms: slow, but never finished.
+            if tcp.write_all(b"x").await.is_err() {
+                return (String::from_utf8_lossy(&got).into_owned(), true);
+            }
+        }
+        match tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+}
+
+fn start() -> Receiver {
+    Receiver::start(
+        &support::sqlite_url("hostile"),
+        &[
+            "--header-timeout",
+            "2",
+            "--body-timeout",
+            "2",
+            "--max-body-bytes",
+            "1048576",
+        ],
+    )
+}
+
+fn valid(i: usize) -> Signed {
+    Signed::of(&event_at(
+        "linked",
+        &format!("link-{i:032x}"),
+        &format!("msg_hostile_{i}"),
+        "2026-11-29T12:00:00.000Z",
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signature_candidates_and_sizes_are_bounded() {
+    let receiver = start();
+    let http = http();
+    let d = valid(0);
+    let mut forged_headers = d.headers();
+    let wrong = format!("v1,{}", "A".repeat(43) + "=");
+    // 1 000 well-formed wrong candidates (48 KB of header), then the right one: only the first few are
+    // examined, so the delivery is refused without 1 000 HMACs.
+    let right = d
+        .headers()
+        .into_iter()
+        .find(|(k, _)| *k == "webhook-signature")
+        .unwrap()
+        .1;
+    forged_headers.retain(|(k, _)| *k != "webhook-signature");
+    let send = |sig: String| {
+        let mut req = http.post(receiver.hook_url()).body(d.body.clone());
+        for (k, v) in &forged_headers {
+            req = req.header(*k, v);
+        }
+        req.header("webhook-signature", sig).send()
+    };
+    let r = send(format!("{} {right}", vec![wrong.as_str(); 1000].join(" ")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("no signature"));
+    // 7 000 candidates (336 KB): refused by the listener before any handler runs.
+    let r = send(vec![wrong.as_str(); 7000].join(" ")).await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(
+            e.is_request() || e.is_connect() || e.to_string().contains("closed"),
+            "{e}"
+        ),
+    }
+
+    // A body declared over the limit is refused before it is sent.
+    let (answer, closed) = send_and_wait(
+        &receiver,
+        format!(
+            "POST /hooks/account-link HTTP/1.1\r\nhost: x\r\ncontent-length: 3000000\r\n{}\r\n",
+            d.headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect::<String>()
+        )
+        .as_bytes(),
+        false,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{answer} (closed: {closed})"
+    );
+    // And a chunked body that grows past it.
+    let mut tcp = TcpStream::connect(addr(&receiver)).await.unwrap();
+    let head = format!(
+        "POST /hooks/account-link HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n{}\r\n",
+        d.headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+    let (mut rd, mut wr) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..40 {
+            if wr.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    writer.abort();
+    // The receiver is still serving.
+    assert_eq!(post(&http, &receiver.hook_url(), &valid(1)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_and_bodies_that_never_end_are_cut_off() {
+    let receiver = start();
+    // A header that never ends (one byte every 200 ms): the connection is closed after the header timeout.
+    let (answer, closed) = send_and_wait(
+        &receiver,
+        b"POST /hooks/account-link HTTP/1.1\r\nhost: x\r\nx-slow: ",
+        true,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(closed, "the connection is dropped (got {answer:?})");
+    // A body that never ends: 408 after the body timeout.
+    let d = valid(2);
+    let head = format!(
+        "POST /hooks/account-link HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n{}\r\n{}",
+        d.body.len(),
+        d.headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>(),
+        &d.body[..10]
+    );
+    let (answer, _) =
+        send_and_wait(&receiver, head.as_bytes(), false, Duration::from_secs(20)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(
+        post(&http(), &receiver.hook_url(), &d).await.0,
+        200,
+        "the same delivery, sent whole, is stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_deliveries_are_stored_during_a_flood_of_forged_ones() {
+    let receiver = start();
+    let hook = receiver.hook_url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // 48 clients sending 1 MiB deliveries with forged signatures as fast as they can.
+    let flood: Vec<_> = (0..48)
+        .map(|c| {
+            let (hook, stop, refused) = (hook.clone(), stop.clone(), refused.clone());
+            tokio::spawn(async move {
+                let http = http();
+                let body = "y".repeat(1_000_000);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = http
+                        .post(&hook)
+                        .header("webhook-id", format!("msg_forged_{c}"))
+                        .header("webhook-timestamp", support::now().to_string())
+                        .header("webhook-signature", format!("v1,{}", "B".repeat(43) + "="))
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if let Ok(r) = r {
+                        assert_eq!(r.status(), 401);
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let http = http();
+    for i in 0..40 {
+        let (status, message) = post(&http, &hook, &valid(100 + i)).await;
+        assert_eq!(
+            status, 200,
+            "valid delivery {i} during the flood: {message}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    assert!(
+        refused.load(std::sync::atomic::Ordering::Relaxed) > 40,
+        "the flood really ran"
+    );
+}
+
+/// Signs `body` with the Python package.
+fn python_signed(body: &str, secret: &str, id: &str, ts: u64) -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut child = Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/webhook_sign.py"))
+        .args([
+            "--secret",
+            secret,
+            "--id",
+            id,
+            "--timestamp",
+            &ts.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the project's .venv (make test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_signed_deliveries_are_accepted_or_refused() {
+    let receiver = start();
+    let token_free_api = format!("{}/api/links", receiver.url);
+    let event: Value =
+        serde_json::from_str(include_str!("../../../docs/examples/account.linked.json")).unwrap();
+    let id = event["data"]["eventId"].as_str().unwrap().to_string();
+    let link_id = event["data"]["physicalResourceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = event.to_string();
+    let now = support::now();
+    let other_secret = "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY";
+    let http = http();
+    let post = |headers: Value, body: String| {
+        let mut req = http.post(receiver.hook_url()).body(body);
+        for (k, v) in headers.as_object().unwrap() {
+            req = req.header(k, v.as_str().unwrap());
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let valid = python_signed(&body, SECRET, &id, now);
+    let mut empty = valid.clone();
+    empty["webhook-signature"] = "v1,".into();
+    let cases = [
+        (
+            "tampered body",
+            valid.clone(),
+            body.replace("123456789012", "999999999999"),
+            401,
+            "no signature",
+        ),
+        (
+            "wrong secret",
+            python_signed(&body, other_secret, &id, now),
+            body.clone(),
+            401,
+            "no signature",
+        ),
+        (
+            "empty signature",
+            empty,
+            body.clone(),
+            401,
+            "no v1 signature",
+        ),
+        (
+            "stale timestamp",
+            python_signed(&body, SECRET, &id, now - 301),
+            body.clone(),
+            401,
+            "outside the tolerance",
+        ),
+        (
+            "not an event",
+            python_signed("{}", SECRET, &id, now),
+            "{}".into(),
+            400,
+            "not a link event",
+        ),
+        ("valid", valid.clone(), body.clone(), 200, "stored"),
+        ("replay", valid.clone(), body.clone(), 200, "duplicate"),
+    ];
+    for (what, headers, body, want, words) in cases {
+        let (status, message) = post(headers, body).await;
+        assert_eq!(status, want, "{what}: {message}");
+        assert!(message.contains(words), "{what}: {message}");
+    }
+    let (_, stored) = support::get(&http, &format!("{token_free_api}/{link_id}"), None).await;
+    assert_eq!(
+        stored["inventory"], event["data"]["inventory"],
+        "the valid delivery is stored, once"
+    );
+    assert_eq!(
+        http.get(receiver.hook_url()).send().await.unwrap().status(),
+        405
+    );
+    assert!(!receiver
+        .logs()
+        .contains(SECRET.trim_start_matches("whsec_")));
+}
