@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-1
 LAMBDA  := PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda
 ZIP     := dist/account-link.zip
 
-.PHONY: help venv demo test lint unit-test template-test build package bench clean
+.PHONY: help venv system-deps demo test lint unit-test template-test build package bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,16 +21,19 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP) ## install the Python tools (moto, cargo-lambda, cfn-lint, checkov, standardwebhooks) into .venv
 
+system-deps: ## install Debian's postgresql, chromium and chromium-driver when they are missing
+	@scripts/system_deps.sh
+
 demo: venv ## run Create, Update and Delete locally: moto + link-receiver + cargo lambda watch
 	$(PY) scripts/demo.py
 
-test: venv lint unit-test template-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks
+test: venv system-deps lint unit-test template-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-unit-test: venv
+unit-test: venv system-deps
 	cargo test --locked --workspace
 
 # The contract tests also validate the events a real run delivered (written by `cargo test`).

@@ -12,6 +12,8 @@ import os
 import re
 import secrets
 import base64
+import urllib.parse
+import urllib.request
 import shutil
 import signal
 import socket
@@ -115,17 +117,22 @@ def summarize_answer(answer):
     say(f"    {DIM}({len(json.dumps(answer))} bytes, limit 4096){RESET}")
 
 
-def summarize_event(event, detailed):
-    d = event["data"]
-    say(f"  provider received {BOLD}{event['type']}{RESET} (webhook-id {d['eventId']}, signature verified)")
-    say(f"    account {d['accountId']} ({d['partition']}), stack region {d['region']}, external id {d['externalId']}")
-    if d.get("changes"):
-        say(f"    changed: {', '.join(d['changes']['changedProperties']) or 'nothing'}")
+def api(base, path):
+    with urllib.request.urlopen(f"{base}/api{path}", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def summarize_link(base, link_id, detailed):
+    link = api(base, f"/links/{urllib.parse.quote(link_id)}")
+    last = api(base, f"/links/{urllib.parse.quote(link_id)}/events?limit=1")["events"][0]
+    say(f"  the registry stored {BOLD}{last['type']}{RESET} (webhook-id {last['webhookId']}, signature verified); "
+        f"link is {BOLD}{link['state']}{RESET}")
+    say(f"    account {link['accountId']} ({link['partition']}), stack region {link['region']}, "
+        f"external id {link['externalId']}")
     if not detailed:
-        vpcs = [v for r in d["inventory"] for v in r["vpcs"]]
-        say(f"    inventory: {len(vpcs)} VPCs, {sum(len(v['subnets']) for v in vpcs)} subnets in {', '.join(d['regions'])}")
+        say(f"    inventory: {link['vpcCount']} VPCs, {link['subnetCount']} subnets in {', '.join(link['regions'])}")
         return
-    for region in d["inventory"]:
+    for region in link["inventory"] or []:
         say(f"    {region['region']}:")
         for vpc in region["vpcs"]:
             label = f" ({vpc['name']})" if vpc.get("name") else (" (default)" if vpc.get("isDefault") else "")
@@ -155,7 +162,7 @@ def main():
 
 def run():
     t = step("Building the function and link-receiver (cargo; the first build takes a few minutes)")
-    subprocess.run(["cargo", "build", "--quiet", "--bin", "account-link", "--bin", "link-receiver"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--quiet", "--workspace", "--bins"], cwd=ROOT, check=True)
     done(t)
 
     t = step("Starting moto (EC2, S3, SNS, SQS) and seeding an account in " + " and ".join(REGIONS))
@@ -168,14 +175,14 @@ def run():
     counts = {r: (len(v), sum(len(x["subnets"]) for x in v.values())) for r, v in seeded.items()}
     done(t, "; ".join(f"{r}: {n} VPCs, {s} subnets" for r, (n, s) in counts.items()) + f" at {endpoint}")
 
-    t = step("Starting the provider's receiver (link-receiver)")
+    t = step("Starting the provider's registry (link-receiver, SQLite in .demo/)")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    events_file = WORK / "events.jsonl"
     receiver_port = free_port()
+    registry = f"http://127.0.0.1:{receiver_port}"
     start([str(ROOT / "target/debug/link-receiver"), "--listen", f"127.0.0.1:{receiver_port}", "--secret", secret,
-           "--out", str(events_file)], "link-receiver.log")
+           "--auth-mode", "hmac-only", "--database", f"sqlite://{WORK / 'registry.db'}"], "link-receiver.log")
     wait_for(lambda: port_open(receiver_port), "link-receiver", 15, None, "link-receiver.log")
-    done(t, f"verifying signatures at http://127.0.0.1:{receiver_port}/hooks/account-link")
+    done(t, f"verifying signatures at {registry}/hooks/account-link")
 
     t = step("Starting the function under cargo lambda watch")
     invoke_port = free_port()
@@ -204,7 +211,6 @@ def run():
                 event[props]["Regions"] = REGIONS
         data_file = WORK / f"{name}.json"
         data_file.write_text(json.dumps(event))
-        before = len(events_file.read_text().splitlines()) if events_file.exists() else 0
         inv = subprocess.run(["cargo", "lambda", "invoke", "account-link", "--data-file", str(data_file),
                               "--invoke-address", "127.0.0.1", "--invoke-port", str(invoke_port)],
                              cwd=ROOT, env=env_with_venv(), capture_output=True, text=True)
@@ -213,11 +219,7 @@ def run():
             raise SystemExit(1)
         answer = json.loads(fixture(endpoint, "read", "--bucket", "cfn-responses", "--key", key))
         summarize_answer(answer)
-        lines = events_file.read_text().splitlines() if events_file.exists() else []
-        for line in lines[before:]:
-            summarize_event(json.loads(line), detailed=name == "create")
-        if len(lines) == before:
-            say(f"  {RED}the provider received nothing{RESET}")
+        summarize_link(registry, answer["PhysicalResourceId"], detailed=name == "create")
         done(t)
 
     msgs = json.loads(fixture(endpoint, "sqs-drain", "--queue-url", topic["queueUrl"]))
