@@ -99,6 +99,15 @@ impl Partition {
         PARTITIONS.iter().map(|p| p.dns_suffix)
     }
 
+    /// The AWS console host that serves `region` (the `aws` partition has one per region), where the
+    /// partition has a public console.
+    pub fn console_host_for(&self, region: &str) -> Option<String> {
+        self.console_host.map(|host| match self.name {
+            "aws" => format!("{region}.{host}"),
+            _ => host.to_string(),
+        })
+    }
+
     /// Whether `region` is a region of this partition.
     pub fn has_region(&self, region: &str) -> bool {
         is_region_name(region) && Self::of_region(region).name == self.name
@@ -166,6 +175,15 @@ mod tests {
             assert!(Partition::named(partition).unwrap().has_region(region));
         }
         assert!(!Partition::named("aws").unwrap().has_region("cn-north-1"));
+        assert_eq!(
+            Partition::of_region("eu-west-1").console_host_for("eu-west-1").as_deref(),
+            Some("eu-west-1.console.aws.amazon.com")
+        );
+        assert_eq!(
+            Partition::of_region("cn-north-1").console_host_for("cn-north-1").as_deref(),
+            Some("console.amazonaws.cn")
+        );
+        assert_eq!(Partition::of_region("us-isob-east-1").console_host_for("us-isob-east-1"), None);
         assert!(Partition::named("aws-moon").is_none());
         for p in PARTITIONS {
             assert_eq!(Partition::of_region(p.global_region).name, p.name);

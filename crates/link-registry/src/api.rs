@@ -1,20 +1,21 @@
-//! The read API: links, one link with its newest complete inventory, a link's events, and health. It
-//! exposes customers' network layouts, so every route but `/healthz` needs the bearer token (or, when the
-//! registry runs without one, is served only on a loopback address: `config` refuses anything else).
+//! The API: links, one link with its newest complete inventory and network selection, a link's events,
+//! console link requests, and health. It exposes customers' network layouts, so every route but
+//! `/healthz` needs an allowed caller (see `auth`), and changes need the CSRF token from browsers.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use link_contract::inventory::RegionInventory;
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
-use crate::store::LinkQuery;
+use crate::auth::{self, Access};
+use crate::store::{LinkQuery, Selection};
 use crate::App;
 
 const MAX_PAGE: i64 = 500;
@@ -25,6 +26,9 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/links", get(links))
         .route("/links/{link_id}", get(link))
         .route("/links/{link_id}/events", get(events))
+        .route("/links/{link_id}/selection", put(save_selection))
+        .route("/link-requests", post(create_request))
+        .route("/link-requests/{external_id}", get(request))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -35,30 +39,30 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// Requires `Authorization: Bearer <token>` when the registry has a token.
-pub(crate) async fn require_token(
+/// Lets in the callers `auth::access` allows, and tells the handler how they came in.
+pub(crate) async fn require_access(
     State(app): State<Arc<App>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &app.api_token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "send Authorization: Bearer <the registry's API token>",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            return r;
-        }
-    }
+    let Some(access) = auth::access(&app, req.headers()) else {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "send Authorization: Bearer <the registry's API token>",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        return r;
+    };
+    req.extensions_mut().insert(access);
     next.run(req).await
+}
+
+fn csrf_refused() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "missing or wrong x-csrf-token header (send the console page's token, or use a bearer token)",
+    )
 }
 
 pub(crate) async fn health(State(app): State<Arc<App>>) -> Response {
@@ -118,16 +122,152 @@ async fn links(State(app): State<Arc<App>>, Query(p): Query<LinksParams>) -> Res
 }
 
 async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> Response {
-    match app.store.link(&link_id).await {
-        Ok(Some((link, inventory))) => {
-            let mut v = serde_json::to_value(link).unwrap_or_default();
-            v["inventory"] = inventory.unwrap_or(serde_json::Value::Null);
-            Json(v).into_response()
+    let found = match app.store.link(&link_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no link with this id"),
+        Err(e) => return store_error(e),
+    };
+    let selection = match app.store.selection(&link_id).await {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let (link, inventory) = found;
+    let mut v = serde_json::to_value(link).unwrap_or_default();
+    v["inventory"] = inventory.unwrap_or(serde_json::Value::Null);
+    v["selection"] = serde_json::to_value(selection).unwrap_or_default();
+    v["minFreeIps"] = app.console.min_free_ips.into();
+    Json(v).into_response()
+}
+
+/// Why a subnet cannot be picked, if it cannot.
+pub(crate) fn unusable(
+    subnet: &link_contract::inventory::Subnet,
+    min_free_ips: i64,
+) -> Option<String> {
+    if subnet.cidr_block.is_none() {
+        return Some("IPv6-only".into());
+    }
+    match subnet.available_ip_address_count {
+        Some(n) if i64::from(n) < min_free_ips => Some(format!(
+            "{n} free addresses (at least {min_free_ips} needed)"
+        )),
+        _ => None,
+    }
+}
+
+/// Checks a selection against the link's newest inventory; the error names the field.
+fn check_selection(
+    s: &Selection,
+    inventory: &[RegionInventory],
+    min_free_ips: i64,
+) -> Result<(), String> {
+    let region = inventory
+        .iter()
+        .find(|r| r.region == s.region)
+        .ok_or_else(|| format!("region: {} is not a region of this link", s.region))?;
+    let vpc = region
+        .vpcs
+        .iter()
+        .find(|v| v.vpc_id == s.vpc_id)
+        .ok_or_else(|| format!("vpcId: {} is not a VPC of this link in {}", s.vpc_id, s.region))?;
+    if s.subnet_ids.is_empty() {
+        return Err("subnetIds: pick at least one subnet".into());
+    }
+    for (i, id) in s.subnet_ids.iter().enumerate() {
+        if s.subnet_ids[..i].contains(id) {
+            return Err(format!("subnetIds[{i}]: {id} is listed twice"));
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, "no link with this id"),
+        let subnet = vpc
+            .subnets
+            .iter()
+            .find(|x| &x.subnet_id == id)
+            .ok_or_else(|| format!("subnetIds[{i}]: {id} is not a subnet of {}", s.vpc_id))?;
+        if let Some(why) = unusable(subnet, min_free_ips) {
+            return Err(format!("subnetIds[{i}]: {id} cannot be used: {why}"));
+        }
+    }
+    Ok(())
+}
+
+const MAX_SELECTED_SUBNETS: usize = 256;
+
+async fn save_selection(
+    State(app): State<Arc<App>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    Path(link_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !auth::csrf_ok(&app, access, &headers, None) {
+        return csrf_refused();
+    }
+    let selection: Selection = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body must be {{\"region\", \"vpcId\", \"subnetIds\": [...]}}: {e}"),
+            )
+        }
+    };
+    if selection.subnet_ids.len() > MAX_SELECTED_SUBNETS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("subnetIds: at most {MAX_SELECTED_SUBNETS}"),
+        );
+    }
+    let (link, inventory) = match app.store.link(&link_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no link with this id"),
+        Err(e) => return store_error(e),
+    };
+    if link.state != "linked" {
+        return error(
+            StatusCode::CONFLICT,
+            "the link is unlinked: its account's stack was deleted",
+        );
+    }
+    let inventory: Vec<RegionInventory> = inventory
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    if let Err(problem) = check_selection(&selection, &inventory, app.console.min_free_ips) {
+        return error(StatusCode::BAD_REQUEST, &problem);
+    }
+    match app.store.save_selection(&link_id, &selection).await {
+        Ok(()) => {
+            tracing::info!(link_id, vpc_id = %selection.vpc_id, subnets = selection.subnet_ids.len(), "network selection saved");
+            Json(json!({ "selection": selection })).into_response()
+        }
         Err(e) => store_error(e),
     }
 }
+
+async fn create_request(
+    State(app): State<Arc<App>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+) -> Response {
+    if !auth::csrf_ok(&app, access, &headers, None) {
+        return csrf_refused();
+    }
+    match crate::console::new_request(&app).await {
+        Ok(r) => (
+            StatusCode::CREATED,
+            Json(crate::console::request_json(&app, &r)),
+        )
+            .into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn request(State(app): State<Arc<App>>, Path(external_id): Path<String>) -> Response {
+    match app.store.request(&external_id).await {
+        Ok(Some(r)) => Json(crate::console::request_json(&app, &r)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no link request with this external id"),
+        Err(e) => store_error(e),
+    }
+}
+
 
 #[derive(Debug, Deserialize)]
 struct EventsParams {

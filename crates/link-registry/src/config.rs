@@ -107,6 +107,37 @@ pub struct Cli {
     #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
     pub sts_endpoint: Option<Url>,
 
+    /// The registry's public origin (https://links.example.com): the callback URL in quick-create links
+    /// is <public-url>/hooks/account-link, and console cookies are Secure when it is https. Default:
+    /// http://<listen address>.
+    #[arg(long, env = "LINK_REGISTRY_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+
+    /// The published template (an S3 https URL) that the console's quick-create links launch.
+    #[arg(long, env = "LINK_REGISTRY_TEMPLATE_URL")]
+    pub template_url: Option<Url>,
+
+    /// The region the console proposes for the customer's stack.
+    #[arg(long, env = "LINK_REGISTRY_STACK_REGION", default_value = "us-east-1")]
+    pub stack_region: String,
+
+    /// A template parameter the provider knows, put into every quick-create link (repeat):
+    /// ProviderAccountId=111122223333. Never a secret: the link is shown to customers.
+    #[arg(long = "stack-param", value_name = "NAME=VALUE")]
+    pub stack_params: Vec<String>,
+
+    /// Stack names proposed in quick-create links start with this.
+    #[arg(long, default_value = "account-link")]
+    pub stack_name_prefix: String,
+
+    /// Seconds a console link request waits for its stack before it expires.
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub pending_ttl: u64,
+
+    /// Subnets with fewer free IPv4 addresses are shown but cannot be picked.
+    #[arg(long, default_value_t = 16)]
+    pub min_free_ips: i64,
+
     /// Log lines as text or JSON.
     #[arg(
         long,
@@ -148,7 +179,25 @@ pub struct Settings {
     pub auth: Auth,
     pub api_token: Option<String>,
     pub limits: Limits,
+    pub console: Console,
 }
+
+/// What the console offers a provider's customer.
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub public_url: Url,
+    pub template_url: Option<Url>,
+    pub stack_region: String,
+    pub stack_params: Vec<(String, String)>,
+    pub stack_name_prefix: String,
+    pub pending_ttl: Duration,
+    pub min_free_ips: i64,
+}
+
+/// Template parameters that hold secrets and so never go into a link.
+const SECRET_PARAMETERS: &[&str] = &["ProviderSigningSecret"];
+/// Parameters the console sets itself in every link.
+const CONSOLE_PARAMETERS: &[&str] = &["ExternalId", "ProviderCallbackUrl"];
 
 /// How deliveries are authenticated.
 #[derive(Debug, Clone)]
@@ -232,7 +281,53 @@ impl Cli {
         if self.max_connections == 0 {
             return Err(err("--max-connections", "must be at least 1"));
         }
+        let console = Console {
+            public_url: match self.public_url {
+                Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+                Some(_) => return Err(err("--public-url", "must be an http(s) origin")),
+                None => Url::parse(&format!("http://{}", self.listen))
+                    .map_err(|e| err("--listen", e.to_string()))?,
+            },
+            template_url: match self.template_url {
+                Some(u) if u.scheme() == "https" => Some(u),
+                Some(_) => {
+                    return Err(err(
+                        "--template-url",
+                        "must be an https URL (the AWS console loads templates from S3)",
+                    ))
+                }
+                None => None,
+            },
+            stack_region: if link_contract::partition::is_region_name(&self.stack_region) {
+                self.stack_region
+            } else {
+                return Err(err("--stack-region", "must be a region name such as eu-west-1"));
+            },
+            stack_params: self
+                .stack_params
+                .iter()
+                .map(|p| parse_stack_param(p))
+                .collect::<Result<_, _>>()?,
+            stack_name_prefix: match self.stack_name_prefix {
+                p if !p.is_empty()
+                    && p.len() <= 64
+                    && p.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                {
+                    p
+                }
+                _ => {
+                    return Err(err(
+                        "--stack-name-prefix",
+                        "must start with a letter and hold only letters, digits and '-' (at most 64)",
+                    ))
+                }
+            },
+            pending_ttl: Duration::from_secs(self.pending_ttl.max(60)),
+            min_free_ips: self.min_free_ips.max(0),
+        };
         Ok(Settings {
+            console,
             listen: self.listen,
             database: self.database,
             auth: Auth {
@@ -252,6 +347,28 @@ impl Cli {
             },
         })
     }
+}
+
+fn parse_stack_param(raw: &str) -> Result<(String, String), ConfigError> {
+    let (name, value) = raw
+        .split_once('=')
+        .ok_or_else(|| err("--stack-param", format!("'{raw}' is not NAME=VALUE")))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(err("--stack-param", format!("'{name}' is not a template parameter name")));
+    }
+    if SECRET_PARAMETERS.contains(&name) {
+        return Err(err(
+            "--stack-param",
+            format!("{name} is a secret: it never goes into a link customers see"),
+        ));
+    }
+    if CONSOLE_PARAMETERS.contains(&name) {
+        return Err(err(
+            "--stack-param",
+            format!("{name} is set by the console itself in every link"),
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn mode_name(m: AuthMode) -> String {
@@ -328,6 +445,15 @@ mod tests {
             "--sts-endpoint"
         );
         assert!(with(&["--sts-endpoint", "http://127.0.0.1:5000/"]).is_ok());
+        assert_eq!(
+            with(&["--stack-param", "ProviderSigningSecret=whsec_x"]).unwrap_err().flag,
+            "--stack-param"
+        );
+        assert_eq!(with(&["--stack-param", "ExternalId=x"]).unwrap_err().flag, "--stack-param");
+        assert_eq!(with(&["--template-url", "http://b.s3.amazonaws.com/t.yaml"]).unwrap_err().flag, "--template-url");
+        let ok = with(&["--stack-param", "ProviderAccountId=111122223333"]).unwrap();
+        assert_eq!(ok.console.stack_params, [("ProviderAccountId".to_string(), "111122223333".to_string())]);
+        assert_eq!(ok.console.public_url.as_str(), "http://127.0.0.1:8080/");
         let e = cli(&["--auth-mode", "hmac-only", "--secret", "whsec_AAAA"]).unwrap_err();
         assert_eq!(e.flag, "--secret");
         assert!(!e.to_string().contains("AAAA"), "{e}");

@@ -5,7 +5,8 @@
 //! - `server`: the listener and its limits (connections, header size and time).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small.
 //! - [`store`]: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
-//! - `api`: the read API under `/api`, behind the bearer token.
+//! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
+//!   `auth`: who may use either (bearer token, session cookie, loopback) and CSRF.
 //!
 //! Receivers keep no state of their own: several can share one PostgreSQL behind a load balancer.
 
@@ -13,6 +14,8 @@ pub mod config;
 pub mod store;
 
 mod api;
+mod auth;
+mod console;
 mod receiver;
 mod server;
 
@@ -23,9 +26,9 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 
-use config::{Auth, Limits, Settings};
+use config::{Auth, Console, Limits, Settings};
 use store::{Delivery, Store};
 
 pub use receiver::Rejected;
@@ -40,6 +43,12 @@ pub(crate) struct App {
     pub(crate) verify_slots: Arc<Semaphore>,
     /// Link ids as deliveries are stored, for pages that follow changes live.
     pub(crate) changes: broadcast::Sender<String>,
+    /// Browsers following changes (each holds a connection open).
+    pub(crate) followers: Arc<Semaphore>,
+    /// Set when the registry stops, so that open change streams end.
+    pub(crate) closing: watch::Sender<bool>,
+    pub(crate) console: Console,
+    pub(crate) keys: auth::Keys,
 }
 
 impl App {
@@ -66,6 +75,7 @@ pub struct Registry {
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    app: Arc<App>,
 }
 
 impl Registry {
@@ -83,27 +93,34 @@ impl Registry {
                     source,
                 })?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let secure_cookie = settings.console.public_url.scheme() == "https";
         let app = Arc::new(App {
             store,
+            keys: auth::Keys::new(settings.api_token.as_deref(), secure_cookie),
             auth: settings.auth,
             limits: settings.limits,
             api_token: settings.api_token,
             verify_slots: Arc::new(Semaphore::new(cpus * 2)),
             changes: broadcast::channel(1024).0,
+            followers: Arc::new(Semaphore::new(console::MAX_FOLLOWERS)),
+            closing: watch::channel(false).0,
+            console: settings.console,
         });
         let api = api::router().layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            api::require_token,
+            api::require_access,
         ));
         let router = Router::new()
             .route("/hooks/account-link", post(receiver::receive))
             .route("/healthz", get(api::health))
             .nest("/api", api)
-            .with_state(app);
+            .merge(console::router())
+            .with_state(app.clone());
         Ok(Self {
             listener,
             router,
             limits: settings.limits,
+            app,
         })
     }
 
@@ -113,6 +130,12 @@ impl Registry {
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let app = self.app.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Pages following changes hold their connections open: end them so shutdown can finish.
+            let _ = app.closing.send(true);
+        };
         server::serve(self.listener, self.router, self.limits, shutdown).await;
     }
 }

@@ -269,6 +269,146 @@ impl Store {
     }
 }
 
+/// A link a customer started in the console.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkRequest {
+    pub external_id: String,
+    pub stack_name: String,
+    pub region: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// `pending`, `connected` or `expired`.
+    pub status: &'static str,
+    pub link_id: Option<String>,
+    pub connected_at: Option<String>,
+}
+
+impl LinkRequest {
+    fn from_row(r: &AnyRow, now: i64) -> Result<Self, sqlx::Error> {
+        let expires_at: i64 = r.try_get("expires_at")?;
+        let link_id: Option<String> = r.try_get("link_id")?;
+        let status = match (&link_id, expires_at < now) {
+            (Some(_), _) => "connected",
+            (None, true) => "expired",
+            (None, false) => "pending",
+        };
+        Ok(Self {
+            external_id: r.try_get("external_id")?,
+            stack_name: r.try_get("stack_name")?,
+            region: r.try_get("region")?,
+            created_at: rfc3339(r.try_get("created_at")?),
+            expires_at: rfc3339(expires_at),
+            status,
+            link_id,
+            connected_at: r.try_get::<Option<i64>, _>("connected_at")?.map(rfc3339),
+        })
+    }
+}
+
+/// The network a link's customer picked: one VPC and one or more of its subnets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
+    pub region: String,
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+}
+
+const REQUEST_COLUMNS: &str =
+    "external_id, stack_name, region, created_at, expires_at, link_id, connected_at";
+
+impl Store {
+    /// Records a pending link.
+    pub async fn create_request(
+        &self,
+        external_id: &str,
+        stack_name: &str,
+        region: &str,
+        ttl: Duration,
+    ) -> Result<LinkRequest, StoreError> {
+        let now = now_millis();
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        sqlx::query(
+            "INSERT INTO link_requests (external_id, stack_name, region, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(external_id)
+        .bind(stack_name)
+        .bind(region)
+        .bind(now)
+        .bind(expires)
+        .execute(&self.pool)
+        .await?;
+        self.request(external_id)
+            .await?
+            .ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn request(&self, external_id: &str) -> Result<Option<LinkRequest>, StoreError> {
+        let now = now_millis();
+        Ok(
+            sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM link_requests WHERE external_id = $1"))
+                .bind(external_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| LinkRequest::from_row(&r, now))
+                .transpose()?,
+        )
+    }
+
+    /// Requests not yet connected, newest first (pending ones, then those that expired recently).
+    pub async fn open_requests(&self, limit: i64) -> Result<Vec<LinkRequest>, StoreError> {
+        let now = now_millis();
+        let rows = sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM link_requests WHERE link_id IS NULL ORDER BY created_at DESC LIMIT {limit}"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| LinkRequest::from_row(r, now).map_err(StoreError::from))
+            .collect()
+    }
+
+    pub async fn selection(&self, link_id: &str) -> Result<Option<Selection>, StoreError> {
+        let row = sqlx::query("SELECT region, vpc_id, subnet_ids FROM selections WHERE link_id = $1")
+            .bind(link_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(Selection {
+            region: r.try_get("region")?,
+            vpc_id: r.try_get("vpc_id")?,
+            subnet_ids: serde_json::from_str(&r.try_get::<String, _>("subnet_ids")?)
+                .unwrap_or_default(),
+        }))
+    }
+
+    pub async fn save_selection(&self, link_id: &str, s: &Selection) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO selections (link_id, region, vpc_id, subnet_ids, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (link_id) DO UPDATE SET region = excluded.region, vpc_id = excluded.vpc_id, \
+             subnet_ids = excluded.subnet_ids, updated_at = excluded.updated_at",
+        )
+        .bind(link_id)
+        .bind(s.region.as_str())
+        .bind(s.vpc_id.as_str())
+        .bind(serde_json::to_string(&s.subnet_ids).unwrap_or_default())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Changes whenever a delivery is stored, by any receiver sharing the database: what a page that
+    /// follows changes polls.
+    pub async fn version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COALESCE(MAX(received_at), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+}
+
 /// sqlx URLs, with SQLite files created when missing.
 fn normalize(url: &str) -> Result<(Engine, String), StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
@@ -331,7 +471,8 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-const LINK_COLUMNS: &str = "link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_id";
+const LINK_COLUMNS: &str = "link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_id, \
+     (SELECT COUNT(*) FROM link_requests r WHERE r.link_id = links.link_id) AS requested";
 
 /// A link as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -360,6 +501,8 @@ pub struct LinkView {
     pub updated_at: String,
     pub unlinked_at: Option<String>,
     pub last_event_id: String,
+    /// False for a link no console request asked for (its external id matched no pending link).
+    pub requested: bool,
     #[serde(skip)]
     pub updated_at_ms: i64,
 }
@@ -391,6 +534,7 @@ impl LinkView {
             updated_at: rfc3339(updated_at_ms),
             unlinked_at: r.try_get::<Option<i64>, _>("unlinked_at")?.map(rfc3339),
             last_event_id: r.try_get("last_event_id")?,
+            requested: r.try_get::<i64, _>("requested")? > 0,
             updated_at_ms,
         })
     }
@@ -604,6 +748,19 @@ async fn apply(
     .await?
     .rows_affected()
         > 0;
+    if let (Some(external_id), false) = (&d.external_id, event.event_type == EventType::Unlinked) {
+        // The console's pending link with this external id, if it has not expired, is now connected.
+        let now = now_millis();
+        sqlx::query(
+            "UPDATE link_requests SET link_id = $1, connected_at = $2 \
+             WHERE external_id = $3 AND link_id IS NULL AND expires_at >= $2",
+        )
+        .bind(d.physical_resource_id.as_str())
+        .bind(now)
+        .bind(external_id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
     if d.inventory_complete {
         sqlx::query(
             "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES ($1, $2, $3, $4) \

@@ -1,0 +1,533 @@
+//! The provider's console, served by `link-receiver` from the same database: start a link (a fresh
+//! external id and the CloudFormation quick-create link for it), see it connect live, list the linked
+//! accounts, and pick a VPC and subnets of one. Server-rendered pages (maud escapes everything) with one
+//! small script; every asset is embedded, nothing is loaded from elsewhere.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use futures::stream;
+use link_contract::partition::Partition;
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::{self, Access};
+use crate::store::{LinkQuery, LinkRequest, LinkView, StoreError};
+use crate::App;
+
+const SCRIPT: &str = include_str!("../assets/console.js");
+const STYLE: &str = include_str!("../assets/console.css");
+/// Browsers following changes at once; more get 503 and fall back to polling.
+pub(crate) const MAX_FOLLOWERS: usize = 64;
+/// How often a follower's stream checks the database for deliveries other receivers stored.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+pub(crate) fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(accounts))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/console/requests", post(start_link))
+        .route("/requests/{external_id}", get(request_page))
+        .route("/links/{link_id}", get(link_page))
+        .route("/console/changes", get(changes))
+        .route("/console/assets/console.js", get(script))
+        .route("/console/assets/console.css", get(style))
+}
+
+/// A fresh external id: 30 bytes from the OS's CSPRNG, base64url (40 characters, all in IAM's set).
+fn external_id() -> String {
+    B64URL.encode(auth::random_bytes(30))
+}
+
+/// Records a pending link with a new external id and a stack name derived from it.
+pub(crate) async fn new_request(app: &App) -> Result<LinkRequest, StoreError> {
+    let id = external_id();
+    let suffix: String = auth::random_bytes(4)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stack_name = format!("{}-{suffix}", app.console.stack_name_prefix);
+    app.store
+        .create_request(&id, &stack_name, &app.console.stack_region, app.console.pending_ttl)
+        .await
+}
+
+/// The callback URL the customer's stack sends events to.
+fn callback_url(app: &App) -> String {
+    let base = app.console.public_url.as_str().trim_end_matches('/');
+    format!("{base}/hooks/account-link")
+}
+
+/// The template parameters a quick-create link carries: what the provider configured, the external id
+/// and the callback URL. Never a secret (`config` refuses them).
+fn stack_parameters(app: &App, r: &LinkRequest) -> Vec<(String, String)> {
+    let mut params = app.console.stack_params.clone();
+    params.push(("ExternalId".into(), r.external_id.clone()));
+    params.push(("ProviderCallbackUrl".into(), callback_url(app)));
+    params
+}
+
+/// The CloudFormation console's quick-create link for a request, when a template URL is configured and
+/// the partition has a public console.
+pub(crate) fn quick_create_url(app: &App, r: &LinkRequest) -> Option<String> {
+    let template = app.console.template_url.as_ref()?;
+    let host = Partition::of_region(&r.region).console_host_for(&r.region)?;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut fragment = format!(
+        "/stacks/quickcreate?templateURL={}&stackName={}",
+        enc(template.as_str()),
+        enc(&r.stack_name)
+    );
+    for (name, value) in stack_parameters(app, r) {
+        fragment += &format!("&param_{name}={}", enc(&value));
+    }
+    Some(format!(
+        "https://{host}/cloudformation/home?region={}#{fragment}",
+        r.region
+    ))
+}
+
+pub(crate) fn request_json(app: &App, r: &LinkRequest) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["quickCreateUrl"] = quick_create_url(app, r).into();
+    v["parameters"] = stack_parameters(app, r)
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v
+}
+
+// ---- responses ----
+
+fn html_page(markup: Markup) -> Response {
+    let mut r = axum::response::Html(markup.into_string()).into_response();
+    secure_headers(r.headers_mut());
+    r
+}
+
+/// Everything the console serves comes from here, and nothing may frame it.
+fn secure_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · account links" }
+                link rel="stylesheet" href="/console/assets/console.css";
+                script src="/console/assets/console.js" defer {}
+            }
+            body data-csrf=(app.keys.csrf()) {
+                header.top {
+                    a.brand href="/" { "Account links" }
+                    @if access == Some(Access::Session) {
+                        form.inline method="post" action="/logout" {
+                            button.link type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The caller, or the way to the login form.
+fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Response> {
+    auth::access(app, headers).ok_or_else(|| {
+        if app.api_token.is_some() {
+            Redirect::to("/login").into_response()
+        } else {
+            (StatusCode::FORBIDDEN, "use a loopback address").into_response()
+        }
+    })
+}
+
+fn unavailable(e: StoreError) -> Response {
+    tracing::error!(error = %e, "console: database unavailable");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The registry's database is unavailable; reload in a moment.",
+    )
+        .into_response()
+}
+
+fn when(t: Option<&str>) -> String {
+    t.map(|t| t.replacen('T', " ", 1).trim_end_matches('Z').chars().take(16).collect::<String>() + " UTC")
+        .unwrap_or_else(|| "—".into())
+}
+
+// ---- login ----
+
+async fn login_form(State(app): State<Arc<App>>) -> Response {
+    login_page(&app, None)
+}
+
+fn login_page(app: &App, problem: Option<&str>) -> Response {
+    let body = html! {
+        h1 { "Log in" }
+        p { "Enter the registry's API token." }
+        @if let Some(p) = problem { p.error role="alert" { (p) } }
+        form method="post" action="/login" {
+            label for="token" { "API token" }
+            input #token type="password" name="token" autocomplete="current-password" required;
+            button type="submit" { "Log in" }
+        }
+    };
+    html_page(layout(app, None, "Log in", body))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
+    if app.api_token.is_none() {
+        return Redirect::to("/").into_response();
+    }
+    if !auth::token_matches(&app, &f.token) {
+        let mut r = login_page(&app, Some("That is not the registry's API token."));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        return r;
+    }
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&app.keys.session_cookie()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(app): State<Arc<App>>) -> Response {
+    let mut r = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&app.keys.clear_cookie()) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+// ---- accounts ----
+
+#[derive(Deserialize)]
+struct AccountsParams {
+    after: Option<String>,
+}
+
+async fn accounts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(p): Query<AccountsParams>,
+) -> Response {
+    let access = match allowed(&app, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let query = LinkQuery {
+        limit: 100,
+        after: p.after.clone(),
+        ..LinkQuery::default()
+    };
+    let (requests, page) = match tokio::try_join!(app.store.open_requests(20), app.store.links(&query)) {
+        Ok(x) => x,
+        Err(e) => return unavailable(e),
+    };
+    let body = html! {
+        section.actions {
+            h1 { "AWS accounts" }
+            form method="post" action="/console/requests" {
+                input type="hidden" name="csrf" value=(app.keys.csrf());
+                button #start-link type="submit" { "Link an AWS account" }
+            }
+        }
+        @if !requests.is_empty() {
+            h2 { "Waiting for a stack" }
+            table.list #requests {
+                thead { tr { th { "Stack" } th { "Region" } th { "Started" } th { "Status" } } }
+                tbody {
+                    @for r in &requests {
+                        tr {
+                            td { a href={"/requests/" (r.external_id)} { (r.stack_name) } }
+                            td { (r.region) }
+                            td { (when(Some(&r.created_at))) }
+                            td { span class={"state " (r.status)} { (r.status) } }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Linked accounts" }
+        @if page.items.is_empty() {
+            p.empty { "No account has been linked yet." }
+        } @else {
+            table.list #links {
+                thead { tr {
+                    th { "Account" } th { "Partition" } th { "Stack region" } th { "State" }
+                    th { "Regions" } th.num { "VPCs" } th.num { "Subnets" } th { "Last event" }
+                } }
+                tbody {
+                    @for l in &page.items { (link_row(l)) }
+                }
+            }
+            @if let Some(next) = &page.next {
+                p { a href={"/?after=" (next)} { "Older links →" } }
+            }
+        }
+    };
+    html_page(layout(&app, Some(access), "Accounts", body))
+}
+
+fn regions_text(l: &LinkView) -> String {
+    l.regions
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn link_row(l: &LinkView) -> Markup {
+    html! {
+        tr data-link-id=(l.link_id) {
+            td { a href={"/links/" (l.link_id)} { (l.account_id) } }
+            td { (l.partition) }
+            td { (l.region) }
+            td {
+                span class={"state " (l.state)} { (l.state) }
+                @if !l.requested { " " span.badge.warn title="No console request used this external id" { "unsolicited" } }
+                @if !l.inventory_complete { " " span.badge.warn title="The last event could not list every network" { "inventory incomplete" } }
+            }
+            td { (regions_text(l)) }
+            td.num { (l.vpc_count) }
+            td.num { (l.subnet_count) }
+            td { (when(Some(&l.updated_at))) }
+        }
+    }
+}
+
+// ---- start a link ----
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn start_link(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let access = match allowed(&app, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !auth::csrf_ok(&app, access, &headers, Some(&f.csrf)) {
+        return (StatusCode::FORBIDDEN, "The form is stale: reload the page and try again.").into_response();
+    }
+    match new_request(&app).await {
+        Ok(r) => {
+            tracing::info!(stack_name = %r.stack_name, "link request started");
+            Redirect::to(&format!("/requests/{}", r.external_id)).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn request_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(external_id): Path<String>,
+) -> Response {
+    let access = match allowed(&app, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let r = match app.store.request(&external_id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return (StatusCode::NOT_FOUND, "No such link request.").into_response(),
+        Err(e) => return unavailable(e),
+    };
+    let launch = quick_create_url(&app, &r);
+    let body = html! {
+        h1 { "Link an AWS account" }
+        ol.steps {
+            li {
+                "Launch the stack in the AWS account you want to link. It creates the roles we may assume and tells us which networks the account has."
+                @if let Some(url) = &launch {
+                    p { a.button #launch href=(url) target="_blank" rel="noopener noreferrer" { "Launch the stack in the AWS console" } }
+                } @else {
+                    p.warn { "No template URL is configured (link-receiver --template-url), so there is no launch link: deploy the template with these parameters." }
+                }
+            }
+            li { "Wait here: this page says when the account is connected." }
+        }
+        dl.facts {
+            dt { "External ID" } dd { code #external-id { (r.external_id) } }
+            dt { "Stack name" } dd { (r.stack_name) }
+            dt { "Stack region" } dd { (r.region) }
+            dt { "Expires" } dd { (when(Some(&r.expires_at))) }
+        }
+        details {
+            summary { "Stack parameters" }
+            table.list { tbody {
+                @for (k, v) in stack_parameters(&app, &r) { tr { th { (k) } td { code { (v) } } } }
+            } }
+        }
+        div #request data-external-id=(r.external_id) data-status=(r.status) {
+            p #request-status class={"state " (r.status)} { (status_text(&r)) }
+            p #connected-link {
+                @if let Some(link) = &r.link_id { a.button href={"/links/" (link)} { "Pick a network" } }
+            }
+        }
+    };
+    html_page(layout(&app, Some(access), "Link an AWS account", body))
+}
+
+fn status_text(r: &LinkRequest) -> String {
+    match r.status {
+        "connected" => "Connected.".into(),
+        "expired" => "This link request expired before a stack used it. Start a new one.".into(),
+        _ => "Waiting for the stack…".into(),
+    }
+}
+
+// ---- one link ----
+
+async fn link_page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(link_id): Path<String>,
+) -> Response {
+    let access = match allowed(&app, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let l = match app.store.link(&link_id).await {
+        Ok(Some((l, _))) => l,
+        Ok(None) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
+        Err(e) => return unavailable(e),
+    };
+    let roles: Vec<(String, String)> = l
+        .roles
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = html! {
+        h1 { "Account " (l.account_id) }
+        @if !l.requested { p.warn { "Unsolicited: no link request started in this console used this link's external ID." } }
+        @if !l.inventory_complete { p.warn #incomplete { "The last event could not list every network of this account: what is shown may be out of date." } }
+        dl.facts {
+            dt { "State" } dd { span #link-state class={"state " (l.state)} { (l.state) } }
+            dt { "Partition" } dd { (l.partition) }
+            dt { "Stack region" } dd { (l.region) }
+            dt { "Regions" } dd { (regions_text(&l)) }
+            dt { "Networks" } dd { (l.vpc_count) " VPCs, " (l.subnet_count) " subnets, " (l.route_table_count) " route tables" }
+            dt { "Linked" } dd { (when(l.linked_at.as_deref())) }
+            dt { "Last event" } dd { (when(Some(&l.updated_at))) }
+            @if let Some(arn) = &l.caller_arn { dt { "Proven by" } dd { code { (arn) } } }
+            dt { "Roles" } dd { ul.plain { @for (k, v) in &roles { li { (k) ": " code { (v) } } } } }
+        }
+        section #picker data-link-id=(l.link_id) {
+            h2 { "Network" }
+            p.muted #picker-loading { "Loading the account's networks…" }
+        }
+        details #route-tables-box {
+            summary { "Route tables" }
+            div #route-tables { p.muted { "Pick a VPC to see its route tables." } }
+        }
+        details #history-box {
+            summary { "Event history" }
+            div #history {}
+        }
+    };
+    html_page(layout(&app, Some(access), &format!("Account {}", l.account_id), body))
+}
+
+// ---- live changes ----
+
+async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if auth::access(&app, &headers).is_none() {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Ok(permit) = app.followers.clone().try_acquire_owned() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let version = app.store.version().await.unwrap_or_default();
+    let state = (
+        app.changes.subscribe(),
+        app.closing.subscribe(),
+        app.clone(),
+        version,
+        permit,
+    );
+    let stream = stream::unfold(state, |(mut rx, mut closing, app, mut version, permit)| async move {
+        loop {
+            let event = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(link_id) => Some(Event::default().event("change").data(link_id)),
+                    Err(RecvError::Lagged(_)) => Some(Event::default().event("change").data("")),
+                    Err(RecvError::Closed) => return None,
+                },
+                // Another receiver sharing the database may have stored something.
+                () = tokio::time::sleep(CHECK_EVERY) => {
+                    let now = app.store.version().await.unwrap_or(version);
+                    (now != version).then(|| { version = now; Event::default().event("change").data("") })
+                }
+                _ = closing.changed() => return None,
+            };
+            if let Some(e) = event {
+                return Some((Ok::<_, Infallible>(e), (rx, closing, app, version, permit)));
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+// ---- assets ----
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+async fn style() -> Response {
+    asset(STYLE, "text/css; charset=utf-8")
+}
