@@ -29,15 +29,18 @@ async function api(path, options = {}) {
 }
 
 // Calls `refresh` whenever the registry stores something (server-sent events), and every few seconds
-// when the stream is unavailable.
-function follow(refresh) {
+// while the stream is unavailable. `catchUp`: also when the stream (re)opens, for what happened before.
+function follow(refresh, catchUp) {
   let timer = null;
   const poll = () => { if (!timer) timer = setInterval(refresh, 3000); };
   if (window.EventSource) {
     const es = new EventSource("/console/changes");
     es.addEventListener("change", refresh);
     es.onerror = () => { poll(); };
-    es.onopen = () => { if (timer) { clearInterval(timer); timer = null; } refresh(); };
+    es.onopen = () => {
+      if (timer) { clearInterval(timer); timer = null; }
+      if (catchUp) refresh();
+    };
   } else {
     poll();
   }
@@ -70,7 +73,7 @@ function initRequest(box) {
     status.textContent = "Connected." + account;
     linkBox.replaceChildren(el("a", { className: "button", href: `/links/${encodeURIComponent(r.linkId)}`, text: "Pick a network" }));
   };
-  if (!done) follow(refresh);
+  if (!done) follow(refresh, true);
 }
 
 // ---- the accounts list ----
@@ -81,7 +84,7 @@ function initAccounts() {
     // New links appear without a manual reload (at most one reload every 2 s).
     const now = Date.now();
     if (now - last > 2000 && !document.activeElement.closest("form")) { last = now; location.reload(); }
-  });
+  }, false);
 }
 
 // ---- the network picker ----
@@ -239,8 +242,9 @@ async function initPicker(box) {
   });
   save.disabled = !linked;
 
-  box.replaceChildren(
+  box.replaceChildren(...[
     el("h2", { text: "Network" }),
+    el("p", { className: "muted", text: "Choose the VPC and the subnets we should use in this account." }),
     regions.length ? null : el("p", { className: "warn", text: "No inventory has arrived for this link yet." }),
     el("div", { className: "picker" },
       el("label", { for: "region", text: "Region" }), regionSel,
@@ -249,7 +253,7 @@ async function initPicker(box) {
     count, missing,
     el("div", { className: "actions" }, save, result),
     linked ? null : el("p", { className: "warn", text: "This link is unlinked: its network can no longer be changed." }),
-    current);
+    current].filter(Boolean));
 
   const history = document.getElementById("history-box");
   history.addEventListener("toggle", () => { if (history.open) renderHistory(linkId); });

@@ -1,0 +1,242 @@
+"""The provider's console in a real browser (Debian's headless Chromium, driven by Selenium), against the
+real registry (`link-receiver`), the real function (`account-link`, under a Lambda Runtime API emulator)
+and moto: log in, start a link, read the external id the page shows, run the stack's Create with it, see
+the page say "connected" without a reload, pick a region, a VPC and subnets (the subnet list is exactly
+moto's subnets of that VPC), save, reload, and find the choice still there.
+
+Needs `cargo build --workspace` first (make test runs cargo test, which builds both binaries).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+from runtime_api import FUNCTION_ARN, RuntimeApi  # noqa: E402
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+VENV_BIN = ROOT / ".venv" / "bin"
+RECEIVER = ROOT / "target" / "debug" / "link-receiver"
+FUNCTION = ROOT / "target" / "debug" / "account-link"
+REGIONS = ["us-west-2", "eu-west-1"]
+TOKEN = "console-test-token-" + secrets.token_hex(8)
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+TEMPLATE_URL = "https://provider-templates.s3.us-west-2.amazonaws.com/account-link/1.0.0/template.yaml"
+SCREENSHOT = ROOT / "docs" / "console-picker.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start on port {port}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def fixture(endpoint: str, *args: str) -> str:
+    out = subprocess.run([str(VENV_BIN / "python"), str(ROOT / "scripts" / "moto_fixture.py"), "--endpoint", endpoint, *args],
+                         capture_output=True, text=True, check=True)
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def moto():
+    port = free_port()
+    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc, "moto")
+    endpoint = f"http://127.0.0.1:{port}"
+    fixture(endpoint, "seed", "--regions", ",".join(REGIONS), "--vpcs", "2", "--subnets", "3")
+    yield endpoint
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    for binary in (RECEIVER, FUNCTION):
+        if not binary.exists():
+            pytest.fail(f"{binary} is missing: run `cargo build --workspace` (make test does)")
+    port = free_port()
+    db = tmp_path_factory.mktemp("registry") / "registry.db"
+    log = open(tmp_path_factory.mktemp("logs") / "link-receiver.log", "w")
+    proc = subprocess.Popen(
+        [str(RECEIVER), "--listen", f"127.0.0.1:{port}", "--database", f"sqlite://{db}",
+         "--auth-mode", "hmac-only", "--secret", SECRET, "--api-token", TOKEN,
+         "--template-url", TEMPLATE_URL, "--stack-region", "us-west-2",
+         "--stack-param", "ProviderAccountId=111122223333", "--stack-param", "ProviderPlayerAccountId=222233334444",
+         "--stack-param", "ProviderServiceAccountId=333344445555", "--min-free-ips", "16"],
+        stdout=log, stderr=log)
+    wait_port(port, proc, "link-receiver")
+    yield f"http://127.0.0.1:{port}"
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    profile = tempfile.mkdtemp(prefix="console-test-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 "--window-size=1400,1100", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def run_function(moto: str, registry: str, event_name: str, properties: dict) -> dict:
+    """The real function binary under a Lambda Runtime API emulator: one CloudFormation request."""
+    api = RuntimeApi().start()
+    env = {
+        "PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
+        "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "account-link",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "test", "AWS_LAMBDA_LOG_GROUP_NAME": "test",
+        "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "ACCOUNT_LINK_ALLOW_LOOPBACK": "true",
+        "PROVIDER_CALLBACK_URL": f"{registry}/hooks/account-link", "PROVIDER_SIGNING_SECRET": SECRET,
+    }
+    proc = subprocess.Popen([str(FUNCTION)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        event = json.loads((ROOT / "events" / event_name).read_text())
+        key = f"console/{event_name}-{secrets.token_hex(4)}"
+        event["ResponseURL"] = fixture(moto, "presign", "--bucket", "cfn-responses", "--key", key).strip()
+        event["ResourceProperties"].update(properties)
+        api.invoke(event, deadline_s=60).wait(timeout=90)
+        return json.loads(fixture(moto, "read", "--bucket", "cfn-responses", "--key", key))
+    finally:
+        api.close()
+        stop(proc)
+
+
+def wait(driver, timeout=30):
+    return WebDriverWait(driver, timeout, poll_frequency=0.1)
+
+
+def test_link_connect_and_pick_a_network(moto, registry, browser):
+    # Log in with the API token.
+    browser.get(registry + "/")
+    wait(browser).until(EC.url_contains("/login"))
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "start-link")))
+    cookie = browser.get_cookie("link_console")
+    assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict", cookie
+
+    # Start a link: the page shows a fresh external id and a quick-create link that carries it.
+    browser.find_element(By.ID, "start-link").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "external-id")))
+    external_id = browser.find_element(By.ID, "external-id").text
+    assert re.fullmatch(r"[A-Za-z0-9_-]{40}", external_id), external_id
+    launch = browser.find_element(By.ID, "launch").get_attribute("href")
+    parsed = urllib.parse.urlsplit(launch)
+    assert parsed.scheme == "https" and parsed.hostname == "us-west-2.console.aws.amazon.com", launch
+    params = dict(urllib.parse.parse_qsl(parsed.fragment.split("?", 1)[1]))
+    assert params["templateURL"] == TEMPLATE_URL
+    assert params["param_ExternalId"] == external_id
+    assert params["param_ProviderCallbackUrl"] == registry + "/hooks/account-link"
+    assert params["param_ProviderAccountId"] == "111122223333"
+    assert SECRET not in launch and "whsec_" not in launch and "ProviderSigningSecret" not in launch
+    assert browser.find_element(By.ID, "request").get_attribute("data-status") == "pending"
+    request_url = browser.current_url
+
+    # The customer's stack runs: the real function with that external id, against moto.
+    answer = run_function(moto, registry, "create.json", {"ExternalId": external_id, "Regions": REGIONS})
+    assert answer["Status"] == "SUCCESS", answer
+    link_id = answer["PhysicalResourceId"]
+
+    # The page says so without a reload.
+    wait(browser).until(lambda d: d.find_element(By.ID, "request").get_attribute("data-status") == "connected")
+    assert browser.current_url == request_url
+    assert "123456789012" in browser.find_element(By.ID, "request-status").text
+    browser.find_element(By.CSS_SELECTOR, "#connected-link a").click()
+
+    # Pick a network: region, then VPC; the subnet list is exactly moto's subnets of that VPC.
+    wait(browser).until(EC.presence_of_element_located((By.ID, "vpc")))
+    assert browser.current_url.endswith(f"/links/{link_id}")
+    listed = json.loads(fixture(moto, "inventory", "--regions", ",".join(REGIONS)))
+    region = "eu-west-1"
+    Select(browser.find_element(By.ID, "region")).select_by_value(region)
+    vpcs = listed[region]
+    vpc_id = next(v for v, x in sorted(vpcs.items()) if not x["isDefault"] and x["subnets"])
+    vpc_select = Select(browser.find_element(By.ID, "vpc"))
+    assert {o.get_attribute("value") for o in vpc_select.options if o.get_attribute("value")} == set(vpcs)
+    vpc_select.select_by_value(vpc_id)
+    subnet_select = Select(browser.find_element(By.ID, "subnets"))
+    shown = [o.get_attribute("value") for o in subnet_select.options]
+    assert sorted(shown) == sorted(vpcs[vpc_id]["subnets"]), "exactly this VPC's subnets, no other"
+    for option in subnet_select.options:
+        sid = option.get_attribute("value")
+        assert vpcs[vpc_id]["subnets"][sid]["cidrBlock"] in option.text
+        assert vpcs[vpc_id]["subnets"][sid]["availabilityZone"] in option.text
+    picked = sorted(shown)[:2]
+    for sid in picked:
+        subnet_select.select_by_value(sid)
+    browser.save_screenshot(str(SCREENSHOT))
+    browser.find_element(By.ID, "save").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "save-status"), "Saved."))
+
+    # Reload: the choice is still there.
+    browser.refresh()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "subnets")))
+    assert Select(browser.find_element(By.ID, "region")).first_selected_option.get_attribute("value") == region
+    assert Select(browser.find_element(By.ID, "vpc")).first_selected_option.get_attribute("value") == vpc_id
+    chosen = sorted(o.get_attribute("value") for o in Select(browser.find_element(By.ID, "subnets")).all_selected_options)
+    assert chosen == picked
+    assert vpc_id in browser.find_element(By.ID, "current-selection").text
+
+    # Route tables and the history are one click away.
+    browser.find_element(By.CSS_SELECTOR, "#route-tables-box summary").click()
+    tables = {e.get_attribute("data-route-table-id") for e in browser.find_elements(By.CSS_SELECTOR, "#route-tables .route-table")}
+    assert tables == set(vpcs[vpc_id]["routeTables"])
+    browser.find_element(By.CSS_SELECTOR, "#history-box summary").click()
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "history"), "account.linked"))
+
+    # The accounts list shows the link, solicited and complete.
+    browser.get(registry + "/")
+    row = wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-link-id='{link_id}']")))
+    assert "linked" in row.text and "123456789012" in row.text and "unsolicited" not in row.text
