@@ -197,10 +197,10 @@ impl Progress {
     /// The PhysicalResourceId of a Create or Update that fails now: an Update keeps its id; a Create gets
     /// a placeholder that says whether the provider may have heard of it.
     fn failure_id(&self, req: &CfnRequest) -> String {
+        if let (RequestType::Create, Some(id)) = (req.request_type, self.changed.get()) {
+            return id.clone();
+        }
         match req.request_type {
-            RequestType::Create if self.changed.get().is_some() => {
-                self.changed.get().cloned().unwrap_or_default()
-            }
             RequestType::Create if self.provider_contacted.load(Ordering::SeqCst) => {
                 cfn::unconfirmed_create_id(&req.reply.request_id)
             }
