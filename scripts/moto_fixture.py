@@ -14,6 +14,15 @@ of the Rust SDK the function uses).
   moto_fixture.py --endpoint URL sns-topic --name N             creates a topic and an SQS queue subscribed
       to it (raw delivery); prints {"topicArn", "queueUrl"}
   moto_fixture.py --endpoint URL sqs-drain --queue-url Q        prints every message body as a JSON list
+  moto_fixture.py --endpoint URL peering --provider-account A --provider-cidr C [--vpc V] [--state S]
+      the provider's side of a VPC peering: a VPC with CIDR C in account A (moto's x-moto-account-id
+      header: moto keeps one backend per account) requests peering into the customer's VPC V (created, with
+      a second route table, when not given) in moto's default account 123456789012; --state accepted or
+      rejected then answers it from the customer's side; --conflicting-route first routes C to an internet
+      gateway in the VPC's last route table. Prints {"vpcId", "routeTableIds",
+      "providerVpcId", "peeringConnectionId"}
+  moto_fixture.py --endpoint URL routes --vpc V     prints {routeTableId: {destination: target}} of V
+  moto_fixture.py --endpoint URL peering-status --id PCX      prints the connection's status code
 """
 import argparse
 import ipaddress
@@ -24,12 +33,61 @@ import boto3
 from botocore.config import Config
 
 CREDS = dict(aws_access_key_id="testing", aws_secret_access_key="testing")
+# The account moto answers as when a request names none (the tests' stacks run in it).
+DEFAULT_ACCOUNT = "123456789012"
 
 
 def client(service, endpoint, region):
     return boto3.client(service, endpoint_url=endpoint, region_name=region,
                         config=Config(retries={"max_attempts": 2}, signature_version="s3v4" if service == "s3" else None),
                         **CREDS)
+
+
+def account_client(service, endpoint, region, account):
+    """A client acting as `account`: moto keeps one backend per account and reads it from this header."""
+    c = client(service, endpoint, region)
+    c.meta.events.register("before-sign.*.*", lambda request, **_: request.headers.__setitem__("x-moto-account-id", account))
+    return c
+
+
+def peering(args):
+    ec2 = client("ec2", args.endpoint, args.region)
+    provider = account_client("ec2", args.endpoint, args.region, args.provider_account)
+    vpc = args.vpc
+    if not vpc:
+        vpc = ec2.create_vpc(CidrBlock=args.vpc_cidr)["Vpc"]["VpcId"]
+        ec2.create_route_table(VpcId=vpc)
+    tables = sorted(t["RouteTableId"] for t in
+                    ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"])
+    provider_vpc = provider.create_vpc(CidrBlock=args.provider_cidr)["Vpc"]["VpcId"]
+    pcx = provider.create_vpc_peering_connection(VpcId=provider_vpc, PeerVpcId=vpc, PeerOwnerId=DEFAULT_ACCOUNT)
+    pcx = pcx["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+    if args.conflicting_route:
+        igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+        ec2.create_route(RouteTableId=tables[-1], DestinationCidrBlock=args.provider_cidr, GatewayId=igw)
+    if args.state == "accepted":
+        ec2.accept_vpc_peering_connection(VpcPeeringConnectionId=pcx)
+    elif args.state == "rejected":
+        ec2.reject_vpc_peering_connection(VpcPeeringConnectionId=pcx)
+    print(json.dumps({"vpcId": vpc, "routeTableIds": tables, "providerVpcId": provider_vpc, "peeringConnectionId": pcx}))
+
+
+def routes(args):
+    ec2 = client("ec2", args.endpoint, args.region)
+    out = {}
+    for t in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [args.vpc]}])["RouteTables"]:
+        out[t["RouteTableId"]] = {
+            r.get("DestinationCidrBlock", ""): r.get("VpcPeeringConnectionId") or r.get("GatewayId") or ""
+            for r in t["Routes"]
+        }
+    print(json.dumps(out, sort_keys=True))
+
+
+def peering_status(args):
+    ec2 = client("ec2", args.endpoint, args.region)
+    (c,) = ec2.describe_vpc_peering_connections(VpcPeeringConnectionIds=[args.id])["VpcPeeringConnections"]
+    print(c["Status"]["Code"])
 
 
 def seed(args):
@@ -155,8 +213,24 @@ def main():
     q = sub.add_parser("sqs-drain")
     q.add_argument("--queue-url", required=True)
     q.add_argument("--region", default="us-west-2")
+    pc = sub.add_parser("peering")
+    pc.add_argument("--provider-account", required=True)
+    pc.add_argument("--provider-cidr", required=True)
+    pc.add_argument("--vpc")
+    pc.add_argument("--vpc-cidr", default="10.20.0.0/16")
+    pc.add_argument("--state", choices=["pending", "accepted", "rejected"], default="pending")
+    pc.add_argument("--conflicting-route", action="store_true",
+                    help="route the provider's CIDR to an internet gateway in the VPC's last route table")
+    pc.add_argument("--region", default="us-west-2")
+    rt = sub.add_parser("routes")
+    rt.add_argument("--vpc", required=True)
+    rt.add_argument("--region", default="us-west-2")
+    ps = sub.add_parser("peering-status")
+    ps.add_argument("--id", required=True)
+    ps.add_argument("--region", default="us-west-2")
     args = p.parse_args()
-    {"seed": seed, "inventory": inventory, "presign": presign, "read": read, "sns-topic": sns_topic, "sqs-drain": sqs_drain}[args.cmd](args)
+    {"seed": seed, "inventory": inventory, "presign": presign, "read": read, "sns-topic": sns_topic,
+     "sqs-drain": sqs_drain, "peering": peering, "routes": routes, "peering-status": peering_status}[args.cmd](args)
 
 
 if __name__ == "__main__":

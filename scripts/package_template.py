@@ -6,13 +6,13 @@
 
 The template is edited as text, so the comments a cloud admin reads stay in place:
 
-* default: the SAM template with `CodeUri: .` replaced by `{Bucket, Key[, Version]}` (what `sam package`
-  does). Launch it from the console (quick-create) or with `aws cloudformation deploy`.
+* default: the SAM template with every local `CodeUri: .` replaced by `{Bucket, Key[, Version]}` (what
+  `sam package` does; the functions share one zip, one binary). Launch it from the console (quick-create) or with `aws cloudformation deploy`.
 * --bucket may contain ${AWS::Region} (e.g. `acme-link-${AWS::Region}`): it becomes a `!Sub`, so one
   template works in every region that has such a bucket (one StackSet across regions; Lambda reads code
   only from a bucket in the function's region).
 * --plain: plain CloudFormation for service-managed StackSets, which reject templates with transforms:
-  the `Transform` line is removed and the AWS::Serverless::Function becomes an AWS::Lambda::Function
+  the `Transform` line is removed and every AWS::Serverless::Function becomes an AWS::Lambda::Function
   with `Code: {S3Bucket, S3Key[, S3ObjectVersion]}`. Every property of the function must be one that
   both resource types share with the same meaning, otherwise the script refuses.
 
@@ -114,60 +114,61 @@ def package(
     except Exception as e:  # cfn-lint raises several parse error types
         raise PackageError(f"cannot parse the template: {e}") from e
     functions = local_functions(template)
-    if len(functions) != 1:
-        raise PackageError(
-            f"expected exactly one {SAM_FUNCTION} with a local CodeUri, found {len(functions)}"
-            + (f" ({', '.join(functions)})" if functions else "")
-        )
-    name = functions[0]
-    resource = template["Resources"][name]
-    props = resource["Properties"]
-    code_key = next(k for k in props if k == "CodeUri")
-    code_val = props["CodeUri"]
-    if code_key.start_mark.line != code_val.end_mark.line:
-        raise PackageError(f"{name}.CodeUri must be a one-line scalar (CodeUri: .)")
+    if not functions:
+        raise PackageError(f"expected at least one {SAM_FUNCTION} with a local CodeUri, found 0")
     if plain:
         if template.get("Transform") != SAM_TRANSFORM:
             raise PackageError(f"--plain expects `Transform: {SAM_TRANSFORM}` (and no other transform)")
         if "Globals" in template:
             raise PackageError("--plain does not expand SAM Globals; move them into the function")
-        unknown = sorted(set(props) - PLAIN_PASSTHROUGH - {"CodeUri"})
-        if unknown:
-            raise PackageError(
-                f"--plain cannot convert {name}'s properties {', '.join(unknown)}; "
-                "only " + ", ".join(sorted(PLAIN_PASSTHROUGH)) + " pass through unchanged"
-            )
         for n, res in template["Resources"].items():
-            if n != name and str(res.get("Type", "")).startswith("AWS::Serverless::"):
-                raise PackageError(f"--plain converts one function only; {n} is {res['Type']}")
+            if n not in functions and str(res.get("Type", "")).startswith("AWS::Serverless::"):
+                raise PackageError(f"--plain converts functions with a local CodeUri only; {n} is {res['Type']}")
 
     lines = text.splitlines(keepends=True)
-    code_line = code_key.start_mark.line
-    indent = lines[code_line][: len(lines[code_line]) - len(lines[code_line].lstrip())]
-    sub = indent + "  "
     where = f"s3://{bucket}/{key}" + (f" (version {version})" if version else "")
     note = f"code at {where}" + (f", sha256 {sha256}" if sha256 else "")
+    edits = {}
+    for name in functions:
+        resource = template["Resources"][name]
+        props = resource["Properties"]
+        code_key = next(k for k in props if k == "CodeUri")
+        code_val = props["CodeUri"]
+        if code_key.start_mark.line != code_val.end_mark.line:
+            raise PackageError(f"{name}.CodeUri must be a one-line scalar (CodeUri: .)")
+        if plain:
+            unknown = sorted(set(props) - PLAIN_PASSTHROUGH - {"CodeUri"})
+            if unknown:
+                raise PackageError(
+                    f"--plain cannot convert {name}'s properties {', '.join(unknown)}; "
+                    "only " + ", ".join(sorted(PLAIN_PASSTHROUGH)) + " pass through unchanged"
+                )
+        code_line = code_key.start_mark.line
+        indent = lines[code_line][: len(lines[code_line]) - len(lines[code_line].lstrip())]
+        sub = indent + "  "
+        if plain:
+            new = [f"{indent}Code:  # {note}\n", f"{sub}S3Bucket: {bucket_yaml}\n", f"{sub}S3Key: {_quote(key)}\n"]
+            if version:
+                new.append(f"{sub}S3ObjectVersion: {_quote(version)}\n")
+        else:
+            new = [f"{indent}CodeUri:  # {note}\n", f"{sub}Bucket: {bucket_yaml}\n", f"{sub}Key: {_quote(key)}\n"]
+            if version:
+                new.append(f"{sub}Version: {_quote(version)}\n")
+        edits[code_line] = new
+        if plain:
+            type_line = _key_line(resource, "Type")
+            old = lines[type_line]
+            if old.count(SAM_FUNCTION) != 1:
+                raise PackageError(f"{name}.Type must be written on one line")
+            edits[type_line] = [old.replace(SAM_FUNCTION, LAMBDA_FUNCTION)]
     if plain:
-        new = [f"{indent}Code:  # {note}\n", f"{sub}S3Bucket: {bucket_yaml}\n", f"{sub}S3Key: {_quote(key)}\n"]
-        if version:
-            new.append(f"{sub}S3ObjectVersion: {_quote(version)}\n")
-    else:
-        new = [f"{indent}CodeUri:  # {note}\n", f"{sub}Bucket: {bucket_yaml}\n", f"{sub}Key: {_quote(key)}\n"]
-        if version:
-            new.append(f"{sub}Version: {_quote(version)}\n")
-    edits = {code_line: new}
-    if plain:
-        type_line = _key_line(resource, "Type")
-        old = lines[type_line]
-        if old.count(SAM_FUNCTION) != 1:
-            raise PackageError(f"{name}.Type must be written on one line")
-        edits[type_line] = [old.replace(SAM_FUNCTION, LAMBDA_FUNCTION)]
         transform_line = _key_line(template, "Transform")
         if not re.match(r"^Transform:\s*" + re.escape(SAM_TRANSFORM) + r"\s*(#.*)?$", lines[transform_line].rstrip("\n")):
             raise PackageError("the Transform must be written as one line: Transform: " + SAM_TRANSFORM)
         edits[transform_line] = [
             "# Plain CloudFormation (no transform), generated by scripts/package_template.py --plain\n"
-            f"# from the SAM template: {name} is an {LAMBDA_FUNCTION}.\n"
+            f"# from the SAM template: {', '.join(functions)} {'is an' if len(functions) == 1 else 'are'} "
+            f"{LAMBDA_FUNCTION}{'' if len(functions) == 1 else 's'}.\n"
         ]
     out_lines = []
     for i, line in enumerate(lines):
@@ -176,22 +177,24 @@ def package(
 
     # Check the edit: the result must be the input with exactly the intended structural change.
     expected = _plain(template)
-    fn = expected["Resources"][name]
     if plain:
         del expected["Transform"]
-        fn["Type"] = LAMBDA_FUNCTION
-        code = {"S3Bucket": bucket_value, "S3Key": key}
-        if version:
-            code["S3ObjectVersion"] = version
-        props_out = {}
-        for k, v in fn["Properties"].items():  # keep the key order: Code where CodeUri was
-            if k == "CodeUri":
-                props_out["Code"] = code
-            else:
-                props_out[k] = v
-        fn["Properties"] = props_out
-    else:
-        fn["Properties"]["CodeUri"] = {"Bucket": bucket_value, "Key": key, **({"Version": version} if version else {})}
+    for name in functions:
+        fn = expected["Resources"][name]
+        if plain:
+            fn["Type"] = LAMBDA_FUNCTION
+            code = {"S3Bucket": bucket_value, "S3Key": key}
+            if version:
+                code["S3ObjectVersion"] = version
+            props_out = {}
+            for k, v in fn["Properties"].items():  # keep the key order: Code where CodeUri was
+                if k == "CodeUri":
+                    props_out["Code"] = code
+                else:
+                    props_out[k] = v
+            fn["Properties"] = props_out
+        else:
+            fn["Properties"]["CodeUri"] = {"Bucket": bucket_value, "Key": key, **({"Version": version} if version else {})}
     try:
         got = _plain(cfn_yaml.loads(out))
     except Exception as e:

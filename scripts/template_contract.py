@@ -6,7 +6,8 @@
 Output (JSON, sorted):
     {"environment": [environment variable names of the function behind Custom::AccountLink],
      "properties":  [property names of the Custom::AccountLink resource,
-                     without ServiceToken and ServiceTimeout, which CloudFormation itself uses]}
+                     without ServiceToken and ServiceTimeout, which CloudFormation itself uses],
+     "peeringProperties": [the same for the Custom::PeeringAcceptance resource, [] when there is none]}
 
 Reads the template with cfn-lint's YAML loader (short-form tags such as !Ref are understood). Exits 1
 with a message naming the problem when the template does not have the expected shape.
@@ -24,6 +25,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     sys.exit("template_contract.py: needs cfn-lint (run it with the project's .venv/bin/python)")
 
 RESOURCE_TYPE = "Custom::AccountLink"
+PEERING_TYPE = "Custom::PeeringAcceptance"
 CLOUDFORMATION_KEYS = {"ServiceToken", "ServiceTimeout"}
 FUNCTION_TYPES = {"AWS::Serverless::Function", "AWS::Lambda::Function"}
 
@@ -67,9 +69,16 @@ def contract(template) -> dict:
     if not isinstance(variables, dict):
         raise ContractError(f"{fn_id}.Environment.Variables must be a plain map of names")
     env.update(variables)
+    peerings = [r for r in resources.values() if isinstance(r, dict) and r.get("Type") == PEERING_TYPE]
+    if len(peerings) > 1:
+        raise ContractError(f"expected at most one {PEERING_TYPE} resource, found {len(peerings)}")
+    peering_props = (peerings[0].get("Properties") or {}) if peerings else {}
+    if peerings:
+        _function_id(peering_props.get("ServiceToken"))
     return {
         "environment": sorted(env),
         "properties": sorted(k for k in props if k not in CLOUDFORMATION_KEYS),
+        "peeringProperties": sorted(k for k in peering_props if k not in CLOUDFORMATION_KEYS),
     }
 
 

@@ -20,6 +20,7 @@ use link_contract::inventory::Inventory;
 use crate::inventory::{self, Ec2Clients};
 use crate::notify::{Channels, Notifier, SnsPublisher, Webhook};
 use crate::outbound::{OutboundPolicy, Redacted};
+use crate::peering;
 use crate::properties;
 use crate::report;
 
@@ -187,12 +188,18 @@ struct Progress {
     in_flight: InFlight,
     /// Set once the provider may have been told: a failed Create must then be undone on rollback.
     provider_contacted: Arc<AtomicBool>,
+    /// Set once a peering resource changed the account: a failed Create answers with this id so that its
+    /// rollback Delete undoes the change.
+    changed: peering::Changed,
 }
 
 impl Progress {
     /// The PhysicalResourceId of a Create or Update that fails now: an Update keeps its id; a Create gets
     /// a placeholder that says whether the provider may have heard of it.
     fn failure_id(&self, req: &CfnRequest) -> String {
+        if let (RequestType::Create, Some(id)) = (req.request_type, self.changed.get()) {
+            return id.clone();
+        }
         match req.request_type {
             RequestType::Create if self.provider_contacted.load(Ordering::SeqCst) => {
                 cfn::unconfirmed_create_id(&req.reply.request_id)
@@ -210,10 +217,17 @@ fn fallback(req: &CfnRequest, progress: &Progress, problem: &str) -> Answer {
         RequestType::Create | RequestType::Update => {
             Answer::failed(progress.failure_id(req), problem)
         }
-        RequestType::Delete => Answer::success(
-            existing_id(&req.reply),
-            format!("unlink not confirmed: {problem}"),
-        ),
+        RequestType::Delete => {
+            let what = if req.resource_type == peering::RESOURCE_TYPE {
+                "route removal"
+            } else {
+                "unlink"
+            };
+            Answer::success(
+                existing_id(&req.reply),
+                format!("{what} not confirmed: {problem}"),
+            )
+        }
     }
 }
 
@@ -257,6 +271,10 @@ async fn answer(
 }
 
 async fn work(app: Arc<App>, req: CfnRequest, progress: Progress, until: Deadline) -> Answer {
+    // Two resource types, one binary: each has its own function and execution role in the template.
+    if req.resource_type == peering::RESOURCE_TYPE {
+        return peering::run(&app, &req, &progress.in_flight, &progress.changed, until).await;
+    }
     match req.request_type {
         RequestType::Create | RequestType::Update => link(&app, &req, &progress, until).await,
         RequestType::Delete => unlink(&app, &req, &progress.in_flight, until).await,

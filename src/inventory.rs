@@ -160,7 +160,7 @@ where
     Err(fail(format!("did not finish after {MAX_PAGES} pages")))
 }
 
-fn describe_sdk_error<E, R>(err: SdkError<E, R>) -> String
+pub(crate) fn describe_sdk_error<E, R>(err: SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -316,8 +316,17 @@ fn route(r: &aws_sdk_ec2::types::Route) -> Route {
         .destination_cidr_block()
         .or(r.destination_ipv6_cidr_block())
         .or(r.destination_prefix_list_id());
-    let target = r
-        .gateway_id()
+    Route {
+        destination: owned(destination),
+        target: owned(route_target(r)),
+        state: r.state().map(|s| s.as_str().to_string()),
+        origin: r.origin().map(|s| s.as_str().to_string()),
+    }
+}
+
+/// Where a route sends its traffic: a gateway, peering connection, interface... id.
+pub(crate) fn route_target(r: &aws_sdk_ec2::types::Route) -> Option<&str> {
+    r.gateway_id()
         .or(r.nat_gateway_id())
         .or(r.transit_gateway_id())
         .or(r.vpc_peering_connection_id())
@@ -326,11 +335,5 @@ fn route(r: &aws_sdk_ec2::types::Route) -> Route {
         .or(r.instance_id())
         .or(r.local_gateway_id())
         .or(r.carrier_gateway_id())
-        .or(r.core_network_arn());
-    Route {
-        destination: owned(destination),
-        target: owned(target),
-        state: r.state().map(|s| s.as_str().to_string()),
-        origin: r.origin().map(|s| s.as_str().to_string()),
-    }
+        .or(r.core_network_arn())
 }

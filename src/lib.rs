@@ -10,6 +10,7 @@ pub mod handler;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;
+pub mod peering;
 pub mod properties;
 pub mod report;
 pub mod text;

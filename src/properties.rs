@@ -8,12 +8,33 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use link_contract::arn::Arn;
-use link_contract::event::LinkProperties;
+use link_contract::event::{LinkProperties, Peering};
 use link_contract::partition::{is_region_name, Partition};
 use serde_json::Value;
 
 /// The properties this resource reads (the template passes exactly these).
-pub const PROPERTY_NAMES: &[&str] = &["Regions", "ExternalId", "Roles", "VpcId"];
+pub const PROPERTY_NAMES: &[&str] = &["Regions", "ExternalId", "Roles", "VpcId", "Peering"];
+/// The keys of the `Peering` property: the `!GetAtt` attributes of `Custom::PeeringAcceptance`.
+pub const PEERING_KEYS: &[&str] = &[
+    "VpcPeeringConnectionId",
+    "Status",
+    "ProviderCidr",
+    "RouteTableIds",
+    "RequesterVpcId",
+    "AccepterVpcId",
+];
+/// EC2's status codes of a VPC peering connection.
+pub const PEERING_STATUSES: &[&str] = &[
+    "initiating-request",
+    "pending-acceptance",
+    "provisioning",
+    "active",
+    "deleting",
+    "deleted",
+    "rejected",
+    "failed",
+    "expired",
+];
 /// Keys CloudFormation adds to every custom resource's properties.
 pub const CLOUDFORMATION_KEYS: &[&str] = &["ServiceToken", "ServiceTimeout"];
 
@@ -27,7 +48,7 @@ pub struct PropertyError {
     pub message: String,
 }
 
-fn err(field: impl Into<String>, message: impl Into<String>) -> PropertyError {
+pub(crate) fn err(field: impl Into<String>, message: impl Into<String>) -> PropertyError {
     PropertyError {
         field: field.into(),
         message: message.into(),
@@ -41,6 +62,7 @@ pub fn defaults(function_region: &str) -> LinkProperties {
         external_id: None,
         roles: BTreeMap::new(),
         vpc_id: None,
+        peering: None,
     }
 }
 
@@ -78,11 +100,12 @@ pub fn parse(
         external_id: parse_external_id(obj.get("ExternalId"))?,
         roles: parse_roles(obj.get("Roles"), partition)?,
         vpc_id: parse_vpc_id(obj.get("VpcId"))?,
+        peering: parse_peering(obj.get("Peering"))?,
     })
 }
 
 /// A scalar as CloudFormation sends it; `None` when absent, null or empty.
-fn scalar(v: Option<&Value>, field: &str) -> Result<Option<String>, PropertyError> {
+pub(crate) fn scalar(v: Option<&Value>, field: &str) -> Result<Option<String>, PropertyError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -92,7 +115,7 @@ fn scalar(v: Option<&Value>, field: &str) -> Result<Option<String>, PropertyErro
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -266,21 +289,125 @@ fn parse_vpc_id(v: Option<&Value>) -> Result<Option<String>, PropertyError> {
     let Some(id) = scalar(v, F)? else {
         return Ok(None);
     };
-    let ok = id.strip_prefix("vpc-").is_some_and(|h| {
-        (h.len() == 8 || h.len() == 17)
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if !ok {
+    check_ec2_id(&id, "vpc", "a VPC id").map_err(|m| err(F, m))?;
+    Ok(Some(id))
+}
+
+/// `<prefix>-` and 8 or 17 lowercase hex digits: the shape of every EC2 resource id.
+pub(crate) fn is_ec2_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|h| {
+            (h.len() == 8 || h.len() == 17)
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
+pub(crate) fn check_ec2_id(id: &str, prefix: &str, what: &str) -> Result<(), String> {
+    if is_ec2_id(id, prefix) {
+        return Ok(());
+    }
+    Err(format!(
+        "'{}' is not {what} ({prefix}- and 8 or 17 hex digits)",
+        crate::text::truncate_chars(id, 40)
+    ))
+}
+
+/// An IPv4 block `a.b.c.d/n` with no host bits set, returned in canonical form.
+pub(crate) fn parse_ipv4_cidr(s: &str) -> Result<String, String> {
+    let shown = crate::text::truncate_chars(s, 40);
+    let bad = || format!("'{shown}' is not an IPv4 CIDR block such as 10.8.0.0/16");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u32 = match len.parse() {
+        Ok(n) if n <= 32 && !len.starts_with('+') => n,
+        _ => return Err(bad()),
+    };
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    let network = std::net::Ipv4Addr::from(u32::from(addr) & mask);
+    if network != addr {
+        return Err(format!(
+            "'{shown}' has host bits set; the block is {network}/{len}"
+        ));
+    }
+    Ok(format!("{network}/{len}"))
+}
+
+/// The `Peering` property: what `Custom::PeeringAcceptance` reported, passed on to the provider.
+fn parse_peering(v: Option<&Value>) -> Result<Option<Peering>, PropertyError> {
+    const F: &str = "Peering";
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(other) => {
+            return Err(err(
+                F,
+                format!(
+                    "must be a map of {}, got {}",
+                    PEERING_KEYS.join(", "),
+                    kind(other)
+                ),
+            ))
+        }
+    };
+    if let Some(unknown) = obj.keys().find(|k| !PEERING_KEYS.contains(&k.as_str())) {
         return Err(err(
-            F,
+            format!("{F}.{}", crate::text::truncate_chars(unknown, 64)),
             format!(
-                "'{}' is not a VPC id (vpc- and 8 or 17 hex digits)",
-                crate::text::truncate_chars(&id, 40)
+                "is not a key of Peering (accepted: {})",
+                PEERING_KEYS.join(", ")
             ),
         ));
     }
-    Ok(Some(id))
+    let field = |k: &str| format!("{F}.{k}");
+    let required = |k: &str| -> Result<String, PropertyError> {
+        scalar(obj.get(k), &field(k))?.ok_or_else(|| err(field(k), "is required"))
+    };
+    let id = required("VpcPeeringConnectionId")?;
+    check_ec2_id(&id, "pcx", "a VPC peering connection id")
+        .map_err(|m| err(field("VpcPeeringConnectionId"), m))?;
+    let status = required("Status")?;
+    if !PEERING_STATUSES.contains(&status.as_str()) {
+        return Err(err(
+            field("Status"),
+            format!(
+                "'{}' is not a VPC peering status ({})",
+                crate::text::truncate_chars(&status, 40),
+                PEERING_STATUSES.join(", ")
+            ),
+        ));
+    }
+    let provider_cidr =
+        parse_ipv4_cidr(&required("ProviderCidr")?).map_err(|m| err(field("ProviderCidr"), m))?;
+    let mut route_table_ids = Vec::new();
+    for (i, id) in scalar(obj.get("RouteTableIds"), &field("RouteTableIds"))?
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        check_ec2_id(id, "rtb", "a route table id")
+            .map_err(|m| err(format!("{F}.RouteTableIds[{i}]"), m))?;
+        route_table_ids.push(id.to_string());
+    }
+    let vpc = |k: &str| -> Result<Option<String>, PropertyError> {
+        let v = scalar(obj.get(k), &field(k))?;
+        if let Some(id) = &v {
+            check_ec2_id(id, "vpc", "a VPC id").map_err(|m| err(field(k), m))?;
+        }
+        Ok(v)
+    };
+    Ok(Some(Peering {
+        vpc_peering_connection_id: id,
+        status,
+        provider_cidr,
+        route_table_ids,
+        requester_vpc_id: vpc("RequesterVpcId")?,
+        accepter_vpc_id: vpc("AccepterVpcId")?,
+    }))
 }
 
 #[cfg(test)]
@@ -322,6 +449,43 @@ mod tests {
                 .regions,
             ["eu-west-1", "us-east-1"]
         );
+    }
+
+    #[test]
+    fn peering_parses() {
+        let p = parse(json!({"Peering": {
+            "VpcPeeringConnectionId": "pcx-0123456789abcdef0",
+            "Status": "active",
+            "ProviderCidr": "10.8.0.0/16",
+            "RouteTableIds": "rtb-12345678, rtb-0123456789abcdef0",
+            "RequesterVpcId": "vpc-87654321",
+            "AccepterVpcId": ""
+        }}))
+        .unwrap()
+        .peering
+        .unwrap();
+        assert_eq!(p.vpc_peering_connection_id, "pcx-0123456789abcdef0");
+        assert_eq!(p.route_table_ids, ["rtb-12345678", "rtb-0123456789abcdef0"]);
+        assert_eq!(p.requester_vpc_id.as_deref(), Some("vpc-87654321"));
+        assert_eq!(p.accepter_vpc_id, None);
+        assert_eq!(parse(json!({"Peering": ""})).unwrap().peering, None);
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(parse_ipv4_cidr("10.8.0.0/16").unwrap(), "10.8.0.0/16");
+        assert_eq!(parse_ipv4_cidr("0.0.0.0/0").unwrap(), "0.0.0.0/0");
+        assert_eq!(parse_ipv4_cidr("10.8.1.7/32").unwrap(), "10.8.1.7/32");
+        for bad in [
+            "10.8.0.0",
+            "999.8.0.0/16",
+            "10.8.0.0/33",
+            "10.8.0.0/+8",
+            "10.08.0.0/16",
+            "x/1",
+        ] {
+            assert!(parse_ipv4_cidr(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -380,6 +544,37 @@ mod tests {
                 "partition aws-cn",
             ),
             (json!({"VpcId": "vpc-xyz"}), "VpcId", "not a VPC id"),
+            (json!({"Peering": "pcx-1"}), "Peering", "must be a map"),
+            (
+                json!({"Peering": {"ConnectionId": "pcx-12345678"}}),
+                "Peering.ConnectionId",
+                "not a key of Peering",
+            ),
+            (
+                json!({"Peering": {"Status": "active", "ProviderCidr": "10.8.0.0/16"}}),
+                "Peering.VpcPeeringConnectionId",
+                "required",
+            ),
+            (
+                json!({"Peering": {"VpcPeeringConnectionId": "pcx-1234", "Status": "active", "ProviderCidr": "10.8.0.0/16"}}),
+                "Peering.VpcPeeringConnectionId",
+                "not a VPC peering connection id",
+            ),
+            (
+                json!({"Peering": {"VpcPeeringConnectionId": "pcx-12345678", "Status": "up", "ProviderCidr": "10.8.0.0/16"}}),
+                "Peering.Status",
+                "not a VPC peering status",
+            ),
+            (
+                json!({"Peering": {"VpcPeeringConnectionId": "pcx-12345678", "Status": "active", "ProviderCidr": "10.8.0.1/16"}}),
+                "Peering.ProviderCidr",
+                "host bits set; the block is 10.8.0.0/16",
+            ),
+            (
+                json!({"Peering": {"VpcPeeringConnectionId": "pcx-12345678", "Status": "active", "ProviderCidr": "10.8.0.0/16", "RouteTableIds": "rtb-12345678,igw-12345678"}}),
+                "Peering.RouteTableIds[1]",
+                "not a route table id",
+            ),
             (
                 json!({"VpcId": {"Ref": "Vpc"}}),
                 "VpcId",

@@ -69,6 +69,7 @@ pub fn link_event(
             external_id: props.external_id.clone(),
             roles: props.roles.clone(),
             vpc_id: props.vpc_id.clone(),
+            peering: props.peering.clone(),
             regions: props.regions.clone(),
             inventory_complete,
             inventory: inventory.map(|i| i.0).unwrap_or_default(),
@@ -90,6 +91,7 @@ fn changed(previous: Option<&LinkProperties>, now: &LinkProperties) -> Vec<Strin
         ("ExternalId", p.external_id != now.external_id),
         ("Roles", p.roles != now.roles),
         ("VpcId", p.vpc_id != now.vpc_id),
+        ("Peering", p.peering != now.peering),
     ]
     .into_iter()
     .filter(|(_, differs)| *differs)
@@ -122,7 +124,7 @@ mod tests {
         let mut b = a.clone();
         b.vpc_id = Some("vpc-12345678".into());
         assert_eq!(changed(Some(&a), &b), ["VpcId"]);
-        assert_eq!(changed(None, &b).len(), 4);
+        assert_eq!(changed(None, &b).len(), 5);
         assert!(changed(Some(&a), &a).is_empty());
     }
 }

@@ -1,5 +1,5 @@
-//! The template and the handler agree: the function's environment and the custom resource's properties
-//! in template.yaml are exactly what the handler reads.
+//! The template and the handler agree: the function's environment and the custom resources' properties
+//! (Custom::AccountLink, Custom::PeeringAcceptance) in template.yaml are exactly what the handler reads.
 
 mod common;
 
@@ -8,6 +8,7 @@ use std::process::Command;
 
 use account_link::config::ENV_VARS;
 use account_link::outbound::ALLOW_LOOPBACK_ENV;
+use account_link::peering;
 use account_link::properties::PROPERTY_NAMES;
 
 #[test]
@@ -39,4 +40,9 @@ fn template_passes_exactly_what_the_handler_reads() {
     assert_eq!(set(&contract["environment"]), handler_env);
     let handler_props: BTreeSet<String> = PROPERTY_NAMES.iter().map(|s| s.to_string()).collect();
     assert_eq!(set(&contract["properties"]), handler_props);
+    let peering_props: BTreeSet<String> = peering::PROPERTY_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(set(&contract["peeringProperties"]), peering_props);
 }

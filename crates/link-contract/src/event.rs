@@ -58,6 +58,10 @@ pub struct LinkData {
     pub external_id: Option<String>,
     pub roles: BTreeMap<String, String>,
     pub vpc_id: Option<String>,
+    /// The VPC peering connection the stack accepted from the provider (`Custom::PeeringAcceptance`, through
+    /// the `Peering` property); absent when the stack has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peering: Option<Peering>,
     /// The regions that were listed (the `Regions` property, or the stack's region).
     pub regions: Vec<String>,
     /// False when the listing failed (only on unlink, where it does not stop the event).
@@ -79,12 +83,32 @@ pub struct LinkProperties {
     pub external_id: Option<String>,
     pub roles: BTreeMap<String, String>,
     pub vpc_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peering: Option<Peering>,
+}
+
+/// The state of the VPC peering connection the customer's stack accepted from the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peering {
+    /// `pcx-...`.
+    pub vpc_peering_connection_id: String,
+    /// EC2's status code: `active` once accepted (`pending-acceptance`, `provisioning`, `failed`, ...).
+    pub status: String,
+    /// The provider's CIDR the stack routes through the connection.
+    pub provider_cidr: String,
+    /// The customer's route tables that route `provider_cidr` through the connection.
+    pub route_table_ids: Vec<String>,
+    /// The provider's VPC (the requester).
+    pub requester_vpc_id: Option<String>,
+    /// The customer's VPC (the accepter).
+    pub accepter_vpc_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Changes {
-    /// Names of the properties whose value changed (`Regions`, `ExternalId`, `Roles`, `VpcId`).
+    /// Names of the properties whose value changed (`Regions`, `ExternalId`, `Roles`, `VpcId`, `Peering`).
     pub changed_properties: Vec<String>,
     /// The previous properties; null when the previous ones could not be read.
     pub previous: Option<LinkProperties>,

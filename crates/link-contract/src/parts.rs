@@ -288,6 +288,7 @@ mod tests {
                 external_id: None,
                 roles: BTreeMap::new(),
                 vpc_id: None,
+                peering: None,
                 regions: vec!["us-west-2".into(), "eu-west-1".into()],
                 inventory_complete: true,
                 inventory: vec![
