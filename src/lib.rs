@@ -10,8 +10,10 @@ pub mod handler;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;
+pub mod proof;
 pub mod properties;
 pub mod report;
+pub mod secret;
 pub mod text;
 
 pub use handler::{handle, App};

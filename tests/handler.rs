@@ -181,6 +181,7 @@ async fn ten_thousand_subnets_fit_in_the_answer() {
     handle_payload(
         app(client.config().clone(), Arc::new(Silent)),
         payload,
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(20)),
     )
     .await
@@ -214,6 +215,7 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
     handle_payload(
         app(aws_sdk_ec2::Config::from(&sdk), Arc::new(Silent)),
         payload,
+        common::FUNCTION_ARN,
         deadline,
     )
     .await
@@ -256,6 +258,7 @@ async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
         handle_payload(
             app.clone(),
             payload,
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(10)),
         )
         .await
@@ -275,6 +278,7 @@ async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
     handle_payload(
         app.clone(),
         common::event("delete.json", &s3.url("/b/k")),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(10)),
     )
     .await
@@ -292,6 +296,7 @@ async fn the_same_request_twice_gets_the_same_answer() {
         handle_payload(
             app.clone(),
             common::event("create.json", &s3.url("/b/k")),
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(10)),
         )
         .await
@@ -308,6 +313,7 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     let err = handle_payload(
         app.clone(),
         serde_json::json!({"RequestType": "Create"}),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await
@@ -320,6 +326,7 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     let err = handle_payload(
         app.clone(),
         payload.clone(),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await
@@ -332,6 +339,7 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     handle_payload(
         app.clone(),
         payload,
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await

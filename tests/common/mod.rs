@@ -267,6 +267,23 @@ pub fn temp_path(name: &str) -> PathBuf {
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The function the sample events' stack (events/*.json) runs: same partition, region and account.
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-west-2:123456789012:function:account-link";
+
+pub fn origin() -> account_link::cfn::Origin {
+    account_link::cfn::Origin::from_function_arn(FUNCTION_ARN).unwrap()
+}
+
+/// Deliveries signed with these secrets only (no proof of the account).
+pub fn hmac_auth(
+    secrets: Vec<link_contract::signing::SigningSecret>,
+) -> account_link::notify::Auth {
+    account_link::notify::Auth {
+        keys: Some(Arc::new(account_link::secret::SigningKeys::inline(secrets))),
+        prover: None,
+    }
+}
+
 /// An `App` on the given EC2 configuration and notifier, allowed to call the tests' loopback fakes.
 pub fn app_on(
     ec2: aws_sdk_ec2::Config,
