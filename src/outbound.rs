@@ -16,15 +16,12 @@ pub enum OutboundError {
     Invalid { field: &'static str, reason: String },
     #[error("{field} must use https (plain http is allowed only to loopback addresses with {ALLOW_LOOPBACK_ENV}=true), got {scheme}://")]
     Scheme { field: &'static str, scheme: String },
-    #[error("{field} must point to CloudFormation's response bucket {bucket} on an Amazon S3 endpoint of {partition} (such as {bucket}.s3.{region}.{suffix}), got {host}{path}")]
+    /// `expected` names the bucket and an endpoint it is served from; `got` the URL's host and path.
+    #[error("{field} must point to CloudFormation's response bucket of this region on Amazon S3 (such as {expected}), got {got}")]
     NotResponseBucket {
         field: &'static str,
-        bucket: String,
-        partition: &'static str,
-        region: String,
-        suffix: &'static str,
-        host: String,
-        path: String,
+        expected: String,
+        got: String,
     },
     #[error("{field} must not carry a user name or password")]
     Credentials { field: &'static str },
@@ -80,12 +77,8 @@ impl OutboundPolicy {
             let path: String = url.path().chars().take(80).collect();
             return Err(OutboundError::NotResponseBucket {
                 field: FIELD,
-                bucket,
-                partition: partition.name,
-                region: region.to_string(),
-                suffix: partition.dns_suffix,
-                host,
-                path,
+                expected: format!("https://{bucket}.s3.{region}.{}/", partition.dns_suffix),
+                got: format!("{host}{path}"),
             });
         }
         Ok(url)
