@@ -10,6 +10,11 @@ of the Rust SDK the function uses).
   moto_fixture.py --endpoint URL sns-topic --name N             creates a topic and an SQS queue subscribed
       to it (raw delivery); prints {"topicArn", "queueUrl"}
   moto_fixture.py --endpoint URL sqs-drain --queue-url Q        prints every message body as a JSON list
+  moto_fixture.py --endpoint URL assume-role --role-name R --session S
+      creates the IAM role R (trusting Lambda) and assumes it; prints the temporary credentials as
+      {"accessKeyId", "secretAccessKey", "sessionToken", "arn"} (a function's credentials are such a session)
+  moto_fixture.py --endpoint URL secret --name N --value V    creates (or updates) a Secrets Manager secret;
+      prints its ARN
 """
 import argparse
 import ipaddress
@@ -109,6 +114,30 @@ def sqs_drain(args):
     print(json.dumps(bodies))
 
 
+def assume_role(args):
+    iam = client("iam", args.endpoint, "us-east-1")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    try:
+        role = iam.create_role(RoleName=args.role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        role = iam.get_role(RoleName=args.role_name)["Role"]
+    sts = client("sts", args.endpoint, args.region)
+    out = sts.assume_role(RoleArn=role["Arn"], RoleSessionName=args.session)
+    c = out["Credentials"]
+    print(json.dumps({"accessKeyId": c["AccessKeyId"], "secretAccessKey": c["SecretAccessKey"],
+                      "sessionToken": c["SessionToken"], "arn": out["AssumedRoleUser"]["Arn"]}))
+
+
+def secret(args):
+    sm = client("secretsmanager", args.endpoint, args.region)
+    try:
+        arn = sm.create_secret(Name=args.name, SecretString=args.value)["ARN"]
+    except sm.exceptions.ResourceExistsException:
+        arn = sm.put_secret_value(SecretId=args.name, SecretString=args.value)["ARN"]
+    print(arn)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", required=True)
@@ -128,8 +157,17 @@ def main():
     q = sub.add_parser("sqs-drain")
     q.add_argument("--queue-url", required=True)
     q.add_argument("--region", default="us-west-2")
+    a = sub.add_parser("assume-role")
+    a.add_argument("--role-name", required=True)
+    a.add_argument("--session", required=True)
+    a.add_argument("--region", default="us-west-2")
+    sm = sub.add_parser("secret")
+    sm.add_argument("--name", required=True)
+    sm.add_argument("--value", required=True)
+    sm.add_argument("--region", default="us-west-2")
     args = p.parse_args()
-    {"seed": seed, "presign": presign, "read": read, "sns-topic": sns_topic, "sqs-drain": sqs_drain}[args.cmd](args)
+    {"seed": seed, "presign": presign, "read": read, "sns-topic": sns_topic, "sqs-drain": sqs_drain,
+     "assume-role": assume_role, "secret": secret}[args.cmd](args)
 
 
 if __name__ == "__main__":
