@@ -592,7 +592,8 @@ async fn forged_invocations_tell_the_provider_nothing() {
     let provider = Server::always(Reply::status(200)).await;
     let app = forged_target(&provider);
     let other = "arn:aws:cloudformation:us-west-2:210987654321:stack/victim/1";
-    let failed: [(&str, &str, Box<dyn Fn(&mut Value)>, &str); 6] = [
+    type Patch = Box<dyn Fn(&mut Value)>;
+    let failed: [(&str, &str, Patch, &str); 6] = [
         (
             "another account's stack",
             common::FUNCTION_ARN,
