@@ -33,7 +33,10 @@ fn template_passes_exactly_what_the_handler_reads() {
     // Variables for local runs only (the loopback switch; the signing secret itself, which a stack keeps
     // in Secrets Manager) must never be set by the stack; every other one must be passed.
     let template_env = set(&contract["environment"]);
-    assert!(LOCAL_ONLY_ENV_VARS.contains(&ALLOW_LOOPBACK_ENV) && LOCAL_ONLY_ENV_VARS.contains(&SIGNING_SECRET_ENV));
+    assert!(
+        LOCAL_ONLY_ENV_VARS.contains(&ALLOW_LOOPBACK_ENV)
+            && LOCAL_ONLY_ENV_VARS.contains(&SIGNING_SECRET_ENV)
+    );
     for local in LOCAL_ONLY_ENV_VARS {
         assert!(
             !template_env.contains(*local),
