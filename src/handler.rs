@@ -145,6 +145,19 @@ pub async fn handle_payload(
 ) -> Result<Value, HandlerError> {
     let origin = match Origin::from_function_arn(function_arn) {
         Ok(o) => o,
+        // Local emulators (cargo lambda watch) pass a placeholder, not an ARN: with the local-runs switch
+        // only, the request's own stack stands in. Lambda always passes the real ARN.
+        Err(_) if app.outbound.allows_loopback() => match local_origin(&payload) {
+            Some(o) => {
+                tracing::warn!(function_arn, "not a Lambda function ARN (a local emulator?); local runs use the StackId's account and region");
+                o
+            }
+            None => {
+                let message = format!("the runtime's invoked function ARN '{function_arn}' is not a Lambda function ARN and the request has no usable StackId");
+                tracing::error!(error = %message, "event cannot be answered");
+                return Err(HandlerError::Unanswerable(message));
+            }
+        },
         Err(message) => {
             tracing::error!(error = %message, "event cannot be answered");
             return Err(HandlerError::Unanswerable(message));
@@ -194,6 +207,16 @@ pub async fn handle_payload(
     }
     .instrument(span)
     .await
+}
+
+/// The origin a local run assumes: the partition, region and account of the request's StackId.
+fn local_origin(payload: &Value) -> Option<Origin> {
+    let stack = cfn::parse_stack_arn(payload.get("StackId")?.as_str()?).ok()?;
+    Some(Origin {
+        partition: link_contract::partition::Partition::named(&stack.partition)?,
+        region: stack.region,
+        account_id: stack.account_id,
+    })
 }
 
 /// When the work must stop so the answer starts [`ANSWER_MARGIN`] before the deadline, with a little

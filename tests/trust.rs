@@ -659,7 +659,7 @@ async fn forged_invocations_tell_the_provider_nothing() {
     );
     payload["ResourceProperties"]["Regions"] = json!(["us-west-2"]);
     let err = handle_payload(
-        strict,
+        strict.clone(),
         payload,
         common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
@@ -667,14 +667,36 @@ async fn forged_invocations_tell_the_provider_nothing() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("response bucket"), "{err}");
+    // A runtime that passes no function ARN (a local emulator) is trusted only with the local-runs
+    // switch, which a stack never sets.
+    let mut payload = common::event(
+        "create.json",
+        "https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k",
+    );
+    payload["ResourceProperties"]["Regions"] = json!(["us-west-2"]);
+    let err = handle_payload(
+        strict.clone(),
+        payload,
+        "function-arn",
+        Deadline::after(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not a Lambda function ARN"),
+        "{err}"
+    );
     assert!(
         provider.requests().is_empty(),
         "the provider heard of none of them"
     );
 
-    // The genuine request still links.
+    // The genuine request still links, and so does a local run under an emulator.
     let s3 = Server::always(Reply::status(200)).await;
     create(&app, &s3, common::FUNCTION_ARN, |_| {}).await;
     assert_eq!(answer(&s3)["Status"], "SUCCESS");
-    assert_eq!(provider.requests().len(), 1);
+    let s3 = Server::always(Reply::status(200)).await;
+    create(&app, &s3, "function-arn", |_| {}).await;
+    assert_eq!(answer(&s3)["Status"], "SUCCESS");
+    assert_eq!(provider.requests().len(), 2);
 }
