@@ -10,9 +10,16 @@ use link_contract::signing::{self, SigningSecret, WebhookHeaders};
 /// Any bytes as a CloudFormation event: no panic; an answer, when one is possible, fits the limit.
 pub fn parse_event(data: &[u8]) {
     let policy = OutboundPolicy::new(true);
-    match cfn::parse_bytes(data, &policy) {
+    let origin = cfn::Origin::from_function_arn("arn:aws:lambda:us-west-2:123456789012:function:f")
+        .expect("a valid function ARN");
+    match cfn::parse_bytes(data, &policy, &origin) {
         Ok(req) => {
-            let props = properties::parse(&req.properties, "us-west-2", &req.stack.partition);
+            let props = properties::parse(
+                &req.properties,
+                "us-west-2",
+                &req.stack.partition,
+                &req.stack.account_id,
+            );
             let reason = match props {
                 Ok(p) => format!("{p:?}"),
                 Err(e) => e.to_string(),

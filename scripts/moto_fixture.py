@@ -23,6 +23,11 @@ of the Rust SDK the function uses).
       "providerVpcId", "peeringConnectionId"}
   moto_fixture.py --endpoint URL routes --vpc V     prints {routeTableId: {destination: target}} of V
   moto_fixture.py --endpoint URL peering-status --id PCX      prints the connection's status code
+  moto_fixture.py --endpoint URL assume-role --role-name R --session S
+      creates the IAM role R (trusting Lambda) and assumes it; prints the temporary credentials as
+      {"accessKeyId", "secretAccessKey", "sessionToken", "arn"} (a function's credentials are such a session)
+  moto_fixture.py --endpoint URL secret --name N --value V    creates (or updates) a Secrets Manager secret;
+      prints its ARN
 """
 import argparse
 import ipaddress
@@ -70,7 +75,8 @@ def peering(args):
         ec2.accept_vpc_peering_connection(VpcPeeringConnectionId=pcx)
     elif args.state == "rejected":
         ec2.reject_vpc_peering_connection(VpcPeeringConnectionId=pcx)
-    print(json.dumps({"vpcId": vpc, "routeTableIds": tables, "providerVpcId": provider_vpc, "peeringConnectionId": pcx}))
+    print(json.dumps({"vpcId": vpc, "routeTableIds": sorted(tables), "providerVpcId": provider_vpc,
+                      "peeringConnectionId": pcx}))
 
 
 def routes(args):
@@ -192,6 +198,30 @@ def sqs_drain(args):
     print(json.dumps(bodies))
 
 
+def assume_role(args):
+    iam = client("iam", args.endpoint, "us-east-1")
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    try:
+        role = iam.create_role(RoleName=args.role_name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    except iam.exceptions.EntityAlreadyExistsException:
+        role = iam.get_role(RoleName=args.role_name)["Role"]
+    sts = client("sts", args.endpoint, args.region)
+    out = sts.assume_role(RoleArn=role["Arn"], RoleSessionName=args.session)
+    c = out["Credentials"]
+    print(json.dumps({"accessKeyId": c["AccessKeyId"], "secretAccessKey": c["SecretAccessKey"],
+                      "sessionToken": c["SessionToken"], "arn": out["AssumedRoleUser"]["Arn"]}))
+
+
+def secret(args):
+    sm = client("secretsmanager", args.endpoint, args.region)
+    try:
+        arn = sm.create_secret(Name=args.name, SecretString=args.value)["ARN"]
+    except sm.exceptions.ResourceExistsException:
+        arn = sm.put_secret_value(SecretId=args.name, SecretString=args.value)["ARN"]
+    print(arn)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", required=True)
@@ -228,9 +258,18 @@ def main():
     ps = sub.add_parser("peering-status")
     ps.add_argument("--id", required=True)
     ps.add_argument("--region", default="us-west-2")
+    a = sub.add_parser("assume-role")
+    a.add_argument("--role-name", required=True)
+    a.add_argument("--session", required=True)
+    a.add_argument("--region", default="us-west-2")
+    sm = sub.add_parser("secret")
+    sm.add_argument("--name", required=True)
+    sm.add_argument("--value", required=True)
+    sm.add_argument("--region", default="us-west-2")
     args = p.parse_args()
     {"seed": seed, "inventory": inventory, "presign": presign, "read": read, "sns-topic": sns_topic,
-     "sqs-drain": sqs_drain, "peering": peering, "routes": routes, "peering-status": peering_status}[args.cmd](args)
+     "sqs-drain": sqs_drain, "peering": peering, "routes": routes, "peering-status": peering_status,
+     "assume-role": assume_role, "secret": secret}[args.cmd](args)
 
 
 if __name__ == "__main__":

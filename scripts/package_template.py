@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
 """Turn template.yaml into a template that references the function's code in S3.
 
-    package_template.py TEMPLATE --bucket BUCKET --key KEY [--object-version V]
-                        [--code-sha256 HEX] [--plain] [-o OUTPUT]
+    package_template.py TEMPLATE --bucket BUCKET --key KEY (--code-sha256 HEX | --object-version V)
+                        [--regions LIST] [--signing-profile-version-arn ARN] [--plain] [-o OUTPUT]
 
 The template is edited as text, so the comments a cloud admin reads stay in place:
 
 * default: the SAM template with every local `CodeUri: .` replaced by `{Bucket, Key[, Version]}` (what
-  `sam package` does; the functions share one zip, one binary). Launch it from the console (quick-create) or with `aws cloudformation deploy`.
-* --bucket may contain ${AWS::Region} (e.g. `acme-link-${AWS::Region}`): it becomes a `!Sub`, so one
-  template works in every region that has such a bucket (one StackSet across regions; Lambda reads code
-  only from a bucket in the function's region).
+  `sam package` does; the functions share one zip, one binary). Launch it from the console (quick-create)
+  or with `aws cloudformation deploy`.
+* The code object is pinned: either by a content-addressed key (`--code-sha256 HEX`, and the key must
+  contain HEX, e.g. account-link/1.2.3/account-link-HEX.zip) or by `--object-version`. A template never
+  loads "whatever is at that key now".
+* --bucket may contain ${AWS::Region} (e.g. `acme-link-${AWS::Region}`); then --regions lists the regions
+  the provider published to. One template serves them all (one StackSet across regions; Lambda reads code
+  only from a bucket in the function's region): a `CodeBuckets` mapping names each region's bucket, and
+  the rule `PublishedRegion` refuses any other region before anything is created, instead of loading code
+  from a bucket name someone else may own there.
+* --signing-profile-version-arn sets the default of CodeSigningProfileVersionArn: Lambda then accepts
+  only code signed by the provider's AWS Signer profile (code signing, Enforce).
 * --plain: plain CloudFormation for service-managed StackSets, which reject templates with transforms:
   the `Transform` line is removed and every AWS::Serverless::Function becomes an AWS::Lambda::Function
   with `Code: {S3Bucket, S3Key[, S3ObjectVersion]}`. Every property of the function must be one that
@@ -39,6 +47,7 @@ SAM_TRANSFORM = "AWS::Serverless-2016-10-31"
 # Properties that AWS::Serverless::Function passes to AWS::Lambda::Function unchanged.
 PLAIN_PASSTHROUGH = {
     "Architectures",
+    "CodeSigningConfigArn",
     "Description",
     "Environment",
     "Handler",
@@ -51,7 +60,12 @@ PLAIN_PASSTHROUGH = {
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 KEY_RE = re.compile(r"^[A-Za-z0-9!_.*'()/+=-]{1,1024}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+SIGNING_PROFILE_RE = re.compile(r"^arn:aws[a-z-]*:signer:[a-z0-9-]+:[0-9]{12}:/signing-profiles/[A-Za-z0-9_]{2,64}/[A-Za-z0-9]{10}$")
 REGION_VAR = "${AWS::Region}"
+MAPPING = "CodeBuckets"
+REGION_RULE = "PublishedRegion"
+SIGNING_PARAM = "CodeSigningProfileVersionArn"
 
 
 class PackageError(Exception):
@@ -94,20 +108,42 @@ def package(
     version: str | None = None,
     sha256: str | None = None,
     plain: bool = False,
+    regions: list[str] | None = None,
+    signing_profile: str | None = None,
 ) -> str:
     """Returns the packaged template text. Raises PackageError with a readable message."""
     regional = REGION_VAR in bucket
     concrete = bucket.replace(REGION_VAR, "ap-southeast-2")  # the longest common region name
     if not BUCKET_RE.match(concrete) or ".." in concrete or "$" in concrete:
         raise PackageError(f"--bucket {bucket!r} is not an S3 bucket name (optionally with {REGION_VAR})")
-    bucket_value = {"Fn::Sub": bucket} if regional else bucket
-    bucket_yaml = f"!Sub {_quote(bucket)}" if regional else _quote(bucket)
+    if regional and not regions:
+        raise PackageError(f"--bucket with {REGION_VAR} needs --regions: the regions published to")
+    if regions is not None and not regional:
+        raise PackageError(f"--regions applies only to a --bucket with {REGION_VAR}")
+    for r in regions or []:
+        if not REGION_RE.match(r):
+            raise PackageError(f"--regions: {r!r} is not a region name")
+    if regions is not None and len(set(regions)) != len(regions):
+        raise PackageError("--regions lists a region twice")
+    if regional:
+        bucket_value = {"Fn::FindInMap": [MAPPING, {"Ref": "AWS::Region"}, "Name"]}
+        bucket_yaml = f"!FindInMap [{MAPPING}, !Ref AWS::Region, Name]"
+    else:
+        bucket_value = bucket
+        bucket_yaml = _quote(bucket)
     if not KEY_RE.match(key) or key.startswith("/"):
         raise PackageError(f"--key {key!r}: use letters, digits and !_.*'()/+=- (no leading /)")
     if version is not None and not re.match(r"^[A-Za-z0-9._-]{1,1024}$", version):
         raise PackageError(f"--object-version {version!r} is not an S3 object version id")
     if sha256 is not None and not SHA256_RE.match(sha256):
         raise PackageError("--code-sha256 must be 64 lowercase hex digits")
+    if version is None and (sha256 is None or sha256 not in key):
+        raise PackageError(
+            "the code object must be pinned: give --code-sha256 with a content-addressed --key that contains "
+            "it (account-link/1.2.3/account-link-<sha256>.zip), or --object-version"
+        )
+    if signing_profile is not None and not SIGNING_PROFILE_RE.match(signing_profile):
+        raise PackageError(f"--signing-profile-version-arn {signing_profile!r} is not a signing profile version ARN")
 
     try:
         template = cfn_yaml.loads(text)
@@ -170,6 +206,37 @@ def package(
             f"# from the SAM template: {', '.join(functions)} {'is an' if len(functions) == 1 else 'are'} "
             f"{LAMBDA_FUNCTION}{'' if len(functions) == 1 else 's'}.\n"
         ]
+    if signing_profile is not None:
+        params = template.get("Parameters") or {}
+        if SIGNING_PARAM not in params:
+            raise PackageError(f"the template has no {SIGNING_PARAM} parameter")
+        default_line = _key_line(params[SIGNING_PARAM], "Default")
+        old = lines[default_line]
+        if not re.match(r'^\s+Default: ""\s*$', old):
+            raise PackageError(f"{SIGNING_PARAM}'s Default must be written as one line: Default: \"\"")
+        edits[default_line] = [old.replace('""', _quote(signing_profile)) + ("" if old.endswith("\n") else "\n")]
+    if regional:
+        if MAPPING in (template.get("Mappings") or {}) or REGION_RULE in (template.get("Rules") or {}):
+            raise PackageError(f"the template already has {MAPPING} or {REGION_RULE}")
+        conditions_line = _key_line(template, "Conditions")
+        keys = list(template)
+        if "Rules" not in keys or keys.index("Conditions") != keys.index("Rules") + 1 or "Mappings" in keys:
+            raise PackageError("expected Rules followed by Conditions, and no Mappings, to insert the region table")
+        listed = ", ".join(regions)
+        block = [
+            f"  # Written by package_template.py: the regions the provider published the code to.\n",
+            f"  {REGION_RULE}:\n",
+            f"    Assertions:\n",
+            f"      - Assert: !Contains [[{listed}], !Ref AWS::Region]\n",
+            f"        AssertDescription: The provider publishes account-link only to {listed}; launch the stack in one of them.\n",
+            "\n",
+            "# Each published region's code bucket (written by package_template.py).\n",
+            "Mappings:\n",
+            f"  {MAPPING}:\n",
+        ]
+        block += [f"    {r}: {{Name: {_quote(bucket.replace(REGION_VAR, r))}}}\n" for r in regions]
+        block += ["\n", lines[conditions_line]]
+        edits[conditions_line] = block
     out_lines = []
     for i, line in enumerate(lines):
         out_lines.extend(edits.get(i, [line]))
@@ -177,6 +244,20 @@ def package(
 
     # Check the edit: the result must be the input with exactly the intended structural change.
     expected = _plain(template)
+    if signing_profile is not None:
+        expected["Parameters"][SIGNING_PARAM]["Default"] = signing_profile
+    if regional:
+        expected["Rules"][REGION_RULE] = {"Assertions": [{
+            "Assert": {"Fn::Contains": [list(regions), {"Ref": "AWS::Region"}]},
+            "AssertDescription": f"The provider publishes account-link only to {', '.join(regions)}; "
+                                 "launch the stack in one of them.",
+        }]}
+        reordered = {}
+        for k, v in expected.items():
+            if k == "Conditions":
+                reordered["Mappings"] = {MAPPING: {r: {"Name": bucket.replace(REGION_VAR, r)} for r in regions}}
+            reordered[k] = v
+        expected = reordered
     if plain:
         del expected["Transform"]
     for name in functions:
@@ -213,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="S3 bucket holding the zip, in the stack's region; may contain ${AWS::Region}")
     ap.add_argument("--key", required=True, help="object key of the zip, e.g. account-link/0.1.0/account-link.zip")
     ap.add_argument("--object-version", help="S3 object version id of the zip (versioned buckets)")
-    ap.add_argument("--code-sha256", help="hex SHA-256 of the zip, recorded in a comment for reviewers")
+    ap.add_argument("--code-sha256", help="hex SHA-256 of the zip; the --key must contain it (content-addressed)")
+    ap.add_argument("--regions", help="with a --bucket containing ${AWS::Region}: the regions published to, comma-separated")
+    ap.add_argument("--signing-profile-version-arn", help="default of CodeSigningProfileVersionArn (AWS Signer)")
     ap.add_argument("--plain", action="store_true", help="emit plain CloudFormation (no transform) for StackSets")
     ap.add_argument("-o", "--output", type=Path, help="output file (default: standard output)")
     args = ap.parse_args(argv)
@@ -223,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"package_template.py: cannot read {args.template}: {e.strerror}", file=sys.stderr)
         return 2
     try:
-        out = package(text, args.bucket, args.key, args.object_version, args.code_sha256, args.plain)
+        regions = [r.strip() for r in args.regions.split(",") if r.strip()] if args.regions else None
+        out = package(text, args.bucket, args.key, args.object_version, args.code_sha256, args.plain,
+                      regions, args.signing_profile_version_arn)
     except PackageError as e:
         print(f"package_template.py: {args.template}: {e}", file=sys.stderr)
         return 1

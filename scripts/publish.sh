@@ -11,11 +11,13 @@ usage() {
 Usage: scripts/publish.sh --bucket-prefix NAME --regions REGION[,REGION...] [options]
 
 For each region R, uploads to the existing bucket NAME-R (which must be in region R: Lambda reads code
-only from a bucket in the function's region; the templates name it NAME-${AWS::Region}):
-  PREFIX/VERSION/account-link.zip          the function (make package builds dist/account-link.zip)
+only from a bucket in the function's region):
+  PREFIX/VERSION/account-link-SHA256.zip   the function (make package builds dist/account-link.zip), under a
+                                           content-addressed key: the templates pin exactly these bytes
   PREFIX/VERSION/template.yaml             SAM template, CodeUri -> that zip (quick-create, cloudformation deploy)
   PREFIX/VERSION/template-plain.yaml       the same without the SAM transform (service-managed StackSets)
-and prints their HTTPS URLs. A version that is already published is never overwritten (unless --force).
+and prints their HTTPS URLs. The templates name each listed region's bucket in a mapping and refuse to be
+launched in any other region. A version that is already published is never overwritten (unless --force).
 
 Options:
   --bucket-prefix NAME   bucket name without the -REGION suffix (lowercase letters, digits, hyphens)
@@ -27,6 +29,9 @@ Options:
   --out-dir DIR          where the packaged templates are written (default: dist/publish)
   --latest               also copy both templates to PREFIX/latest/
   --force                overwrite a version that is already published
+  --signing-profile-version-arn ARN
+                         the AWS Signer profile version that signed the zip: the templates then enforce
+                         code signing by default (sign the zip with AWS Signer before publishing)
   --profile NAME         AWS CLI profile
   --dry-run              package and check locally, print the AWS commands instead of running them
   -h, --help             this text
@@ -37,6 +42,7 @@ die() { echo "publish.sh: $*" >&2; exit 2; }
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bucket_prefix="" regions="" prefix="account-link" version="" zip="" template="" out_base="" latest=0 force=0 dry_run=0
+signing_profile=""
 aws_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -50,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --latest) latest=1; shift ;;
     --force) force=1; shift ;;
     --profile) aws_args+=(--profile "${2:?--profile needs a value}"); shift 2 ;;
+    --signing-profile-version-arn) signing_profile="${2:?--signing-profile-version-arn needs a value}"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -79,14 +86,9 @@ for r in "${region_list[@]}"; do
   [[ "$r" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$ ]] || die "--regions: '$r' is not a region name"
 done
 
-if [[ -f "$zip" ]]; then
-  sha256="$("$python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$zip")"
-elif [[ $dry_run -eq 1 ]]; then
-  echo "publish.sh: note: $zip does not exist yet (make package); dry run continues" >&2
-  sha256=""
-else
-  die "$zip not found: run 'make package' first"
-fi
+# The zip's key is its SHA-256 (content-addressed), so even a dry run needs it.
+[[ -f "$zip" ]] || die "$zip not found: run 'make package' first"
+sha256="$("$python" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$zip")"
 if [[ $dry_run -eq 0 ]]; then
   command -v aws >/dev/null || die "the AWS CLI is required to publish (https://docs.aws.amazon.com/cli/)"
 fi
@@ -108,18 +110,19 @@ s3_host() { # region -> S3 endpoint host suffix
 }
 
 out_dir="${out_base:-$root/dist/publish}/$version"
-zip_key="$prefix/$version/account-link.zip"
-sha_args=()
-[[ -n "$sha256" ]] && sha_args=(--code-sha256 "$sha256")
-# One pair of templates for every region: the code bucket is named <bucket-prefix>-${AWS::Region}, so the
-# same template also serves a StackSet that spans regions. Built and checked locally before any upload.
+zip_key="$prefix/$version/account-link-$sha256.zip"
+extra_args=(--code-sha256 "$sha256" --regions "$regions")
+[[ -n "$signing_profile" ]] && extra_args+=(--signing-profile-version-arn "$signing_profile")
+# One pair of templates for every region: a mapping names each region's bucket <bucket-prefix>-<region>,
+# so the same template also serves a StackSet that spans the published regions (and refuses others).
+# Built and checked locally before any upload.
 mkdir -p "$out_dir"
 for variant in "" --plain; do
   name="template.yaml"
   [[ -n "$variant" ]] && name="template-plain.yaml"
   # shellcheck disable=SC2016 # ${AWS::Region} is for CloudFormation, not the shell
   "$python" "$root/scripts/package_template.py" "$template" --bucket "$bucket_prefix"'-${AWS::Region}' \
-    --key "$zip_key" ${sha_args[@]+"${sha_args[@]}"} $variant -o "$out_dir/$name"
+    --key "$zip_key" "${extra_args[@]}" $variant -o "$out_dir/$name"
 done
 if [[ -x "$cfn_lint" ]]; then
   "$cfn_lint" "$out_dir/template.yaml" "$out_dir/template-plain.yaml" \
@@ -162,7 +165,7 @@ done
 echo
 verb="Published"
 [[ $dry_run -eq 1 ]] && verb="Would publish"
-echo "$verb account-link $version${sha256:+ (zip sha256 $sha256)}:"
+echo "$verb account-link $version (zip sha256 $sha256):"
 printf '%s\n' "region template-url stackset-template-url" "${summary[@]}" | column -t 2>/dev/null \
   || printf '%s\n' "${summary[@]}"
 echo "Quick-create link: scripts/quick_create_link.py --region REGION --template-url TEMPLATE-URL ..."

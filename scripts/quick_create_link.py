@@ -11,10 +11,12 @@ prints
 
 The stack parameters go in the URL fragment (after #) as param_<Name>=<value>, URL-encoded. The console
 ignores NoEcho parameters in such links (ProviderSigningSecret): the customer pastes that one, so this
-script refuses it rather than leak it into a URL. Values are checked against the template's parameter
+script refuses it rather than leak it into a URL. With --param ProviderAuthMode=proof-only there is no
+secret at all (each event carries a proof of the account instead) and the link carries every parameter. Values are checked against the template's parameter
 rules (template.yaml by default; --template for another, --no-validate to skip). With --external-id
 auto a random external ID is generated and reported on standard error (or in --json output): store it,
-the provider must present it when assuming the roles.
+the provider must present it when assuming the roles. The template requires an ExternalId of at least 16
+characters; 'auto' makes 32 random hex digits.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from urllib.parse import quote, urlsplit
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
 STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z0-9]{1,255}$")
-EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_+=,.@:/-]{2,1224}$")
+EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_+=,.@:/-]{16,1224}$")
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise LinkError("give the external ID either with --external-id or with --param ExternalId=, not both")
             external_id = secrets.token_hex(16) if args.external_id == "auto" else args.external_id
             if not EXTERNAL_ID_RE.match(external_id):
-                raise LinkError("--external-id: 2 to 1224 characters of letters, digits and _+=,.@:/-")
+                raise LinkError("--external-id: 16 to 1224 characters of letters, digits and _+=,.@:/- (or auto)")
             params.insert(0, ("ExternalId", external_id))
         template_params = None
         if not args.no_validate:
@@ -186,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     if template_params is not None:
         given = {n for n, _ in params}
         missing = [n for n, s in template_params.items() if "Default" not in s and n not in given]
+        values = dict(params)
+        signs = values.get("ProviderAuthMode", "hmac-and-proof") != "proof-only"
+        if values.get("ProviderCallbackUrl") and signs and "ProviderSigningSecret" in template_params:
+            missing.append("ProviderSigningSecret (NoEcho; or use ProviderAuthMode=proof-only, which needs no secret)")
         if missing:
             print(f"note: the customer must still enter {', '.join(missing)}", file=sys.stderr)
     return 0

@@ -11,18 +11,20 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::cfn::{self, Answer, CfnRequest, IssuedId, ReplyTo, RequestError, RequestType};
+use crate::cfn::{self, Answer, CfnRequest, IssuedId, Origin, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
 use crate::deadline::{Deadline, InFlight};
 use link_contract::event::LinkProperties;
 use link_contract::inventory::Inventory;
 
 use crate::inventory::{self, Ec2Clients};
-use crate::notify::{Channels, Notifier, SnsPublisher, Webhook};
+use crate::notify::{Auth, Channels, Notifier, SnsPublisher, Webhook};
 use crate::outbound::{OutboundPolicy, Redacted};
 use crate::peering;
+use crate::proof::Prover;
 use crate::properties;
 use crate::report;
+use crate::secret::SigningKeys;
 
 /// The answer to CloudFormation starts at least this long before the runtime's deadline.
 pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
@@ -74,15 +76,25 @@ impl App {
             Ok(c) => (c, None),
             Err(e) => (Config::default(), Some(e)),
         };
+        let prover = config
+            .audience
+            .clone()
+            .map(|audience| Arc::new(Prover::new(sdk, audience)));
         let channels = Channels {
-            webhook: config
-                .callback
-                .clone()
-                .map(|c| Webhook::new(http.clone(), c)),
+            webhook: config.callback.clone().map(|c| {
+                let auth = Auth {
+                    keys: c
+                        .secret
+                        .clone()
+                        .map(|s| Arc::new(SigningKeys::from_source(s, sdk))),
+                    prover: prover.clone(),
+                };
+                Webhook::new(http.clone(), c, auth)
+            }),
             sns: config
                 .sns_topic_arn
                 .clone()
-                .map(|arn| SnsPublisher::new(aws_sdk_sns::Client::new(sdk), arn)),
+                .map(|arn| SnsPublisher::for_topic(sdk, arn, prover.clone())),
         };
         let ec2 = Ec2Clients::new(aws_sdk_ec2::Config::from(sdk));
         // The usual region's client is built at init; others on first use, then kept for the process.
@@ -105,6 +117,7 @@ pub async fn handle(app: Arc<App>, event: LambdaEvent<Value>) -> Result<Value, H
     handle_payload(
         app,
         event.payload,
+        &event.context.invoked_function_arn,
         Deadline::from_epoch_millis(event.context.deadline),
     )
     .await
@@ -123,12 +136,35 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
     }
 }
 
+/// One request, invoked as `function_arn` (the runtime's invoked function ARN): only a stack of that
+/// ARN's partition, region and account is served.
 pub async fn handle_payload(
     app: Arc<App>,
     payload: Value,
+    function_arn: &str,
     deadline: Deadline,
 ) -> Result<Value, HandlerError> {
-    let req = match cfn::parse(&payload, &app.outbound) {
+    let origin = match Origin::from_function_arn(function_arn) {
+        Ok(o) => o,
+        // Local emulators (cargo lambda watch) pass a placeholder, not an ARN: with the local-runs switch
+        // only, the request's own stack stands in. Lambda always passes the real ARN.
+        Err(_) if app.outbound.allows_loopback() => match local_origin(&payload) {
+            Some(o) => {
+                tracing::warn!(function_arn, "not a Lambda function ARN (a local emulator?); local runs use the StackId's account and region");
+                o
+            }
+            None => {
+                let message = format!("the runtime's invoked function ARN '{function_arn}' is not a Lambda function ARN and the request has no usable StackId");
+                tracing::error!(error = %message, "event cannot be answered");
+                return Err(HandlerError::Unanswerable(message));
+            }
+        },
+        Err(message) => {
+            tracing::error!(error = %message, "event cannot be answered");
+            return Err(HandlerError::Unanswerable(message));
+        }
+    };
+    let req = match cfn::parse(&payload, &app.outbound, &origin) {
         Ok(req) => req,
         Err(RequestError::Unanswerable(message)) => {
             tracing::error!(error = %message, "event cannot be answered");
@@ -172,6 +208,16 @@ pub async fn handle_payload(
     }
     .instrument(span)
     .await
+}
+
+/// The origin a local run assumes: the partition, region and account of the request's StackId.
+fn local_origin(payload: &Value) -> Option<Origin> {
+    let stack = cfn::parse_stack_arn(payload.get("StackId")?.as_str()?).ok()?;
+    Some(Origin {
+        partition: link_contract::partition::Partition::named(&stack.partition)?,
+        region: stack.region,
+        account_id: stack.account_id,
+    })
 }
 
 /// When the work must stop so the answer starts [`ANSWER_MARGIN`] before the deadline, with a little
@@ -287,7 +333,16 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
     if let Some(e) = &app.config_error {
         return fail(format!("the function is misconfigured: {e}"));
     }
-    let props = match properties::parse(&req.properties, &app.region, &req.stack.partition) {
+    let props = match properties::parse(
+        &req.properties,
+        &app.region,
+        &req.stack.partition,
+        &req.stack.account_id,
+    )
+    .and_then(|p| {
+        properties::require_external_id(&p)?;
+        Ok(p)
+    }) {
         Ok(p) => p,
         Err(e) => return fail(format!("invalid property {e}")),
     };
@@ -305,9 +360,15 @@ async fn link(app: &App, req: &CfnRequest, progress: &Progress, until: Deadline)
     }
     let link_id = cfn::link_id(&req.reply.stack_id, &req.reply.logical_resource_id);
     let previous = (req.request_type == RequestType::Update).then(|| {
-        req.old_properties
-            .as_ref()
-            .and_then(|old| properties::parse(old, &app.region, &req.stack.partition).ok())
+        req.old_properties.as_ref().and_then(|old| {
+            properties::parse(
+                old,
+                &app.region,
+                &req.stack.partition,
+                &req.stack.account_id,
+            )
+            .ok()
+        })
     });
     // The answer is prepared first so the inventory can move into the event instead of being copied.
     let mut answer = Answer::success(
@@ -371,11 +432,16 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
             );
         }
     };
-    let props = properties::parse(&req.properties, &app.region, &req.stack.partition)
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "invalid properties on Delete; unlinking with defaults");
-            properties::defaults(&app.region)
-        });
+    let props = properties::parse(
+        &req.properties,
+        &app.region,
+        &req.stack.partition,
+        &req.stack.account_id,
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "invalid properties on Delete; unlinking with defaults");
+        properties::defaults(&app.region)
+    });
     let mut notes = Vec::new();
     let inventory = match &app.config_error {
         Some(_) => None,

@@ -11,8 +11,10 @@ pub mod inventory;
 pub mod notify;
 pub mod outbound;
 pub mod peering;
+pub mod proof;
 pub mod properties;
 pub mod report;
+pub mod secret;
 pub mod text;
 
 pub use handler::{handle, App};

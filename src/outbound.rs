@@ -16,8 +16,13 @@ pub enum OutboundError {
     Invalid { field: &'static str, reason: String },
     #[error("{field} must use https (plain http is allowed only to loopback addresses with {ALLOW_LOOPBACK_ENV}=true), got {scheme}://")]
     Scheme { field: &'static str, scheme: String },
-    #[error("{field} must point to an Amazon S3 endpoint of an AWS partition (such as *.s3.amazonaws.com), got host {host}")]
-    NotS3 { field: &'static str, host: String },
+    /// `expected` names the bucket and an endpoint it is served from; `got` the URL's host and path.
+    #[error("{field} must point to CloudFormation's response bucket of this region on Amazon S3 (such as {expected}), got {got}")]
+    NotResponseBucket {
+        field: &'static str,
+        expected: String,
+        got: String,
+    },
     #[error("{field} must not carry a user name or password")]
     Credentials { field: &'static str },
 }
@@ -37,16 +42,44 @@ impl OutboundPolicy {
         self.allow_loopback
     }
 
-    /// CloudFormation's pre-signed `ResponseURL`: https on an S3 host of an AWS partition.
-    pub fn response_url(&self, raw: &str) -> Result<Url, OutboundError> {
+    /// CloudFormation's pre-signed `ResponseURL`: https, in CloudFormation's response bucket of the
+    /// function's own region (`cloudformation-custom-resource-response-<region without dashes>`, as AWS
+    /// documents for custom resources), virtual-hosted or path-style, on an S3 endpoint of the partition.
+    /// Anything else could be a bucket someone else owns, who would receive the answer and its inventory.
+    pub fn response_url(
+        &self,
+        raw: &str,
+        partition: &'static Partition,
+        region: &str,
+    ) -> Result<Url, OutboundError> {
         const FIELD: &str = "ResponseURL";
         let url = self.parse(FIELD, raw)?;
         if self.is_allowed_loopback(&url) {
             return Ok(url);
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-        if url.port().is_some_and(|p| p != 443) || !is_s3_host(&host) {
-            return Err(OutboundError::NotS3 { field: FIELD, host });
+        let bucket = response_bucket(region);
+        let in_bucket = |endpoint: &String| {
+            let virtual_hosted = host
+                .strip_prefix(bucket.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(endpoint.as_str());
+            let path_style = host == *endpoint
+                && url
+                    .path()
+                    .strip_prefix('/')
+                    .and_then(|p| p.strip_prefix(bucket.as_str()))
+                    .is_some_and(|rest| rest.starts_with('/'));
+            virtual_hosted || path_style
+        };
+        if url.port().is_some_and(|p| p != 443) || !partition.s3_hosts(region).iter().any(in_bucket)
+        {
+            let path: String = url.path().chars().take(80).collect();
+            return Err(OutboundError::NotResponseBucket {
+                field: FIELD,
+                expected: format!("https://{bucket}.s3.{region}.{}/", partition.dns_suffix),
+                got: format!("{host}{path}"),
+            });
         }
         Ok(url)
     }
@@ -95,14 +128,12 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// `bucket.s3.amazonaws.com`, `bucket.s3.us-east-2.amazonaws.com`, `s3-external-1.amazonaws.com`,
-/// `bucket.s3.dualstack.eu-west-1.amazonaws.com`, `bucket.s3.cn-north-1.amazonaws.com.cn`, ...
-fn is_s3_host(host: &str) -> bool {
-    Partition::dns_suffixes().any(|suffix| {
-        host.strip_suffix(suffix)
-            .and_then(|rest| rest.strip_suffix('.'))
-            .is_some_and(|rest| rest.split('.').any(|l| l == "s3" || l.starts_with("s3-")))
-    })
+/// CloudFormation's bucket for custom resource answers in `region`.
+pub fn response_bucket(region: &str) -> String {
+    format!(
+        "cloudformation-custom-resource-response-{}",
+        region.replace('-', "")
+    )
 }
 
 /// A URL as it may appear in a log: scheme, host, port and path; never the query string, fragment or
@@ -128,37 +159,54 @@ impl fmt::Display for Redacted<'_> {
 mod tests {
     use super::*;
 
+    fn part(name: &str) -> &'static Partition {
+        Partition::named(name).unwrap()
+    }
+
     #[test]
-    fn s3_hosts_of_every_partition_are_allowed() {
+    fn the_response_bucket_of_the_region_is_allowed_in_every_form() {
         let p = OutboundPolicy::new(false);
-        for ok in [
-            "https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/arn%3A/x?X-Amz-Signature=a",
-            "https://cloudformation-custom-resource-response-euwest1.s3.eu-west-1.amazonaws.com/k?sig",
-            "https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/k",
-            "https://b.s3-external-1.amazonaws.com/k",
-            "https://b.s3.dualstack.us-gov-west-1.amazonaws.com/k",
-            "https://S3.AMAZONAWS.COM/bucket/key",
+        for (ok, partition, region) in [
+            ("https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/arn%3A/x?X-Amz-Signature=a", "aws", "us-east-1"),
+            ("https://cloudformation-custom-resource-response-useast1.s3-external-1.amazonaws.com/k", "aws", "us-east-1"),
+            ("https://cloudformation-custom-resource-response-euwest1.s3.eu-west-1.amazonaws.com/k?sig", "aws", "eu-west-1"),
+            ("https://cloudformation-custom-resource-response-euwest1.s3-eu-west-1.amazonaws.com/k", "aws", "eu-west-1"),
+            ("https://s3.eu-west-1.amazonaws.com/cloudformation-custom-resource-response-euwest1/k", "aws", "eu-west-1"),
+            ("https://s3.amazonaws.com/cloudformation-custom-resource-response-euwest1/k", "aws", "eu-west-1"),
+            ("https://cloudformation-custom-resource-response-cnnorth1.s3.cn-north-1.amazonaws.com.cn/k", "aws-cn", "cn-north-1"),
+            ("https://cloudformation-custom-resource-response-usgovwest1.s3.dualstack.us-gov-west-1.amazonaws.com/k", "aws-us-gov", "us-gov-west-1"),
+            ("https://cloudformation-custom-resource-response-usgovwest1.s3-fips.us-gov-west-1.amazonaws.com/k", "aws-us-gov", "us-gov-west-1"),
+            ("https://CLOUDFORMATION-CUSTOM-RESOURCE-RESPONSE-USEAST1.S3.AMAZONAWS.COM/key", "aws", "us-east-1"),
         ] {
-            assert!(p.response_url(ok).is_ok(), "{ok}");
+            assert!(p.response_url(ok, part(partition), region).is_ok(), "{ok}");
         }
     }
 
     #[test]
-    fn non_s3_or_non_https_response_urls_are_refused() {
+    fn any_other_bucket_or_scheme_is_refused() {
         let p = OutboundPolicy::new(false);
+        let aws = part("aws");
         for (bad, want) in [
-            ("http://b.s3.amazonaws.com/k", "https"),
-            ("https://evil.example.com/k", "S3 endpoint"),
-            ("https://s3.amazonaws.com.evil.com/k", "S3 endpoint"),
-            ("https://ec2.us-east-1.amazonaws.com/k", "S3 endpoint"),
-            ("https://amazonaws.com/k", "S3 endpoint"),
-            ("https://b.s3.amazonaws.com:8443/k", "S3 endpoint"),
-            ("https://u:p@b.s3.amazonaws.com/k", "user name"),
+            ("http://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k", "https"),
+            // Someone else's bucket on a genuine S3 host: the answer (and its inventory) would be theirs.
+            ("https://attacker-bucket.s3.us-west-2.amazonaws.com/k", "response bucket"),
+            ("https://s3.us-west-2.amazonaws.com/attacker-bucket/k", "response bucket"),
+            ("https://s3.us-west-2.amazonaws.com/cloudformation-custom-resource-response-uswest2-x/k", "response bucket"),
+            // Another region's response bucket, or this bucket through another region's endpoint.
+            ("https://cloudformation-custom-resource-response-useast1.s3.amazonaws.com/k", "response bucket"),
+            ("https://cloudformation-custom-resource-response-uswest2.s3.eu-west-1.amazonaws.com/k", "response bucket"),
+            ("https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com.cn/k", "response bucket"),
+            ("https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com.evil.com/k", "response bucket"),
+            ("https://x.cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k", "response bucket"),
+            ("https://evil.example.com/k", "response bucket"),
+            ("https://ec2.us-west-2.amazonaws.com/k", "response bucket"),
+            ("https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com:8443/k", "response bucket"),
+            ("https://u:p@cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k", "user name"),
             ("http://127.0.0.1:5000/k", "https"),
             ("file:///etc/passwd", "https"),
             ("not a url", "not a valid URL"),
         ] {
-            let err = p.response_url(bad).unwrap_err().to_string();
+            let err = p.response_url(bad, aws, "us-west-2").unwrap_err().to_string();
             assert!(
                 err.contains(want) && err.contains("ResponseURL"),
                 "{bad}: {err}"
@@ -174,10 +222,15 @@ mod tests {
             "http://localhost:1/k",
             "http://[::1]:9/k",
         ] {
-            assert!(on.response_url(ok).is_ok(), "{ok}");
+            assert!(
+                on.response_url(ok, part("aws"), "us-west-2").is_ok(),
+                "{ok}"
+            );
             assert!(on.provider_url("PROVIDER_CALLBACK_URL", ok).is_ok(), "{ok}");
         }
-        assert!(on.response_url("http://10.0.0.1/k").is_err());
+        assert!(on
+            .response_url("http://10.0.0.1/k", part("aws"), "us-west-2")
+            .is_err());
         assert!(on
             .provider_url("PROVIDER_CALLBACK_URL", "http://example.com/hook")
             .is_err());

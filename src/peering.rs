@@ -555,7 +555,9 @@ async fn accept(ec2: &Ec2<'_>, req: &CfnRequest, changed: &Changed, until: Deadl
 /// The route tables to route through the connection: those named (each must be in the VPC), or every
 /// table of the VPC.
 async fn chosen_tables(ec2: &Ec2<'_>, p: &PeeringProperties) -> Result<Vec<RouteTable>, String> {
-    let all = ec2.tables_of(&p.vpc_id).await?;
+    let mut all = ec2.tables_of(&p.vpc_id).await?;
+    // In id order, so the answer and the event name them the same way every time.
+    all.sort_by(|a, b| a.route_table_id().cmp(&b.route_table_id()));
     if p.route_table_ids.is_empty() {
         if all.is_empty() {
             return Err(format!(

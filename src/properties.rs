@@ -39,6 +39,9 @@ pub const PEERING_STATUSES: &[&str] = &[
 pub const CLOUDFORMATION_KEYS: &[&str] = &["ServiceToken", "ServiceTimeout"];
 
 const MAX_REGIONS: usize = 32;
+/// The shortest ExternalId a link accepts: the provider generates it (16 random bytes as 32 hex digits by
+/// default), so that nobody can guess the one another customer's roles expect (the confused deputy).
+pub const MIN_EXTERNAL_ID_LEN: usize = 16;
 const MAX_ROLES: usize = 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,12 +69,14 @@ pub fn defaults(function_region: &str) -> LinkProperties {
     }
 }
 
-/// Parses `ResourceProperties`. `partition` is the stack's (from its ARN): regions and role ARNs must
-/// belong to it.
+/// Parses `ResourceProperties`. `partition` and `account` are the stack's (from its ARN): regions must
+/// belong to the partition, role ARNs to the stack's own account (a stack cannot claim another account's
+/// roles).
 pub fn parse(
     value: &Value,
     function_region: &str,
     partition: &str,
+    account: &str,
 ) -> Result<LinkProperties, PropertyError> {
     const ROOT: &str = "ResourceProperties";
     let empty = serde_json::Map::new();
@@ -98,7 +103,7 @@ pub fn parse(
     Ok(LinkProperties {
         regions,
         external_id: parse_external_id(obj.get("ExternalId"))?,
-        roles: parse_roles(obj.get("Roles"), partition)?,
+        roles: parse_roles(obj.get("Roles"), partition, account)?,
         vpc_id: parse_vpc_id(obj.get("VpcId"))?,
         peering: parse_peering(obj.get("Peering"))?,
     })
@@ -212,9 +217,30 @@ fn parse_external_id(v: Option<&Value>) -> Result<Option<String>, PropertyError>
     Ok(Some(id))
 }
 
+/// What a link (Create, Update) needs beyond valid properties: an ExternalId of at least
+/// [`MIN_EXTERNAL_ID_LEN`] characters. (Delete does not ask: a stack must stay deletable.)
+pub fn require_external_id(props: &LinkProperties) -> Result<&str, PropertyError> {
+    const F: &str = "ExternalId";
+    let Some(id) = props.external_id.as_deref() else {
+        return Err(err(
+            F,
+            format!("is required: the provider's external ID, at least {MIN_EXTERNAL_ID_LEN} characters, which the roles it assumes demand"),
+        ));
+    };
+    let len = id.chars().count();
+    if len < MIN_EXTERNAL_ID_LEN {
+        return Err(err(
+            F,
+            format!("is {len} characters long; a link needs at least {MIN_EXTERNAL_ID_LEN} (the provider generates it)"),
+        ));
+    }
+    Ok(id)
+}
+
 fn parse_roles(
     v: Option<&Value>,
     partition: &str,
+    account: &str,
 ) -> Result<BTreeMap<String, String>, PropertyError> {
     const F: &str = "Roles";
     let obj = match v {
@@ -255,13 +281,13 @@ fn parse_roles(
         let Some(arn) = scalar(Some(arn), &field)? else {
             return Err(err(field, "is empty; give the role's ARN"));
         };
-        check_role_arn(&arn, partition).map_err(|m| err(&field, m))?;
+        check_role_arn(&arn, partition, account).map_err(|m| err(&field, m))?;
         out.insert(name.clone(), arn);
     }
     Ok(out)
 }
 
-fn check_role_arn(arn: &str, partition: &str) -> Result<(), String> {
+fn check_role_arn(arn: &str, partition: &str, account: &str) -> Result<(), String> {
     let shown = crate::text::truncate_chars(arn, 120);
     let bad = || {
         format!("'{shown}' is not an IAM role ARN (arn:{partition}:iam::123456789012:role/Name)")
@@ -279,6 +305,12 @@ fn check_role_arn(arn: &str, partition: &str) -> Result<(), String> {
         return Err(format!(
             "'{shown}' is in partition {}, but the stack runs in partition {partition}",
             parsed.partition.name
+        ));
+    }
+    if parsed.account != account {
+        return Err(format!(
+            "'{shown}' is a role of account {}, but the stack runs in account {account}; a link names only its own account's roles",
+            parsed.account
         ));
     }
     Ok(())
@@ -416,7 +448,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<LinkProperties, PropertyError> {
-        super::parse(&v, "us-west-2", "aws")
+        super::parse(&v, "us-west-2", "aws", "123456789012")
     }
 
     #[test]
@@ -489,6 +521,22 @@ mod tests {
     }
 
     #[test]
+    fn a_link_requires_a_long_external_id() {
+        let p = |id: &str| parse(json!({ "ExternalId": id })).unwrap();
+        let e = require_external_id(&p("")).unwrap_err();
+        assert!(
+            e.field == "ExternalId" && e.message.contains("is required"),
+            "{e}"
+        );
+        let e = require_external_id(&p("ext-123_abc")).unwrap_err();
+        assert!(e.message.contains("11 characters long"), "{e}");
+        assert_eq!(
+            require_external_id(&p("0123456789abcdef")).unwrap(),
+            "0123456789abcdef"
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             (
@@ -542,6 +590,11 @@ mod tests {
                 json!({"Roles": {"R": "arn:aws-cn:iam::123456789012:role/R"}}),
                 "Roles.R",
                 "partition aws-cn",
+            ),
+            (
+                json!({"Roles": {"R": "arn:aws:iam::210987654321:role/R"}}),
+                "Roles.R",
+                "role of account 210987654321",
             ),
             (json!({"VpcId": "vpc-xyz"}), "VpcId", "not a VPC id"),
             (json!({"Peering": "pcx-1"}), "Peering", "must be a map"),

@@ -55,10 +55,15 @@ async fn app_with(ec2: &Server, webhook: Option<Webhook>) -> Arc<App> {
 fn webhook(url: &str, per_attempt: Duration) -> Webhook {
     let callback = Callback {
         url: url::Url::parse(url).unwrap(),
-        secrets: SigningSecret::parse_list(SECRET).unwrap(),
+        secret: None,
         max_body_bytes: account_link::config::DEFAULT_MAX_BODY_BYTES,
     };
-    Webhook::new(http_client(), callback).with_policy(RetryPolicy {
+    Webhook::new(
+        http_client(),
+        callback,
+        common::hmac_auth(SigningSecret::parse_list(SECRET).unwrap()),
+    )
+    .with_policy(RetryPolicy {
         max_attempts: 5,
         per_attempt,
         base_delay: Duration::from_millis(50),
@@ -77,7 +82,7 @@ async fn run(
     let mut payload = common::event(name, &s3.url(&format!("/bucket/{name}?{S3_SECRET}")));
     payload["ResourceProperties"]["Regions"] = serde_json::json!(["us-west-2", "eu-west-1"]);
     let deadline = Deadline::after(within);
-    let result = handle_payload(app, payload, deadline).await;
+    let result = handle_payload(app, payload, common::FUNCTION_ARN, deadline).await;
     let reqs = s3.requests();
     for r in &reqs {
         let before = deadline
@@ -216,9 +221,14 @@ async fn response_url_unreachable_is_an_error_not_a_hang() {
     );
     payload["ResourceProperties"]["Regions"] = serde_json::json!(["us-west-2"]);
     let deadline = Deadline::after(Duration::from_secs(5));
-    let err = handle_payload(app_with(&ec2, None).await, payload, deadline)
-        .await
-        .unwrap_err();
+    let err = handle_payload(
+        app_with(&ec2, None).await,
+        payload,
+        common::FUNCTION_ARN,
+        deadline,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, HandlerError::AnswerNotDelivered { .. }),
         "{err}"
@@ -337,9 +347,14 @@ async fn a_create_that_failed_after_telling_the_provider_is_undone_on_rollback()
     let s3 = ok_s3().await;
     let mut delete = common::event("delete.json", &s3.url("/b/rollback"));
     delete["PhysicalResourceId"] = placeholder.clone().into();
-    handle_payload(app, delete, Deadline::after(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    handle_payload(
+        app,
+        delete,
+        common::FUNCTION_ARN,
+        Deadline::after(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     let answer: Value = serde_json::from_slice(&s3.requests()[0].body).unwrap();
     assert_eq!(answer["Status"], "SUCCESS");
     assert_eq!(answer["PhysicalResourceId"], placeholder.as_str());

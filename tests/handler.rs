@@ -123,6 +123,7 @@ async fn ten_thousand_subnets_fit_in_the_answer() {
     handle_payload(
         app(client.config().clone(), Arc::new(Silent)),
         payload,
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(20)),
     )
     .await
@@ -156,6 +157,7 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
     handle_payload(
         app(aws_sdk_ec2::Config::from(&sdk), Arc::new(Silent)),
         payload,
+        common::FUNCTION_ARN,
         deadline,
     )
     .await
@@ -198,6 +200,7 @@ async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
         handle_payload(
             app.clone(),
             payload,
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(10)),
         )
         .await
@@ -217,6 +220,7 @@ async fn a_panic_still_answers_failed_and_the_next_request_is_served() {
     handle_payload(
         app.clone(),
         common::event("delete.json", &s3.url("/b/k")),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(10)),
     )
     .await
@@ -234,6 +238,7 @@ async fn the_same_request_twice_gets_the_same_answer() {
         handle_payload(
             app.clone(),
             common::event("create.json", &s3.url("/b/k")),
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(10)),
         )
         .await
@@ -250,6 +255,7 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     let err = handle_payload(
         app.clone(),
         serde_json::json!({"RequestType": "Create"}),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await
@@ -262,11 +268,12 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     let err = handle_payload(
         app.clone(),
         payload.clone(),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("S3 endpoint"), "{err}");
+    assert!(err.to_string().contains("response bucket"), "{err}");
 
     let s3 = s3().await;
     payload["ResponseURL"] = s3.url("/b/k").into();
@@ -274,6 +281,7 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
     handle_payload(
         app.clone(),
         payload,
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await

@@ -36,12 +36,17 @@ async fn check(app: &Arc<App>, name: &str, raw: &str, expect: &Expect) {
             handle_payload(
                 app.clone(),
                 payload,
+                common::FUNCTION_ARN,
                 Deadline::after(Duration::from_secs(5)),
             )
             .await
         }
         // Not JSON: the runtime cannot even hand it over; the parser says why.
-        Err(_) => match parse_bytes(text.as_bytes(), &OutboundPolicy::new(true)) {
+        Err(_) => match parse_bytes(
+            text.as_bytes(),
+            &OutboundPolicy::new(true),
+            &common::origin(),
+        ) {
             Err(RequestError::Unanswerable(m)) => Err(HandlerError::Unanswerable(m)),
             other => panic!("{name}: {other:?}"),
         },
@@ -114,6 +119,7 @@ async fn every_invalid_event_gets_a_clear_outcome() {
     handle_payload(
         app,
         common::event("create.json", &s3.url("/b/k")),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(5)),
     )
     .await

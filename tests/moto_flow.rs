@@ -84,6 +84,7 @@ async fn create_update_delete_against_moto() {
         let returned = handle_payload(
             app.clone(),
             payload.clone(),
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(30)),
         )
         .await
@@ -165,6 +166,7 @@ async fn a_failed_create_rolls_back_without_an_unlink() {
     handle_payload(
         app.clone(),
         create.clone(),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(30)),
     )
     .await
@@ -188,6 +190,7 @@ async fn a_failed_create_rolls_back_without_an_unlink() {
     handle_payload(
         app.clone(),
         delete,
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(30)),
     )
     .await

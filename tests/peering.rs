@@ -114,6 +114,7 @@ async fn send(moto: &Moto, app: &Arc<account_link::App>, key: &str, req: Value) 
     let returned = handle_payload(
         app.clone(),
         req.clone(),
+        common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(30)),
     )
     .await
@@ -203,9 +204,14 @@ async fn accepts_routes_narrows_and_removes() {
         "RequesterVpcId": a["Data"]["RequesterVpcId"],
         "AccepterVpcId": a["Data"]["AccepterVpcId"],
     });
-    handle_payload(link_app, update, Deadline::after(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    handle_payload(
+        link_app,
+        update,
+        common::FUNCTION_ARN,
+        Deadline::after(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
     assert_eq!(moto.read_answer("p/link-update")["Status"], "SUCCESS");
     let events = recorder.0.lock().unwrap().clone();
     assert_eq!(events.len(), 1);
@@ -518,9 +524,14 @@ async fn the_wait_for_active_ends_in_time_and_names_it() {
     });
     let url = s3.url("/bucket/answer?X-Amz-Signature=S3CR3T");
     let deadline = Deadline::after(Duration::from_secs(6));
-    handle_payload(app, request("Create", &url, &p, None, None), deadline)
-        .await
-        .unwrap();
+    handle_payload(
+        app,
+        request("Create", &url, &p, None, None),
+        common::FUNCTION_ARN,
+        deadline,
+    )
+    .await
+    .unwrap();
     let puts = s3.requests();
     assert_eq!(puts.len(), 1, "exactly one answer");
     let left = deadline

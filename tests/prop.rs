@@ -51,7 +51,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn create_with(props: Value) -> Value {
-    let mut v = common::event("create.json", "https://b.s3.amazonaws.com/k");
+    let mut v = common::event(
+        "create.json",
+        "https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k",
+    );
     v["ResourceProperties"] = props;
     v
 }
@@ -61,19 +64,19 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = cfn::parse_bytes(&bytes, &OutboundPolicy::new(false));
+        let _ = cfn::parse_bytes(&bytes, &OutboundPolicy::new(false), &common::origin());
     }
 
     #[test]
     fn arbitrary_envelopes_are_answerable_or_refused(fields in json_value()) {
-        let mut v = common::event("create.json", "https://b.s3.amazonaws.com/k");
+        let mut v = common::event("create.json", "https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k");
         if let (Value::Object(extra), Value::Object(obj)) = (fields, &mut v) {
             for (k, val) in extra {
                 obj.insert(k, val);
             }
         }
-        match cfn::parse(&v, &OutboundPolicy::new(false)) {
-            Ok(req) => prop_assert_eq!(req.reply.response_url.as_str(), "https://b.s3.amazonaws.com/k"),
+        match cfn::parse(&v, &OutboundPolicy::new(false), &common::origin()) {
+            Ok(req) => prop_assert_eq!(req.reply.response_url.as_str(), "https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k"),
             Err(RequestError::Invalid { message, .. }) => prop_assert!(message.starts_with("invalid request")),
             Err(RequestError::Unanswerable(m)) => prop_assert!(false, "the URL was fine: {}", m),
         }
@@ -81,8 +84,8 @@ proptest! {
 
     #[test]
     fn property_errors_always_name_a_field(props in json_value()) {
-        let req = cfn::parse(&create_with(props.clone()), &OutboundPolicy::new(false)).unwrap();
-        match properties::parse(&req.properties, "us-west-2", "aws") {
+        let req = cfn::parse(&create_with(props.clone()), &OutboundPolicy::new(false), &common::origin()).unwrap();
+        match properties::parse(&req.properties, "us-west-2", "aws", "123456789012") {
             Ok(p) => prop_assert!(!p.regions.is_empty()),
             Err(e) => {
                 let known = ["ResourceProperties", "Regions", "ExternalId", "Roles", "VpcId"];
@@ -95,7 +98,7 @@ proptest! {
     #[test]
     fn the_answer_always_fits(reason in ".{0,3000}", values in prop::collection::vec(".{0,600}", 0..12), id in "[ -~]{1,1024}") {
         let reply = ReplyTo {
-            response_url: url::Url::parse("https://b.s3.amazonaws.com/k").unwrap(),
+            response_url: url::Url::parse("https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k").unwrap(),
             stack_id: "arn:aws:cloudformation:us-west-2:123456789012:stack/s/guid".into(),
             request_id: "r".into(),
             logical_resource_id: "Link".into(),
@@ -130,7 +133,7 @@ proptest! {
             route_tables: (0..*tables).map(|t| RouteTable { route_table_id: format!("rtb-{v:04x}{t:04x}"), ..RouteTable::default() }).collect(),
             ..Vpc::default()
         }).collect();
-        let req = cfn::parse(&common::event("create.json", "https://b.s3.amazonaws.com/k"), &OutboundPolicy::new(false)).unwrap();
+        let req = cfn::parse(&common::event("create.json", "https://cloudformation-custom-resource-response-uswest2.s3.us-west-2.amazonaws.com/k"), &OutboundPolicy::new(false), &common::origin()).unwrap();
         let inv = Inventory(vec![RegionInventory { region: "us-west-2".into(), vpcs }, RegionInventory { region: "eu-west-1".into(), vpcs: vec![] }]);
         let event = account_link::report::link_event(&req, "link-x", &properties::defaults("us-west-2"), None, Some(inv.clone()));
         let parts: Vec<LinkEvent> = parts::split(&event, max).iter().map(|p| {

@@ -82,6 +82,7 @@ async fn link_flow_reaches_the_provider_and_sns() {
         handle_payload(
             app.clone(),
             payload(&moto, name, &key),
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(30)),
         )
         .await
@@ -161,9 +162,14 @@ async fn python_standardwebhooks_verifies_what_we_send() {
     for name in ["create.json", "update.json", "delete.json"] {
         let mut p = common::event(name, &moto.presign(name));
         p["ResourceProperties"]["Regions"] = json!(["us-west-2"]);
-        handle_payload(app.clone(), p, Deadline::after(Duration::from_secs(30)))
-            .await
-            .unwrap();
+        handle_payload(
+            app.clone(),
+            p,
+            common::FUNCTION_ARN,
+            Deadline::after(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
         assert_eq!(moto.read_answer(name)["Status"], "SUCCESS");
     }
     let verified = common::json_lines(&out);
@@ -195,10 +201,10 @@ fn mocked_app(callback: Option<Webhook>) -> Arc<App> {
 fn webhook(url: &str, per_attempt: Duration) -> Webhook {
     let callback = Callback {
         url: url::Url::parse(url).unwrap(),
-        secrets: secrets(),
+        secret: None,
         max_body_bytes: account_link::config::DEFAULT_MAX_BODY_BYTES,
     };
-    Webhook::new(http_client(), callback).with_policy(RetryPolicy {
+    Webhook::new(http_client(), callback, common::hmac_auth(secrets())).with_policy(RetryPolicy {
         max_attempts: 6,
         per_attempt,
         base_delay: Duration::from_millis(50),
@@ -213,6 +219,7 @@ async fn run(app: Arc<App>, name: &str, within: Duration) -> (Value, Instant, De
     handle_payload(
         app,
         common::event(name, &s3.url("/b/k?X-Amz-Signature=S3SECRET")),
+        common::FUNCTION_ARN,
         deadline,
     )
     .await
@@ -385,6 +392,7 @@ fn big_event(subnets: usize) -> LinkEvent {
     let req = account_link::cfn::parse(
         &common::event("create.json", "http://127.0.0.1:1/k"),
         &OutboundPolicy::new(true),
+        &common::origin(),
     )
     .unwrap();
     let props = account_link::properties::defaults("us-west-2");
@@ -444,6 +452,7 @@ async fn ten_thousand_subnets_reach_sns_in_parts() {
     let publisher = SnsPublisher::new(
         aws_sdk_sns::Client::new(&sdk),
         topic["topicArn"].as_str().unwrap().into(),
+        None,
     );
     let event = big_event(10_000);
     publisher

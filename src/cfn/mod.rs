@@ -5,7 +5,8 @@ mod request;
 mod response;
 
 pub use request::{
-    parse, parse_bytes, parse_stack_arn, CfnRequest, ReplyTo, RequestError, RequestType, StackArn,
+    parse, parse_bytes, parse_stack_arn, CfnRequest, Origin, ReplyTo, RequestError, RequestType,
+    StackArn,
 };
 pub use response::{put_answer, render, Answer, AnswerError, Status, MAX_RESPONSE_BYTES};
 

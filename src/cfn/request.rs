@@ -5,6 +5,7 @@
 
 use aws_lambda_events::event::cloudformation::{CreateRequest, DeleteRequest, UpdateRequest};
 use link_contract::arn::Arn;
+use link_contract::partition::Partition;
 use serde_json::Value;
 use url::Url;
 
@@ -71,14 +72,58 @@ pub enum RequestError {
     },
 }
 
-/// Parses a raw invocation payload (bytes, as the fuzz target and tests give it).
-pub fn parse_bytes(payload: &[u8], policy: &OutboundPolicy) -> Result<CfnRequest, RequestError> {
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| RequestError::Unanswerable(format!("the event is not valid JSON: {e}")))?;
-    parse(&value, policy)
+/// Where the function runs, from the ARN the Lambda runtime says it was invoked by (on every
+/// invocation). Only a stack of the same partition, region and account may use the function, and its
+/// answer goes only to CloudFormation's response bucket of that region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub partition: &'static Partition,
+    pub region: String,
+    pub account_id: String,
 }
 
-pub fn parse(payload: &Value, policy: &OutboundPolicy) -> Result<CfnRequest, RequestError> {
+impl Origin {
+    /// `arn:aws:lambda:us-west-2:123456789012:function:name[:qualifier]`
+    pub fn from_function_arn(arn: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "the runtime's invoked function ARN '{}' is not a Lambda function ARN, so the request's origin cannot be checked",
+                truncate_chars(arn, 160)
+            )
+        };
+        let parsed = Arn::parse(arn).map_err(|_| bad())?;
+        match (parsed.service, parsed.resource_type()) {
+            ("lambda", Some(("function", _)))
+                if !parsed.region.is_empty() && !parsed.account.is_empty() =>
+            {
+                Ok(Self {
+                    partition: parsed.partition,
+                    region: parsed.region.to_string(),
+                    account_id: parsed.account.to_string(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Parses a raw invocation payload (bytes, as the fuzz target and tests give it).
+pub fn parse_bytes(
+    payload: &[u8],
+    policy: &OutboundPolicy,
+    origin: &Origin,
+) -> Result<CfnRequest, RequestError> {
+    let value: Value = serde_json::from_slice(payload)
+        .map_err(|e| RequestError::Unanswerable(format!("the event is not valid JSON: {e}")))?;
+    parse(&value, policy, origin)
+}
+
+/// Parses and checks a request sent to the function running at `origin`.
+pub fn parse(
+    payload: &Value,
+    policy: &OutboundPolicy,
+    origin: &Origin,
+) -> Result<CfnRequest, RequestError> {
     let obj = payload.as_object().ok_or_else(|| {
         RequestError::Unanswerable(
             "the event is not a CloudFormation custom resource request (expected a JSON object)"
@@ -94,7 +139,7 @@ pub fn parse(payload: &Value, policy: &OutboundPolicy) -> Result<CfnRequest, Req
             )
         })?;
     let response_url = policy
-        .response_url(raw_url)
+        .response_url(raw_url, origin.partition, &origin.region)
         .map_err(|e: OutboundError| RequestError::Unanswerable(e.to_string()))?;
 
     // Best-effort echo fields, so even a malformed request gets a FAILED that names its problem.
@@ -186,6 +231,22 @@ pub fn parse(payload: &Value, policy: &OutboundPolicy) -> Result<CfnRequest, Req
 
     let stack = parse_stack_arn(&stack_id)
         .map_err(|m| invalid(format!("invalid request field StackId: {m}")))?;
+    // A request for another account's or region's stack is forged (or misrouted): nothing of it may reach
+    // the provider, which would otherwise hear a validly signed event about an account it did not come from.
+    if (
+        stack.partition.as_str(),
+        stack.region.as_str(),
+        stack.account_id.as_str(),
+    ) != (
+        origin.partition.name,
+        origin.region.as_str(),
+        origin.account_id.as_str(),
+    ) {
+        return Err(invalid(format!(
+            "invalid request field StackId: the stack is in account {} region {} ({}), but this function runs in account {} region {} ({}); it serves only stacks of its own account and region",
+            stack.account_id, stack.region, stack.partition, origin.account_id, origin.region, origin.partition.name
+        )));
+    }
     check(&request_id, "RequestId", 1, 256).map_err(&invalid)?;
     check(&logical, "LogicalResourceId", 1, 255).map_err(&invalid)?;
     if !logical.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -262,6 +323,19 @@ mod tests {
         OutboundPolicy::new(false)
     }
 
+    pub(crate) fn origin() -> Origin {
+        Origin::from_function_arn("arn:aws:lambda:us-west-2:123456789012:function:account-link")
+            .unwrap()
+    }
+
+    fn parse(v: &Value, p: &OutboundPolicy) -> Result<CfnRequest, RequestError> {
+        super::parse(v, p, &origin())
+    }
+
+    fn parse_bytes(b: &[u8], p: &OutboundPolicy) -> Result<CfnRequest, RequestError> {
+        super::parse_bytes(b, p, &origin())
+    }
+
     #[test]
     fn sample_events_parse() {
         let c = parse(&fixture("create.json"), &policy()).unwrap();
@@ -285,7 +359,7 @@ mod tests {
             (b"{\"RequestType\":\"Create\"}", "no ResponseURL"),
             (
                 b"{\"ResponseURL\":\"https://example.com/x\"}",
-                "S3 endpoint",
+                "response bucket",
             ),
         ] {
             match parse_bytes(payload, &policy()) {
@@ -317,6 +391,38 @@ mod tests {
                 other => panic!("{field}: expected Invalid, got {other:?}"),
             }
             v[field] = saved;
+        }
+    }
+
+    #[test]
+    fn only_the_functions_own_account_and_region_are_served() {
+        let mut v = fixture("create.json");
+        for stack in [
+            "arn:aws:cloudformation:us-west-2:210987654321:stack/account-link/1",
+            "arn:aws:cloudformation:eu-west-1:123456789012:stack/account-link/1",
+            "arn:aws-us-gov:cloudformation:us-gov-west-1:123456789012:stack/account-link/1",
+        ] {
+            v["StackId"] = stack.into();
+            match parse(&v, &policy()) {
+                Err(RequestError::Invalid { message, .. }) => {
+                    assert!(
+                        message.contains("serves only stacks of its own account and region"),
+                        "{message}"
+                    )
+                }
+                other => panic!("{stack}: expected Invalid, got {other:?}"),
+            }
+        }
+        for (arn, ok) in [
+            (
+                "arn:aws:lambda:us-west-2:123456789012:function:account-link:live",
+                true,
+            ),
+            ("arn:aws:lambda:us-west-2::function:f", false),
+            ("arn:aws:s3:::bucket", false),
+            ("", false),
+        ] {
+            assert_eq!(Origin::from_function_arn(arn).is_ok(), ok, "{arn}");
         }
     }
 

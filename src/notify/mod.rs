@@ -1,4 +1,6 @@
-//! Telling the provider: a signed HTTPS callback and, optionally, an SNS topic. Both get the same event.
+//! Telling the provider: a signed HTTPS callback and, optionally, an SNS topic. Both get the same event,
+//! and each delivery carries what the configured [`crate::config::AuthMode`] asks for: a Standard
+//! Webhooks signature, a proof of the account, or both.
 
 mod sns;
 mod webhook;
@@ -6,7 +8,20 @@ mod webhook;
 pub use sns::{SnsError, SnsPublisher, MAX_SNS_MESSAGE_BYTES};
 pub use webhook::{retry_status as webhook_retry_status, Webhook, WebhookError};
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
+
+use crate::proof::Prover;
+use crate::secret::SigningKeys;
+
+/// How deliveries are authenticated: the HMAC keys (callback only; SNS signs its own messages) and the
+/// prover of the account (both channels).
+#[derive(Clone, Default)]
+pub struct Auth {
+    pub keys: Option<Arc<SigningKeys>>,
+    pub prover: Option<Arc<Prover>>,
+}
 
 use link_contract::event::LinkEvent;
 

@@ -1,22 +1,29 @@
 //! The optional SNS channel: the whole event envelope as the message (so SNS's signature covers it) and
 //! its type as a message attribute. An event larger than SNS allows is split into numbered parts
-//! (`link_contract::parts`), each a complete event with a share of the inventory.
+//! (`link_contract::parts`), each a complete event with a share of the inventory. Each message carries its
+//! proof of the account in the `accountLinkProof` attribute (bound to its delivery id and exact bytes).
+//! The client is built for the topic's own region: SNS publishes only to topics of the client's region.
 
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
 
+use std::sync::Arc;
+
 use link_contract::event::LinkEvent;
-use link_contract::parts;
+use link_contract::{parts, proof};
 
 use crate::deadline::Deadline;
+use crate::proof::Prover;
 
-/// SNS's limit is 256 KiB for the message and its attributes together; the rest is left to attributes.
-pub const MAX_SNS_MESSAGE_BYTES: usize = 256 * 1024 - 2048;
+/// SNS's limit is 256 KiB for the message and its attributes together; the rest is left to attributes
+/// (the proof of the account, up to `link_contract::proof::MAX_PROOF_LEN`, and the small ones).
+pub const MAX_SNS_MESSAGE_BYTES: usize = 256 * 1024 - 16 * 1024;
 
 pub struct SnsPublisher {
     client: Client,
     topic_arn: String,
+    prover: Option<Arc<Prover>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +35,26 @@ pub struct SnsError {
 }
 
 impl SnsPublisher {
-    pub fn new(client: Client, topic_arn: String) -> Self {
-        Self { client, topic_arn }
+    /// `client` must be for the topic's region (see [`SnsPublisher::for_topic`]).
+    pub fn new(client: Client, topic_arn: String, prover: Option<Arc<Prover>>) -> Self {
+        Self {
+            client,
+            topic_arn,
+            prover,
+        }
+    }
+
+    /// A publisher whose client is built for the topic ARN's own region (not the function's).
+    pub fn for_topic(
+        sdk: &aws_config::SdkConfig,
+        topic_arn: String,
+        prover: Option<Arc<Prover>>,
+    ) -> Self {
+        let mut config = aws_sdk_sns::config::Builder::from(sdk);
+        if let Some(region) = crate::config::topic_region(&topic_arn) {
+            config = config.region(aws_config::Region::new(region));
+        }
+        Self::new(Client::from_conf(config.build()), topic_arn, prover)
     }
 
     pub fn topic_arn(&self) -> &str {
@@ -46,6 +71,21 @@ impl SnsPublisher {
         };
         for message in parts {
             let part = message.part;
+            let proof = match &self.prover {
+                Some(prover) => Some(
+                    prover
+                        .prove(
+                            &event.data.partition,
+                            &event.data.region,
+                            &message.delivery_id,
+                            message.json.as_bytes(),
+                            until,
+                        )
+                        .await
+                        .map_err(|e| fail(part, e.to_string()))?,
+                ),
+                None => None,
+            };
             let mut req = self
                 .client
                 .publish()
@@ -53,6 +93,9 @@ impl SnsPublisher {
                 .message(message.json)
                 .message_attributes("eventType", string_attr(event.event_type.as_str()))
                 .message_attributes("eventId", string_attr(&event.data.event_id));
+            if let Some(proof) = &proof {
+                req = req.message_attributes(proof::SNS_ATTRIBUTE, string_attr(proof));
+            }
             if let Some((i, n)) = part {
                 req = req.message_attributes("part", string_attr(&format!("{i}/{n}")));
             }

@@ -1,7 +1,9 @@
 //! The signed HTTPS callback (Standard Webhooks). Each attempt is signed afresh (the timestamp is part of
 //! the signature and receivers reject old ones); the `webhook-id` stays the event's id across attempts
 //! and re-sent requests, so the provider can de-duplicate. An event larger than the configured body limit
-//! goes out as numbered parts (`link_contract::parts`), one signed delivery each, in order.
+//! goes out as numbered parts (`link_contract::parts`), one signed delivery each, in order. Each delivery
+//! also carries its proof of the account (`account-link-proof`), made once per delivery (it binds the
+//! `webhook-id` and the body, which retries do not change, and stays valid for 15 minutes).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,12 +14,15 @@ use url::Url;
 
 use link_contract::event::{EventType, LinkEvent};
 use link_contract::parts;
-use link_contract::signing::{self, SigningSecret};
+use link_contract::{proof, signing};
 
+use super::Auth;
 use crate::config::Callback;
 use crate::deadline::Deadline;
 use crate::delivery::{self, DeliveryError, RetryPolicy};
 use crate::outbound::Redacted;
+use crate::proof::ProveError;
+use crate::secret::SecretError;
 
 /// Worth another attempt: the provider is overloaded or briefly broken.
 pub fn retry_status(s: StatusCode) -> bool {
@@ -35,7 +40,7 @@ pub const DEFAULT_POLICY: RetryPolicy = RetryPolicy {
 pub struct Webhook {
     http: reqwest::Client,
     url: Url,
-    secrets: Vec<SigningSecret>,
+    auth: Auth,
     max_body_bytes: usize,
     policy: RetryPolicy,
 }
@@ -55,14 +60,19 @@ pub enum WebhookError {
     Redirected { url: String, status: u16 },
     #[error("{url}: {source}")]
     Unreachable { url: String, source: DeliveryError },
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Proof(#[from] ProveError),
 }
 
 impl Webhook {
-    pub fn new(http: reqwest::Client, callback: Callback) -> Self {
+    /// `auth` says what each delivery carries: a signature (with its keys), a proof, or both.
+    pub fn new(http: reqwest::Client, callback: Callback, auth: Auth) -> Self {
         Self {
             http,
             url: callback.url,
-            secrets: callback.secrets,
+            auth,
             max_body_bytes: callback.max_body_bytes,
             policy: DEFAULT_POLICY,
         }
@@ -83,25 +93,39 @@ impl Webhook {
     /// ends the delivery (the parts already accepted stay with the provider until a retry completes them).
     pub async fn deliver(&self, event: &LinkEvent, until: Deadline) -> Result<(), WebhookError> {
         for message in parts::split(event, self.max_body_bytes) {
-            self.deliver_one(event.event_type, message, until).await?;
+            self.deliver_one(event, message, until).await?;
         }
         Ok(())
     }
 
     async fn deliver_one(
         &self,
-        event_type: EventType,
+        event: &LinkEvent,
         message: parts::Message,
         until: Deadline,
     ) -> Result<(), WebhookError> {
+        let event_type: EventType = event.event_type;
         let body = Bytes::from(message.json);
         let id = message.delivery_id.as_str();
         let shown = self.shown_url();
+        let secrets = match &self.auth.keys {
+            Some(keys) => Some(keys.get(until).await?),
+            None => None,
+        };
+        let proof = match &self.auth.prover {
+            Some(prover) => Some(
+                prover
+                    .prove(&event.data.partition, &event.data.region, id, &body, until)
+                    .await?,
+            ),
+            None => None,
+        };
         let make = || {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            self.http
+            let mut req = self
+                .http
                 .post(self.url.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .header(
@@ -109,12 +133,17 @@ impl Webhook {
                     concat!("account-link/", env!("CARGO_PKG_VERSION")),
                 )
                 .header(signing::HEADER_ID, id)
-                .header(signing::HEADER_TIMESTAMP, ts.to_string())
-                .header(
+                .header(signing::HEADER_TIMESTAMP, ts.to_string());
+            if let Some(secrets) = secrets {
+                req = req.header(
                     signing::HEADER_SIGNATURE,
-                    signing::sign(&self.secrets, id, ts, &body),
-                )
-                .body(body.clone())
+                    signing::sign(secrets, id, ts, &body),
+                );
+            }
+            if let Some(proof) = &proof {
+                req = req.header(proof::HEADER, proof.as_str());
+            }
+            req.body(body.clone())
         };
         let answered = delivery::send(make, until, &self.policy)
             .await

@@ -272,6 +272,23 @@ pub fn temp_path(name: &str) -> PathBuf {
 
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The function the sample events' stack (events/*.json) runs: same partition, region and account.
+pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-west-2:123456789012:function:account-link";
+
+pub fn origin() -> account_link::cfn::Origin {
+    account_link::cfn::Origin::from_function_arn(FUNCTION_ARN).unwrap()
+}
+
+/// Deliveries signed with these secrets only (no proof of the account).
+pub fn hmac_auth(
+    secrets: Vec<link_contract::signing::SigningSecret>,
+) -> account_link::notify::Auth {
+    account_link::notify::Auth {
+        keys: Some(Arc::new(account_link::secret::SigningKeys::inline(secrets))),
+        prover: None,
+    }
+}
+
 /// An `App` on the given EC2 configuration and notifier, allowed to call the tests' loopback fakes.
 pub fn app_on(
     ec2: aws_sdk_ec2::Config,
@@ -382,4 +399,47 @@ pub fn paged_ec2(vpcs: usize, subnets: usize) -> (aws_sdk_ec2::Client, aws_smith
         &[&vpc_rule, &subnet_rule, &rt_rule]
     );
     (client, subnet_rule)
+}
+
+pub struct Session {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub arn: String,
+}
+
+/// Temporary credentials of an assumed role in moto: what a Lambda function runs with.
+pub fn assume_role(moto: &Moto, role: &str) -> Session {
+    let v: Value = serde_json::from_str(&moto.fixture(&[
+        "assume-role",
+        "--role-name",
+        role,
+        "--session",
+        "account-link",
+    ]))
+    .unwrap();
+    let s = |k: &str| v[k].as_str().unwrap().to_string();
+    Session {
+        access_key_id: s("accessKeyId"),
+        secret_access_key: s("secretAccessKey"),
+        session_token: s("sessionToken"),
+        arn: s("arn"),
+    }
+}
+
+pub async fn sdk_with(moto: &Moto, session: &Session) -> aws_config::SdkConfig {
+    use aws_config::{BehaviorVersion, Region};
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(account_link::config::aws_https_client())
+        .region(Region::new("us-west-2"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            &session.access_key_id,
+            &session.secret_access_key,
+            Some(session.session_token.clone()),
+            None,
+            "moto-assumed-role",
+        ))
+        .load()
+        .await
 }

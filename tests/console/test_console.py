@@ -92,16 +92,19 @@ def moto():
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
+def registry(tmp_path_factory, moto):
     for binary in (RECEIVER, FUNCTION):
         if not binary.exists():
             pytest.fail(f"{binary} is missing: run `cargo build --workspace` (make test does)")
     port = free_port()
     db = tmp_path_factory.mktemp("registry") / "registry.db"
     log = open(tmp_path_factory.mktemp("logs") / "link-receiver.log", "w")
+    # The default mode: a signature and a proof of the account, replayed to moto's STS (which does not
+    # check SigV4 signatures; tests/trust.rs compares ours with botocore's).
     proc = subprocess.Popen(
         [str(RECEIVER), "--listen", f"127.0.0.1:{port}", "--database", f"sqlite://{db}",
-         "--auth-mode", "hmac-only", "--secret", SECRET, "--api-token", TOKEN,
+         "--secret", SECRET, "--audience", f"http://127.0.0.1:{port}", "--sts-endpoint", moto,
+         "--api-token", TOKEN,
          "--template-url", TEMPLATE_URL, "--stack-region", "us-west-2",
          "--stack-param", "ProviderAccountId=111122223333", "--stack-param", "ProviderPlayerAccountId=222233334444",
          "--stack-param", "ProviderServiceAccountId=333344445555", "--min-free-ips", "16"],
@@ -131,13 +134,16 @@ def browser():
 def run_function(moto: str, registry: str, event_name: str, properties: dict) -> dict:
     """The real function binary under a Lambda Runtime API emulator: one CloudFormation request."""
     api = RuntimeApi().start()
+    creds = json.loads(fixture(moto, "assume-role", "--role-name", "account-link-BasicLambdaRole",
+                               "--session", "account-link"))
     env = {
         "PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/root"),
         "AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": "account-link",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_LOG_STREAM_NAME": "test", "AWS_LAMBDA_LOG_GROUP_NAME": "test",
-        "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "ACCOUNT_LINK_ALLOW_LOOPBACK": "true",
+        "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": moto, "AWS_ACCESS_KEY_ID": creds["accessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": creds["secretAccessKey"], "AWS_SESSION_TOKEN": creds["sessionToken"],
+        "ACCOUNT_LINK_ALLOW_LOOPBACK": "true",
         "PROVIDER_CALLBACK_URL": f"{registry}/hooks/account-link", "PROVIDER_SIGNING_SECRET": SECRET,
     }
     proc = subprocess.Popen([str(FUNCTION)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -240,3 +246,7 @@ def test_link_connect_and_pick_a_network(moto, registry, browser):
     browser.get(registry + "/")
     row = wait(browser).until(EC.presence_of_element_located((By.CSS_SELECTOR, f"tr[data-link-id='{link_id}']")))
     assert "linked" in row.text and "123456789012" in row.text and "unsolicited" not in row.text
+    # The link page names the role whose proof established the account.
+    browser.get(f"{registry}/links/{link_id}")
+    proven = wait(browser).until(EC.presence_of_element_located((By.ID, "proven-by")))
+    assert proven.text.startswith("arn:aws:sts::123456789012:assumed-role/account-link-BasicLambdaRole/"), proven.text

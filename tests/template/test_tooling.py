@@ -5,6 +5,7 @@ Run with the project's virtualenv: .venv/bin/python -m pytest tests/template -q
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,11 +39,16 @@ EXPECTED_SKIPS = {
     ("AccountLinkFunction", "CKV_AWS_116"),
     ("AccountLinkFunction", "CKV_AWS_117"),
     ("AccountLinkFunction", "CKV_AWS_173"),
+    ("SigningSecret", "CKV_AWS_149"),
 }
 BUCKET = "acme-account-link-eu-west-1"
 # The functions built from this repository (one binary): the inventory function and the peering function.
 FUNCTIONS = ("AccountLinkFunction", "PeeringFunction")
-ZIP_KEY = "account-link/1.2.3/account-link.zip"
+SHA = "a" * 64
+ZIP_KEY = f"account-link/1.2.3/account-link-{SHA}.zip"
+FAKE_ZIP = b"PK\x05\x06" + b"\0" * 18
+FAKE_ZIP_KEY = f"account-link/1.2.3/account-link-{hashlib.sha256(FAKE_ZIP).hexdigest()}.zip"
+SIGNING_PROFILE = "arn:aws:signer:eu-west-1:111111111111:/signing-profiles/AcmeLink/abcdef1234"
 
 
 def tool(name: str) -> str:
@@ -87,7 +93,10 @@ def all_on(tmp_path_factory, template):
         "CreatePeeringRole": "true",
         "GlobalRolesRegion": "eu-west-1",
         "ProviderSnsTopicArn": "arn:aws:sns:eu-west-1:123456789012:links",
-        "ExternalId": "ext-1234",
+        "ExternalId": "0123456789abcdef0123456789abcdef",
+        "ProviderCallbackUrl": "https://hooks.provider.example/aws",
+        "ProviderSigningSecret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "CodeSigningProfileVersionArn": "arn:aws:signer:eu-west-1:111111111111:/signing-profiles/AcmeLink/abcdef1234",
         "Regions": "eu-west-1,us-east-1",
         "ProviderAccountId": "111111111111",
         "ProviderPlayerAccountId": "222222222222",
@@ -174,7 +183,7 @@ def test_execution_role_is_least_privilege(template):
     assert "ManagedPolicyArns" not in role
     (policy,) = role["Policies"]
     stmts = policy["PolicyDocument"]["Statement"]
-    logs, ec2, sns = stmts
+    logs, ec2, sns, secret = stmts
     assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
     assert logs["Resource"] == {"Fn::GetAtt": ["FunctionLogGroup", "Arn"]}
     assert ec2["Action"] == ["ec2:DescribeVpcs", "ec2:DescribeSubnets", "ec2:DescribeRouteTables"]
@@ -182,6 +191,49 @@ def test_execution_role_is_least_privilege(template):
     assert sns["Fn::If"][1]["Action"] == "sns:Publish"
     assert sns["Fn::If"][1]["Resource"] == {"Ref": "ProviderSnsTopicArn"}
     assert sns["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    # The signing secret: this one secret, read only.
+    assert secret["Fn::If"][0] == "HasSigningSecret"
+    assert secret["Fn::If"][1]["Action"] == "secretsmanager:GetSecretValue"
+    assert secret["Fn::If"][1]["Resource"] == {"Ref": "SigningSecret"}
+    assert secret["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_the_signing_secret_is_not_in_the_functions_configuration(template):
+    env = template["Resources"]["AccountLinkFunction"]["Properties"]["Environment"]["Variables"]
+    assert "PROVIDER_SIGNING_SECRET" not in env
+    assert env["PROVIDER_SIGNING_SECRET_ARN"] == {"Fn::If": ["HasSigningSecret", {"Ref": "SigningSecret"}, ""]}
+    body = json.dumps(template["Resources"]["AccountLinkFunction"])
+    assert "ProviderSigningSecret" not in body, "the function must not see the secret's value"
+    secret = template["Resources"]["SigningSecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret" and secret["Condition"] == "HasSigningSecret"
+    assert secret["Properties"]["SecretString"] == {"Ref": "ProviderSigningSecret"}
+    assert template["Parameters"]["ProviderSigningSecret"]["NoEcho"] is True
+
+
+def test_external_id_is_required_and_long(template):
+    p = template["Parameters"]["ExternalId"]
+    assert "Default" not in p and p["MinLength"] == 16
+    pattern = re.compile(p["AllowedPattern"])
+    assert pattern.fullmatch("0123456789abcdef") and pattern.fullmatch("a+b=c,d.e@f:g/h-i_j")
+    for bad in ["", "short-id", "0123456789abcde", "has space in it!!", "x" * 1225]:
+        assert not pattern.fullmatch(bad), bad
+
+
+def test_auth_mode_rules(template):
+    assert template["Parameters"]["ProviderAuthMode"]["AllowedValues"] == ["hmac-and-proof", "proof-only", "hmac-only"]
+    assert template["Parameters"]["ProviderAuthMode"]["Default"] == "hmac-and-proof"
+    rules = template["Rules"]
+    assert {"CallbackNeedsSecret", "ProofOnlyHasNoSecret", "SnsProofNeedsAudience"} <= set(rules)
+
+
+def test_optional_code_signing_enforces(template):
+    r = template["Resources"]
+    csc = r["CodeSigningConfig"]
+    assert csc["Condition"] == "HasCodeSigning"
+    assert csc["Properties"]["CodeSigningPolicies"] == {"UntrustedArtifactOnDeployment": "Enforce"}
+    assert csc["Properties"]["AllowedPublishers"] == {"SigningProfileVersionArns": [{"Ref": "CodeSigningProfileVersionArn"}]}
+    assert r["AccountLinkFunction"]["Properties"]["CodeSigningConfigArn"] == {
+        "Fn::If": ["HasCodeSigning", {"Ref": "CodeSigningConfig"}, {"Ref": "AWS::NoValue"}]}
 
 
 def test_function(template):
@@ -238,7 +290,8 @@ def test_template_contract_script():
     p = run(sys.executable, SCRIPTS / "template_contract.py", TEMPLATE)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {
-        "environment": ["PROVIDER_CALLBACK_URL", "PROVIDER_MAX_BODY_BYTES", "PROVIDER_SIGNING_SECRET", "PROVIDER_SNS_TOPIC_ARN"],
+        "environment": ["PROVIDER_AUDIENCE", "PROVIDER_AUTH_MODE", "PROVIDER_CALLBACK_URL", "PROVIDER_MAX_BODY_BYTES",
+                        "PROVIDER_SIGNING_SECRET_ARN", "PROVIDER_SNS_TOPIC_ARN"],
         "properties": ["ExternalId", "Peering", "Regions", "Roles", "VpcId"],
         "peeringProperties": ["DeleteConnectionOnDelete", "PeeringConnectionId", "ProviderAccountId", "ProviderCidr",
                               "RouteTableIds", "VpcId"],
@@ -273,7 +326,7 @@ Resources:
 def packaged(tmp_path_factory):
     d = tmp_path_factory.mktemp("packaged")
     sam, plain = d / "template.yaml", d / "template-plain.yaml"
-    common = [SCRIPTS / "package_template.py", TEMPLATE, "--bucket", BUCKET, "--key", ZIP_KEY, "--code-sha256", "a" * 64]
+    common = [SCRIPTS / "package_template.py", TEMPLATE, "--bucket", BUCKET, "--key", ZIP_KEY, "--code-sha256", SHA]
     for out, extra in [(sam, []), (plain, ["--plain"])]:
         p = run(sys.executable, *common, *extra, "-o", out)
         assert p.returncode == 0, p.stderr
@@ -294,7 +347,7 @@ def test_packaged_sam_template_references_s3(packaged):
     orig, new = TEMPLATE.read_text().splitlines(), packaged[0].read_text().splitlines()
     assert len(new) == len(orig) + 2 * len(FUNCTIONS)
     assert sum(line.lstrip().startswith("#") for line in new) == sum(line.lstrip().startswith("#") for line in orig)
-    assert f"sha256 {'a' * 64}" in packaged[0].read_text()
+    assert f"sha256 {SHA}" in packaged[0].read_text()
 
 
 def test_packaged_plain_template_for_stacksets(packaged):
@@ -313,22 +366,54 @@ def test_packaged_plain_template_for_stacksets(packaged):
 def test_package_template_rejects_bad_input():
     text = TEMPLATE.read_text()
     with pytest.raises(package_template.PackageError, match="bucket"):
-        package_template.package(text, "Bad_Bucket", ZIP_KEY)
+        package_template.package(text, "Bad_Bucket", ZIP_KEY, sha256=SHA)
     with pytest.raises(package_template.PackageError, match="key"):
-        package_template.package(text, BUCKET, "/abs key")
-    once = package_template.package(text, BUCKET, ZIP_KEY)
+        package_template.package(text, BUCKET, "/abs key", sha256=SHA)
+    once = package_template.package(text, BUCKET, ZIP_KEY, sha256=SHA)
     with pytest.raises(package_template.PackageError, match="at least one .* local CodeUri, found 0"):
-        package_template.package(once, BUCKET, ZIP_KEY)
+        package_template.package(once, BUCKET, ZIP_KEY, sha256=SHA)
     with pytest.raises(package_template.PackageError, match="cannot convert"):
         package_template.package(text.replace("      Handler: bootstrap\n", "      Handler: bootstrap\n      AutoPublishAlias: live\n"),
-                                 BUCKET, ZIP_KEY, plain=True)
-    versioned = load(package_template.package(text, BUCKET, ZIP_KEY, version="v1", plain=True), text=True)
+                                 BUCKET, ZIP_KEY, sha256=SHA, plain=True)
+    versioned = load(package_template.package(text, BUCKET, "k/account-link.zip", version="v1", plain=True), text=True)
     assert versioned["Resources"]["AccountLinkFunction"]["Properties"]["Code"]["S3ObjectVersion"] == "v1"
+    # Unpinned code is refused: a key someone could overwrite, or a hash the key does not carry.
+    for kw in [{}, {"sha256": SHA, "key": "account-link/1.2.3/account-link.zip"}]:
+        with pytest.raises(package_template.PackageError, match="must be pinned"):
+            package_template.package(text, BUCKET, kw.pop("key", "account-link/1.2.3/account-link.zip"), **kw)
+    regional = "acme-link-${AWS::Region}"
+    with pytest.raises(package_template.PackageError, match="needs --regions"):
+        package_template.package(text, regional, ZIP_KEY, sha256=SHA)
+    with pytest.raises(package_template.PackageError, match="not a region name"):
+        package_template.package(text, regional, ZIP_KEY, sha256=SHA, regions=["eu-west-1", "moon"])
+    with pytest.raises(package_template.PackageError, match="signing profile"):
+        package_template.package(text, BUCKET, ZIP_KEY, sha256=SHA, signing_profile="arn:aws:iam::1:role/x")
+
+
+def test_published_template_refuses_unpublished_regions_and_can_enforce_signing():
+    text = TEMPLATE.read_text()
+    out = package_template.package(text, "acme-link-${AWS::Region}", ZIP_KEY, sha256=SHA, plain=True,
+                                   regions=["eu-west-1", "cn-north-1"], signing_profile=SIGNING_PROFILE)
+    t = load(out, text=True)
+    assert t["Mappings"]["CodeBuckets"] == {"eu-west-1": {"Name": "acme-link-eu-west-1"},
+                                            "cn-north-1": {"Name": "acme-link-cn-north-1"}}
+    assert t["Resources"]["AccountLinkFunction"]["Properties"]["Code"] == {
+        "S3Bucket": {"Fn::FindInMap": ["CodeBuckets", {"Ref": "AWS::Region"}, "Name"]}, "S3Key": ZIP_KEY}
+    (assertion,) = t["Rules"]["PublishedRegion"]["Assertions"]
+    assert assertion["Assert"] == {"Fn::Contains": [["eu-west-1", "cn-north-1"], {"Ref": "AWS::Region"}]}
+    assert t["Parameters"]["CodeSigningProfileVersionArn"]["Default"] == SIGNING_PROFILE
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"published-{os.getpid()}.yaml"
+    path.write_text(out)
+    try:
+        p = cfn_lint(path)
+        assert (p.returncode, p.stdout) == (0, ""), p.stdout
+    finally:
+        path.unlink()
 
 
 def publish(tmp_path, *args, path="/usr/bin:/bin"):
     zip_file = tmp_path / "account-link.zip"
-    zip_file.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    zip_file.write_bytes(FAKE_ZIP)
     env = {**os.environ, "PATH": path, "PYTHON": sys.executable}
     return run("bash", SCRIPTS / "publish.sh", "--bucket-prefix", "acme-link", "--regions", "eu-west-1,cn-north-1",
                "--version", "1.2.3", "--zip", zip_file, "--out-dir", tmp_path / "out", *args, env=env)
@@ -337,16 +422,18 @@ def publish(tmp_path, *args, path="/usr/bin:/bin"):
 def test_publish_dry_run(tmp_path):
     p = publish(tmp_path, "--dry-run")  # no aws CLI on PATH: a dry run does not need it
     assert p.returncode == 0, p.stderr + p.stdout
-    assert f"s3://acme-link-eu-west-1/{ZIP_KEY}" in p.stdout
+    assert f"s3://acme-link-eu-west-1/{FAKE_ZIP_KEY}" in p.stdout
     assert "https://acme-link-cn-north-1.s3.cn-north-1.amazonaws.com.cn/account-link/1.2.3/template.yaml" in p.stdout
     assert "https://acme-link-eu-west-1.s3.eu-west-1.amazonaws.com/account-link/1.2.3/template-plain.yaml" in p.stdout
-    # One template for every region: the code bucket follows the stack's region.
+    # One template for every published region: the code bucket follows the stack's region, the key is
+    # the zip's SHA-256, and other regions are refused.
+    in_region = {"Fn::FindInMap": ["CodeBuckets", {"Ref": "AWS::Region"}, "Name"]}
     plain = load(tmp_path / "out" / "1.2.3" / "template-plain.yaml")
-    assert plain["Resources"]["AccountLinkFunction"]["Properties"]["Code"] == {
-        "S3Bucket": {"Fn::Sub": "acme-link-${AWS::Region}"}, "S3Key": ZIP_KEY}
+    assert plain["Resources"]["AccountLinkFunction"]["Properties"]["Code"] == {"S3Bucket": in_region, "S3Key": FAKE_ZIP_KEY}
     sam = load(tmp_path / "out" / "1.2.3" / "template.yaml")
-    assert sam["Resources"]["AccountLinkFunction"]["Properties"]["CodeUri"] == {
-        "Bucket": {"Fn::Sub": "acme-link-${AWS::Region}"}, "Key": ZIP_KEY}
+    assert sam["Resources"]["AccountLinkFunction"]["Properties"]["CodeUri"] == {"Bucket": in_region, "Key": FAKE_ZIP_KEY}
+    assert set(sam["Mappings"]["CodeBuckets"]) == {"eu-west-1", "cn-north-1"}
+    assert sam["Rules"]["PublishedRegion"]["Assertions"][0]["Assert"]["Fn::Contains"][0] == ["eu-west-1", "cn-north-1"]
     p = cfn_lint(tmp_path / "out" / "1.2.3" / "template.yaml", tmp_path / "out" / "1.2.3" / "template-plain.yaml")
     assert (p.returncode, p.stdout) == (0, ""), p.stdout
     bad = run("bash", SCRIPTS / "publish.sh", "--regions", "eu-west-1")
@@ -387,7 +474,7 @@ def test_publish_with_fake_aws_cli(tmp_path, exists):
     assert p.returncode == 0, p.stderr
     assert sum("get-bucket-location" in c for c in calls) == 2
     assert len(copies) == 6
-    assert any(c.endswith(f"s3://acme-link-cn-north-1/{ZIP_KEY}") and "--region cn-north-1" in c for c in copies)
+    assert any(c.endswith(f"s3://acme-link-cn-north-1/{FAKE_ZIP_KEY}") and "--region cn-north-1" in c for c in copies)
     assert any(c.endswith("s3://acme-link-eu-west-1/account-link/1.2.3/template-plain.yaml") for c in copies)
 
 

@@ -4,6 +4,7 @@
 //! - [`event`], [`inventory`]: the link event and the network inventory it carries (JSON Schema:
 //!   `schema/link-event.v1.json`).
 //! - [`signing`]: Standard Webhooks signatures.
+//! - [`proof`]: proof of the account (a signed `sts:GetCallerIdentity`), checked without I/O.
 //! - [`parts`]: events split into numbered parts, and put back together.
 //! - [`partition`], [`arn`]: the AWS partition table and the one ARN parser.
 
@@ -12,4 +13,5 @@ pub mod event;
 pub mod inventory;
 pub mod partition;
 pub mod parts;
+pub mod proof;
 pub mod signing;

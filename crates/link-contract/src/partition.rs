@@ -14,6 +14,10 @@ pub struct Partition {
     /// The region the partition's global endpoints (IAM, the global STS endpoint) sign for.
     pub global_region: &'static str,
     region_prefix: &'static str,
+    /// The partition-wide STS endpoint, where there is one besides the regional ones.
+    global_sts_host: Option<&'static str>,
+    /// Whether the partition has FIPS endpoints (`sts-fips.<region>`, `s3-fips.<region>`).
+    fips: bool,
 }
 
 const fn p(
@@ -22,6 +26,8 @@ const fn p(
     console_host: Option<&'static str>,
     global_region: &'static str,
     region_prefix: &'static str,
+    global_sts_host: Option<&'static str>,
+    fips: bool,
 ) -> Partition {
     Partition {
         name,
@@ -29,6 +35,8 @@ const fn p(
         console_host,
         global_region,
         region_prefix,
+        global_sts_host,
+        fips,
     }
 }
 
@@ -40,6 +48,8 @@ const PARTITIONS: &[Partition] = &[
         Some("console.amazonaws.cn"),
         "cn-north-1",
         "cn-",
+        None,
+        false,
     ),
     p(
         "aws-us-gov",
@@ -47,6 +57,8 @@ const PARTITIONS: &[Partition] = &[
         Some("console.amazonaws-us-gov.com"),
         "us-gov-west-1",
         "us-gov-",
+        None,
+        true,
     ),
     p(
         "aws-iso-b",
@@ -54,6 +66,8 @@ const PARTITIONS: &[Partition] = &[
         None,
         "us-isob-east-1",
         "us-isob-",
+        None,
+        false,
     ),
     p(
         "aws-iso-f",
@@ -61,22 +75,44 @@ const PARTITIONS: &[Partition] = &[
         None,
         "us-isof-south-1",
         "us-isof-",
+        None,
+        false,
     ),
-    p("aws-iso", "c2s.ic.gov", None, "us-iso-east-1", "us-iso-"),
+    p(
+        "aws-iso",
+        "c2s.ic.gov",
+        None,
+        "us-iso-east-1",
+        "us-iso-",
+        None,
+        false,
+    ),
     p(
         "aws-iso-e",
         "cloud.adc-e.uk",
         None,
         "eu-isoe-west-1",
         "eu-isoe-",
+        None,
+        false,
     ),
-    p("aws-eusc", "amazonaws.eu", None, "eusc-de-east-1", "eusc-"),
+    p(
+        "aws-eusc",
+        "amazonaws.eu",
+        None,
+        "eusc-de-east-1",
+        "eusc-",
+        None,
+        false,
+    ),
     p(
         "aws",
         "amazonaws.com",
         Some("console.aws.amazon.com"),
         "us-east-1",
         "",
+        Some("sts.amazonaws.com"),
+        true,
     ),
 ];
 
@@ -112,6 +148,73 @@ impl Partition {
     pub fn has_region(&self, region: &str) -> bool {
         is_region_name(region) && Self::of_region(region).name == self.name
     }
+}
+
+impl Partition {
+    /// The regional STS endpoint, `sts.<region>.<dns suffix>`: where the function signs its proof of
+    /// the account for (the stack's own region).
+    pub fn sts_host(&self, region: &str) -> String {
+        format!("sts.{region}.{}", self.dns_suffix)
+    }
+
+    /// The hosts of the S3 endpoints that serve buckets of `region`: regional (`s3.<region>`), legacy
+    /// (`s3-<region>`), dual-stack and, where the partition has them, FIPS forms; in `aws` also the
+    /// global ones (`s3.amazonaws.com`, and `s3-external-1` for us-east-1). Both virtual-hosted
+    /// (`<bucket>.<host>`) and path-style (`<host>/<bucket>`) URLs use these hosts.
+    pub fn s3_hosts(&self, region: &str) -> Vec<String> {
+        let sfx = self.dns_suffix;
+        let mut hosts = vec![
+            format!("s3.{region}.{sfx}"),
+            format!("s3-{region}.{sfx}"),
+            format!("s3.dualstack.{region}.{sfx}"),
+        ];
+        if self.fips {
+            hosts.push(format!("s3-fips.{region}.{sfx}"));
+            hosts.push(format!("s3-fips.dualstack.{region}.{sfx}"));
+        }
+        if self.global_sts_host.is_some() {
+            // The partition-wide endpoints route any bucket to its region.
+            hosts.push(format!("s3.{sfx}"));
+            if region == self.global_region {
+                hosts.push(format!("s3-external-1.{sfx}"));
+            }
+        }
+        hosts
+    }
+}
+
+/// An STS endpoint a proof of the account may name, and the region a request to it is signed for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsEndpoint {
+    pub partition: &'static Partition,
+    /// The credential scope's region: the endpoint's region, or the partition's global region for the
+    /// global endpoint.
+    pub signing_region: String,
+}
+
+/// The STS endpoint `host` is, if it is one: the global endpoint (`sts.amazonaws.com`), a regional one
+/// (`sts.<region>.<dns suffix>`) or a FIPS one (`sts-fips.<region>.<dns suffix>`) of a known partition,
+/// with a region of that partition. Nothing else is an STS endpoint (a receiver sends proofs nowhere
+/// else).
+pub fn sts_endpoint(host: &str) -> Option<StsEndpoint> {
+    if let Some(p) = PARTITIONS.iter().find(|p| p.global_sts_host == Some(host)) {
+        return Some(StsEndpoint {
+            partition: p,
+            signing_region: p.global_region.to_string(),
+        });
+    }
+    let (fips, rest) = match host.strip_prefix("sts-fips.") {
+        Some(rest) => (true, rest),
+        None => (false, host.strip_prefix("sts.")?),
+    };
+    let (region, suffix) = rest.split_once('.')?;
+    let partition = Partition::of_region(region);
+    (is_region_name(region) && partition.dns_suffix == suffix && (!fips || partition.fips)).then(
+        || StsEndpoint {
+            partition,
+            signing_region: region.to_string(),
+        },
+    )
 }
 
 /// `eu-west-1`, `us-gov-west-1`, `ap-southeast-5`, `us-isob-east-1`: lowercase words and a number.
@@ -176,17 +279,88 @@ mod tests {
         }
         assert!(!Partition::named("aws").unwrap().has_region("cn-north-1"));
         assert_eq!(
-            Partition::of_region("eu-west-1").console_host_for("eu-west-1").as_deref(),
+            Partition::of_region("eu-west-1")
+                .console_host_for("eu-west-1")
+                .as_deref(),
             Some("eu-west-1.console.aws.amazon.com")
         );
         assert_eq!(
-            Partition::of_region("cn-north-1").console_host_for("cn-north-1").as_deref(),
+            Partition::of_region("cn-north-1")
+                .console_host_for("cn-north-1")
+                .as_deref(),
             Some("console.amazonaws.cn")
         );
-        assert_eq!(Partition::of_region("us-isob-east-1").console_host_for("us-isob-east-1"), None);
+        assert_eq!(
+            Partition::of_region("us-isob-east-1").console_host_for("us-isob-east-1"),
+            None
+        );
         assert!(Partition::named("aws-moon").is_none());
         for p in PARTITIONS {
             assert_eq!(Partition::of_region(p.global_region).name, p.name);
         }
+    }
+    #[test]
+    fn sts_endpoints() {
+        for (host, partition, region) in [
+            ("sts.amazonaws.com", "aws", "us-east-1"),
+            ("sts.eu-west-1.amazonaws.com", "aws", "eu-west-1"),
+            ("sts-fips.us-east-2.amazonaws.com", "aws", "us-east-2"),
+            (
+                "sts.us-gov-west-1.amazonaws.com",
+                "aws-us-gov",
+                "us-gov-west-1",
+            ),
+            (
+                "sts-fips.us-gov-east-1.amazonaws.com",
+                "aws-us-gov",
+                "us-gov-east-1",
+            ),
+            ("sts.cn-north-1.amazonaws.com.cn", "aws-cn", "cn-north-1"),
+            ("sts.us-iso-east-1.c2s.ic.gov", "aws-iso", "us-iso-east-1"),
+        ] {
+            let e = sts_endpoint(host).unwrap_or_else(|| panic!("{host}"));
+            assert_eq!(
+                (e.partition.name, e.signing_region.as_str()),
+                (partition, region)
+            );
+            assert_eq!(
+                Partition::named(partition).unwrap().sts_host(region) == host,
+                !host.starts_with("sts-fips") && host != "sts.amazonaws.com"
+            );
+        }
+        for host in [
+            "sts.amazonaws.com.cn",
+            "sts.us-east-1.amazonaws.com.cn",
+            "sts.cn-north-1.amazonaws.com",
+            "sts-fips.cn-north-1.amazonaws.com.cn",
+            "sts.eu-west-1.amazonaws.com.evil.example",
+            "evil.example",
+            "sts.evil.example",
+            "iam.amazonaws.com",
+            "sts.eu-west-1.amazonaws.com:8443",
+            "x.sts.eu-west-1.amazonaws.com",
+            "sts.EU-WEST-1.amazonaws.com",
+            "sts..amazonaws.com",
+            "127.0.0.1",
+            "",
+        ] {
+            assert!(sts_endpoint(host).is_none(), "{host}");
+        }
+    }
+
+    #[test]
+    fn s3_hosts_per_partition() {
+        let aws = Partition::named("aws").unwrap();
+        let east = aws.s3_hosts("us-east-1");
+        assert!(east.contains(&"s3.amazonaws.com".to_string()));
+        assert!(east.contains(&"s3-external-1.amazonaws.com".to_string()));
+        assert!(!aws
+            .s3_hosts("eu-west-1")
+            .contains(&"s3-external-1.amazonaws.com".to_string()));
+        let cn = Partition::named("aws-cn").unwrap().s3_hosts("cn-north-1");
+        assert!(cn.contains(&"s3.cn-north-1.amazonaws.com.cn".to_string()));
+        assert!(!cn
+            .iter()
+            .any(|h| h == "s3.amazonaws.com.cn" || h.contains("fips")));
     }
 }

@@ -169,7 +169,12 @@ fn check_selection(
         .vpcs
         .iter()
         .find(|v| v.vpc_id == s.vpc_id)
-        .ok_or_else(|| format!("vpcId: {} is not a VPC of this link in {}", s.vpc_id, s.region))?;
+        .ok_or_else(|| {
+            format!(
+                "vpcId: {} is not a VPC of this link in {}",
+                s.vpc_id, s.region
+            )
+        })?;
     if s.subnet_ids.is_empty() {
         return Err("subnetIds: pick at least one subnet".into());
     }
@@ -263,11 +268,13 @@ async fn create_request(
 async fn request(State(app): State<Arc<App>>, Path(external_id): Path<String>) -> Response {
     match app.store.request(&external_id).await {
         Ok(Some(r)) => Json(crate::console::request_json(&app, &r)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no link request with this external id"),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no link request with this external id",
+        ),
         Err(e) => store_error(e),
     }
 }
-
 
 #[derive(Debug, Deserialize)]
 struct EventsParams {

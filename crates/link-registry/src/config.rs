@@ -301,7 +301,10 @@ impl Cli {
             stack_region: if link_contract::partition::is_region_name(&self.stack_region) {
                 self.stack_region
             } else {
-                return Err(err("--stack-region", "must be a region name such as eu-west-1"));
+                return Err(err(
+                    "--stack-region",
+                    "must be a region name such as eu-west-1",
+                ));
             },
             stack_params: self
                 .stack_params
@@ -316,12 +319,10 @@ impl Cli {
                 {
                     p
                 }
-                _ => {
-                    return Err(err(
-                        "--stack-name-prefix",
-                        "must start with a letter and hold only letters, digits and '-' (at most 64)",
-                    ))
-                }
+                _ => return Err(err(
+                    "--stack-name-prefix",
+                    "must start with a letter and hold only letters, digits and '-' (at most 64)",
+                )),
             },
             pending_ttl: Duration::from_secs(self.pending_ttl.max(60)),
             min_free_ips: self.min_free_ips.max(0),
@@ -354,7 +355,10 @@ fn parse_stack_param(raw: &str) -> Result<(String, String), ConfigError> {
         .split_once('=')
         .ok_or_else(|| err("--stack-param", format!("'{raw}' is not NAME=VALUE")))?;
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(err("--stack-param", format!("'{name}' is not a template parameter name")));
+        return Err(err(
+            "--stack-param",
+            format!("'{name}' is not a template parameter name"),
+        ));
     }
     if SECRET_PARAMETERS.contains(&name) {
         return Err(err(
@@ -446,13 +450,26 @@ mod tests {
         );
         assert!(with(&["--sts-endpoint", "http://127.0.0.1:5000/"]).is_ok());
         assert_eq!(
-            with(&["--stack-param", "ProviderSigningSecret=whsec_x"]).unwrap_err().flag,
+            with(&["--stack-param", "ProviderSigningSecret=whsec_x"])
+                .unwrap_err()
+                .flag,
             "--stack-param"
         );
-        assert_eq!(with(&["--stack-param", "ExternalId=x"]).unwrap_err().flag, "--stack-param");
-        assert_eq!(with(&["--template-url", "http://b.s3.amazonaws.com/t.yaml"]).unwrap_err().flag, "--template-url");
+        assert_eq!(
+            with(&["--stack-param", "ExternalId=x"]).unwrap_err().flag,
+            "--stack-param"
+        );
+        assert_eq!(
+            with(&["--template-url", "http://b.s3.amazonaws.com/t.yaml"])
+                .unwrap_err()
+                .flag,
+            "--template-url"
+        );
         let ok = with(&["--stack-param", "ProviderAccountId=111122223333"]).unwrap();
-        assert_eq!(ok.console.stack_params, [("ProviderAccountId".to_string(), "111122223333".to_string())]);
+        assert_eq!(
+            ok.console.stack_params,
+            [("ProviderAccountId".to_string(), "111122223333".to_string())]
+        );
         assert_eq!(ok.console.public_url.as_str(), "http://127.0.0.1:8080/");
         let e = cli(&["--auth-mode", "hmac-only", "--secret", "whsec_AAAA"]).unwrap_err();
         assert_eq!(e.flag, "--secret");

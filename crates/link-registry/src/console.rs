@@ -60,7 +60,12 @@ pub(crate) async fn new_request(app: &App) -> Result<LinkRequest, StoreError> {
         .collect();
     let stack_name = format!("{}-{suffix}", app.console.stack_name_prefix);
     app.store
-        .create_request(&id, &stack_name, &app.console.stack_region, app.console.pending_ttl)
+        .create_request(
+            &id,
+            &stack_name,
+            &app.console.stack_region,
+            app.console.pending_ttl,
+        )
         .await
 }
 
@@ -127,8 +132,14 @@ fn secure_headers(h: &mut HeaderMap) {
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
@@ -180,8 +191,15 @@ fn unavailable(e: StoreError) -> Response {
 }
 
 fn when(t: Option<&str>) -> String {
-    t.map(|t| t.replacen('T', " ", 1).trim_end_matches('Z').chars().take(16).collect::<String>() + " UTC")
-        .unwrap_or_else(|| "—".into())
+    t.map(|t| {
+        t.replacen('T', " ", 1)
+            .trim_end_matches('Z')
+            .chars()
+            .take(16)
+            .collect::<String>()
+            + " UTC"
+    })
+    .unwrap_or_else(|| "—".into())
 }
 
 // ---- login ----
@@ -254,10 +272,11 @@ async fn accounts(
         after: p.after.clone(),
         ..LinkQuery::default()
     };
-    let (requests, page) = match tokio::try_join!(app.store.open_requests(20), app.store.links(&query)) {
-        Ok(x) => x,
-        Err(e) => return unavailable(e),
-    };
+    let (requests, page) =
+        match tokio::try_join!(app.store.open_requests(20), app.store.links(&query)) {
+            Ok(x) => x,
+            Err(e) => return unavailable(e),
+        };
     let body = html! {
         section.actions {
             h1 { "AWS accounts" }
@@ -306,7 +325,12 @@ async fn accounts(
 fn regions_text(l: &LinkView) -> String {
     l.regions
         .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
         .unwrap_or_default()
 }
 
@@ -346,7 +370,11 @@ async fn start_link(
         Err(r) => return r,
     };
     if !auth::csrf_ok(&app, access, &headers, Some(&f.csrf)) {
-        return (StatusCode::FORBIDDEN, "The form is stale: reload the page and try again.").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "The form is stale: reload the page and try again.",
+        )
+            .into_response();
     }
     match new_request(&app).await {
         Ok(r) => {
@@ -452,7 +480,7 @@ async fn link_page(
             dt { "Networks" } dd { (l.vpc_count) " VPCs, " (l.subnet_count) " subnets, " (l.route_table_count) " route tables" }
             dt { "Linked" } dd { (when(l.linked_at.as_deref())) }
             dt { "Last event" } dd { (when(Some(&l.updated_at))) }
-            @if let Some(arn) = &l.caller_arn { dt { "Proven by" } dd { code { (arn) } } }
+            @if let Some(arn) = &l.caller_arn { dt { "Proven by" } dd { code #proven-by { (arn) } } }
             dt { "Roles" } dd { ul.plain { @for (k, v) in &roles { li { (k) ": " code { (v) } } } } }
         }
         section #picker data-link-id=(l.link_id) {
@@ -468,7 +496,12 @@ async fn link_page(
             div #history {}
         }
     };
-    html_page(layout(&app, Some(access), &format!("Account {}", l.account_id), body))
+    html_page(layout(
+        &app,
+        Some(access),
+        &format!("Account {}", l.account_id),
+        body,
+    ))
 }
 
 // ---- live changes ----
@@ -488,26 +521,29 @@ async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         version,
         permit,
     );
-    let stream = stream::unfold(state, |(mut rx, mut closing, app, mut version, permit)| async move {
-        loop {
-            let event = tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(link_id) => Some(Event::default().event("change").data(link_id)),
-                    Err(RecvError::Lagged(_)) => Some(Event::default().event("change").data("")),
-                    Err(RecvError::Closed) => return None,
-                },
-                // Another receiver sharing the database may have stored something.
-                () = tokio::time::sleep(CHECK_EVERY) => {
-                    let now = app.store.version().await.unwrap_or(version);
-                    (now != version).then(|| { version = now; Event::default().event("change").data("") })
+    let stream = stream::unfold(
+        state,
+        |(mut rx, mut closing, app, mut version, permit)| async move {
+            loop {
+                let event = tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(link_id) => Some(Event::default().event("change").data(link_id)),
+                        Err(RecvError::Lagged(_)) => Some(Event::default().event("change").data("")),
+                        Err(RecvError::Closed) => return None,
+                    },
+                    // Another receiver sharing the database may have stored something.
+                    () = tokio::time::sleep(CHECK_EVERY) => {
+                        let now = app.store.version().await.unwrap_or(version);
+                        (now != version).then(|| { version = now; Event::default().event("change").data("") })
+                    }
+                    _ = closing.changed() => return None,
+                };
+                if let Some(e) = event {
+                    return Some((Ok::<_, Infallible>(e), (rx, closing, app, version, permit)));
                 }
-                _ = closing.changed() => return None,
-            };
-            if let Some(e) = event {
-                return Some((Ok::<_, Infallible>(e), (rx, closing, app, version, permit)));
             }
-        }
-    });
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
@@ -519,7 +555,10 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: the command line, checked at start (what would expose data or weaken checks is refused).
 //! - `server`: the listener and its limits (connections, header size and time).
-//! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small.
+//! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
+//!   [`proof`]: the proof of the sending account, replayed to AWS STS.
 //! - [`store`]: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
 //! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
 //!   `auth`: who may use either (bearer token, session cookie, loopback) and CSRF.
@@ -11,6 +12,7 @@
 //! Receivers keep no state of their own: several can share one PostgreSQL behind a load balancer.
 
 pub mod config;
+pub mod proof;
 pub mod store;
 
 mod api;
@@ -49,6 +51,8 @@ pub(crate) struct App {
     pub(crate) closing: watch::Sender<bool>,
     pub(crate) console: Console,
     pub(crate) keys: auth::Keys,
+    /// Present when deliveries must prove their account.
+    pub(crate) proofs: Option<proof::ProofVerifier>,
 }
 
 impl App {
@@ -66,8 +70,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Unsupported(String),
+    #[error("--sts-endpoint: {0}")]
+    Sts(#[from] proof::ProofError),
 }
 
 /// A bound, ready registry.
@@ -81,9 +85,15 @@ pub struct Registry {
 impl Registry {
     /// Opens the database (migrating it) and binds the listen address.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
-        if settings.auth.mode.proof() {
-            check_proof_support()?;
-        }
+        let proofs = match settings.auth.mode.proof() {
+            true => Some(proof::ProofVerifier::with_options(
+                proof::VerifierOptions {
+                    endpoint_override: settings.auth.sts_endpoint.as_ref().map(|u| u.to_string()),
+                    ..proof::VerifierOptions::default()
+                },
+            )?),
+            false => None,
+        };
         let store = Store::open(&settings.database).await?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -105,6 +115,7 @@ impl Registry {
             followers: Arc::new(Semaphore::new(console::MAX_FOLLOWERS)),
             closing: watch::channel(false).0,
             console: settings.console,
+            proofs,
         });
         let api = api::router().layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -138,27 +149,4 @@ impl Registry {
         };
         server::serve(self.listener, self.router, self.limits, shutdown).await;
     }
-}
-
-// Until the account proof's verifier lands (issue 12), proof modes refuse to start rather than accept
-// unverified deliveries.
-fn check_proof_support() -> Result<(), StartError> {
-    Err(StartError::Unsupported(
-        "--auth-mode with proofs needs proof verification, which this build does not have yet; use --auth-mode hmac-only".into(),
-    ))
-}
-
-pub(crate) fn proof_header() -> &'static str {
-    "account-link-proof"
-}
-
-pub(crate) async fn check_proof(
-    _app: &App,
-    _proof: &str,
-    _event: &link_contract::event::LinkEvent,
-    _body: &[u8],
-) -> Result<String, Rejected> {
-    Err(Rejected::Proof(
-        "proof verification is not available".into(),
-    ))
 }

@@ -27,6 +27,7 @@ use tracing::Instrument;
 
 use crate::store::{event_millis, now_millis, Delivery, Outcome, StoreError};
 use crate::App;
+use link_contract::proof::Expected;
 
 /// Why a delivery was refused; each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum Rejected {
     MissingHeader(&'static str),
     #[error("the account proof was refused: {0}")]
     Proof(String),
+    #[error("the account proof could not be checked now; retry: {0}")]
+    ProofUnavailable(String),
     #[error("the body is {0} bytes; this receiver accepts at most {1}")]
     TooLarge(u64, usize),
     #[error("the body did not arrive in time")]
@@ -69,7 +72,9 @@ impl Rejected {
             | Self::NotAnEvent(_)
             | Self::IdMismatch { .. }
             | Self::SchemaVersion(_) => StatusCode::BAD_REQUEST,
-            Self::Store(_) | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Busy | Self::ProofUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -162,14 +167,13 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         // Proof only: the proof binds the id and the body instead of a signature.
         WebhookHeaders::parse_unsigned(id, ts, now, auth.tolerance_secs)?
     };
-    let proof = if auth.mode.proof() {
-        Some(
-            text(crate::proof_header())
-                .ok_or(Rejected::MissingHeader(crate::proof_header()))?
+    let proof = match &app.proofs {
+        Some(_) => Some(
+            text(crate::proof::HEADER)
+                .ok_or(Rejected::MissingHeader(crate::proof::HEADER))?
                 .to_string(),
-        )
-    } else {
-        None
+        ),
+        None => None,
     };
     // 2. Body.
     let limit = app.limits.max_body_bytes;
@@ -206,10 +210,25 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
     })
     .await
     .map_err(|_| Rejected::Busy)??;
-    // 5. The proof of the account.
-    let caller_arn = match proof {
-        Some(proof) => Some(crate::check_proof(app, &proof, &event, &body).await?),
-        None => None,
+    // 5. The proof of the account: only now, after everything local, may STS be asked.
+    let caller_arn = match (&app.proofs, proof) {
+        (Some(verifier), Some(proof)) => {
+            let expected = Expected {
+                audience: auth.audience.as_deref().unwrap_or_default(),
+                event_id: &webhook_id,
+                body: &body,
+                partition: &event.data.partition,
+                account_id: &event.data.account_id,
+            };
+            match verifier.verify(&proof, &expected).await {
+                Ok(caller) => Some(caller.arn),
+                Err(e) if e.is_retryable() => {
+                    return Err(Rejected::ProofUnavailable(e.to_string()))
+                }
+                Err(e) => return Err(Rejected::Proof(e.to_string())),
+            }
+        }
+        _ => None,
     };
     // 6. Store.
     let event_at = event_millis(&event.timestamp).unwrap_or_default();

@@ -346,14 +346,14 @@ impl Store {
 
     pub async fn request(&self, external_id: &str) -> Result<Option<LinkRequest>, StoreError> {
         let now = now_millis();
-        Ok(
-            sqlx::query(&format!("SELECT {REQUEST_COLUMNS} FROM link_requests WHERE external_id = $1"))
-                .bind(external_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .map(|r| LinkRequest::from_row(&r, now))
-                .transpose()?,
-        )
+        Ok(sqlx::query(&format!(
+            "SELECT {REQUEST_COLUMNS} FROM link_requests WHERE external_id = $1"
+        ))
+        .bind(external_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| LinkRequest::from_row(&r, now))
+        .transpose()?)
     }
 
     /// Requests not yet connected, newest first (pending ones, then those that expired recently).
@@ -370,10 +370,11 @@ impl Store {
     }
 
     pub async fn selection(&self, link_id: &str) -> Result<Option<Selection>, StoreError> {
-        let row = sqlx::query("SELECT region, vpc_id, subnet_ids FROM selections WHERE link_id = $1")
-            .bind(link_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT region, vpc_id, subnet_ids FROM selections WHERE link_id = $1")
+                .bind(link_id)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(Selection {
             region: r.try_get("region")?,
@@ -402,10 +403,12 @@ impl Store {
     /// Changes whenever a delivery is stored, by any receiver sharing the database: what a page that
     /// follows changes polls.
     pub async fn version(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COALESCE(MAX(received_at), 0) FROM events")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(received_at), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
     }
 }
 

@@ -78,15 +78,22 @@ async fn create_update_delete_reach_the_registry_with_moto_s_inventory() {
     let listed: Value =
         serde_json::from_str(&moto.fixture(&["inventory", "--regions", &REGIONS.join(",")]))
             .unwrap();
-    let receiver = Receiver::start(&support::sqlite_url("e2e"), &["--api-token", TOKEN]);
-    let app = common::app(
+    // The default mode: a signature and a proof of the account, which the registry replays to moto's STS
+    // (moto does not check the SigV4 signature; tests/trust.rs compares ours with botocore's).
+    let receiver = Receiver::start_with_proofs(
+        &support::sqlite_url("e2e"),
         &moto.endpoint,
-        &[
+        &["--api-token", TOKEN],
+    );
+    let session = common::assume_role(&moto, "account-link-BasicLambdaRole");
+    let sdk = common::sdk_with(&moto, &session).await;
+    let app = Arc::new(account_link::App::new(
+        &sdk,
+        Ok(common::config(&[
             ("PROVIDER_CALLBACK_URL", &receiver.hook_url()),
             ("PROVIDER_SIGNING_SECRET", SECRET),
-        ],
-    )
-    .await;
+        ])),
+    ));
     let mut link_id = String::new();
     for (name, state) in [
         ("create.json", "linked"),
@@ -102,6 +109,7 @@ async fn create_update_delete_reach_the_registry_with_moto_s_inventory() {
         handle_payload(
             app.clone(),
             payload,
+            common::FUNCTION_ARN,
             Deadline::after(Duration::from_secs(30)),
         )
         .await
@@ -113,6 +121,11 @@ async fn create_update_delete_reach_the_registry_with_moto_s_inventory() {
         assert_eq!(link["state"], state, "{name}");
         assert_eq!(link["accountId"], "123456789012");
         assert_eq!(link["regions"], json!(REGIONS));
+        assert_eq!(
+            link["callerArn"],
+            session.arn.as_str(),
+            "the account was proven by the function's role"
+        );
         let inventory: Vec<RegionInventory> =
             serde_json::from_value(link["inventory"].clone()).unwrap();
         assert_eq!(
@@ -153,22 +166,31 @@ async fn ten_thousand_subnets_arrive_in_parts_and_reassemble() {
     let (ec2, _) = common::paged_ec2(40, 10_000);
     let callback = Callback {
         url: url::Url::parse(&receiver.hook_url()).unwrap(),
-        secrets: support::secrets(),
+        secret: None,
         max_body_bytes: account_link::config::DEFAULT_MAX_BODY_BYTES,
     };
     let app = common::app_on(
         ec2.config().clone(),
         Arc::new(Channels {
-            webhook: Some(Webhook::new(http_client(), callback)),
+            webhook: Some(Webhook::new(
+                http_client(),
+                callback,
+                common::hmac_auth(support::secrets()),
+            )),
             sns: None,
         }),
     );
     let s3 = common::http::Server::always(common::http::Reply::status(200)).await;
     let mut payload = common::event("create.json", &s3.url("/bucket/key"));
     payload["ResourceProperties"]["Regions"] = json!(["us-west-2"]);
-    let sent = handle_payload(app, payload, Deadline::after(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    let sent = handle_payload(
+        app,
+        payload,
+        common::FUNCTION_ARN,
+        Deadline::after(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
     assert_eq!(sent["Status"], "SUCCESS", "{sent}");
     let link_id = sent["PhysicalResourceId"].as_str().unwrap();
     let link = link_state(&receiver, link_id).await;

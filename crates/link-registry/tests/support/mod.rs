@@ -59,11 +59,34 @@ impl Receiver {
     }
 
     pub fn start_on(database: &str, listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--auth-mode", "hmac-only", "--secret", SECRET];
+        args.extend_from_slice(extra);
+        Self::spawn(database, listen, &args)
+    }
+
+    /// The default mode, signatures and proofs of the account; STS is `sts` (moto), the audience is the
+    /// receiver's own origin (what the function binds by default: its callback URL's origin).
+    pub fn start_with_proofs(database: &str, sts: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let audience = format!("http://{listen}");
+        let mut args = vec![
+            "--secret",
+            SECRET,
+            "--audience",
+            &audience,
+            "--sts-endpoint",
+            sts,
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(database, &listen, &args)
+    }
+
+    fn spawn(database: &str, listen: &str, args: &[&str]) -> Self {
         let log = temp_dir("receiver-log").join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_link-receiver"))
             .args(["--listen", listen, "--database", database])
-            .args(["--auth-mode", "hmac-only", "--secret", SECRET])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

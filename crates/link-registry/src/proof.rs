@@ -1,0 +1,513 @@
+//! Verifying a delivery's proof of the account (`link_contract::proof`): the I/O half.
+//!
+//! [`ProofVerifier::verify`] first runs the sans-IO check (`link_contract::proof::check`: an STS endpoint
+//! of the event's partition, https, `POST /`, exactly the GetCallerIdentity body, the binding headers
+//! present, signed and equal to what this receiver expects, `X-Amz-Date` within 15 minutes), and only then
+//! sends the request, exactly as signed, to STS: no redirects, short timeouts, a bounded number at a time
+//! (an unauthenticated flood cannot make the receiver hammer STS). STS must answer with the event's
+//! account and an assumed-role session of it; the caller is returned for the link's record.
+//!
+//! STS is reached at the host the proof names, which is always one of AWS's STS endpoints. Tests (and only
+//! tests) may send it to a loopback emulator instead ([`VerifierOptions::endpoint_override`]); the host
+//! check is the same either way.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use url::{Host, Url};
+
+use link_contract::proof::{self as contract, Expected};
+pub use link_contract::proof::{VerifiedCaller, HEADER, SNS_ATTRIBUTE};
+
+/// STS's answers are small; anything longer is not read.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct VerifierOptions {
+    /// Proofs sent to STS at once; more wait up to `queue_wait`, then get [`ProofError::Busy`].
+    pub max_concurrent: usize,
+    pub queue_wait: Duration,
+    /// For the whole exchange with STS.
+    pub timeout: Duration,
+    /// Send proofs to this loopback URL (an STS emulator such as moto) instead of the host they name.
+    /// Anything but a loopback address is refused.
+    pub endpoint_override: Option<String>,
+}
+
+impl Default for VerifierOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 16,
+            queue_wait: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            endpoint_override: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    /// The proof is not acceptable (answer 401: the sender must not retry the same proof).
+    #[error(transparent)]
+    Refused(#[from] contract::ProofError),
+    /// STS rejected the signed request (bad signature, expired or revoked credentials).
+    #[error("STS refused the proof (HTTP {status}, {code}): {message}")]
+    StsRefused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("STS at {host} answered with a redirect (HTTP {status}); redirects are not followed")]
+    Redirected { host: String, status: u16 },
+    #[error("STS at {host} answered HTTP {status}")]
+    StsFailed { host: String, status: u16 },
+    #[error("STS at {host} could not be reached: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("too many proofs are being verified at once; try again later")]
+    Busy,
+    #[error(
+        "the STS endpoint override {0} is not a loopback http(s) URL; it exists for tests only"
+    )]
+    Override(String),
+}
+
+impl ProofError {
+    /// Worth another delivery later (answer 503): the proof may be fine, STS or this receiver was not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Busy | Self::Unreachable { .. } => true,
+            Self::StsFailed { status, .. } => *status >= 500 || *status == 429,
+            Self::StsRefused { code, .. } => code == "Throttling",
+            _ => false,
+        }
+    }
+}
+
+/// Verifies proofs; build one per process and share it.
+pub struct ProofVerifier {
+    http: reqwest::Client,
+    endpoint_override: Option<Url>,
+    permits: Arc<Semaphore>,
+    queue_wait: Duration,
+}
+
+impl ProofVerifier {
+    pub fn new() -> Self {
+        Self::with_options(VerifierOptions::default()).expect("the defaults are valid")
+    }
+
+    pub fn with_options(options: VerifierOptions) -> Result<Self, ProofError> {
+        let endpoint_override = match options.endpoint_override {
+            None => None,
+            Some(raw) => {
+                let url = Url::parse(&raw).map_err(|_| ProofError::Override(raw.clone()))?;
+                if !matches!(url.scheme(), "http" | "https") || !is_loopback(&url) {
+                    return Err(ProofError::Override(raw));
+                }
+                Some(url)
+            }
+        };
+        // reqwest is built without a crypto provider of its own: use ring, process-wide (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(options.timeout.min(Duration::from_secs(3)))
+            .timeout(options.timeout)
+            .build()
+            .expect("the TLS backend initialises");
+        Ok(Self {
+            http,
+            endpoint_override,
+            permits: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
+            queue_wait: options.queue_wait,
+        })
+    }
+
+    /// Verifies `proof` (the `account-link-proof` header or `accountLinkProof` attribute) against what the
+    /// delivery must be: returns the caller STS names, an assumed-role session of `expected.account_id`.
+    pub async fn verify(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+    ) -> Result<VerifiedCaller, ProofError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Everything that needs no network first: a refused proof costs no STS call.
+        let replay = contract::check(proof, expected, now)?;
+        let _permit = tokio::time::timeout(self.queue_wait, self.permits.acquire())
+            .await
+            .map_err(|_| ProofError::Busy)?
+            .map_err(|_| ProofError::Busy)?;
+        let target = match &self.endpoint_override {
+            Some(url) => url.clone(),
+            None => Url::parse(&replay.url).map_err(|_| contract::ProofError::Url)?,
+        };
+        let mut req = self.http.post(target);
+        for (name, value) in &replay.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        let host = replay.host.clone();
+        let unreachable = |e: reqwest::Error| ProofError::Unreachable {
+            host: host.clone(),
+            reason: if e.is_timeout() {
+                "no answer in time".into()
+            } else if e.is_connect() {
+                "could not connect".into()
+            } else {
+                "the request failed".into()
+            },
+        };
+        let mut resp = req.body(replay.body).send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(ProofError::Redirected {
+                host,
+                status: status.as_u16(),
+            });
+        }
+        let mut body = Vec::new();
+        while body.len() < MAX_ANSWER_BYTES {
+            match resp.chunk().await.map_err(unreachable)? {
+                Some(chunk) => body.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        body.truncate(MAX_ANSWER_BYTES);
+        if !status.is_success() {
+            return Err(match contract::parse_sts_error(&body) {
+                Some((code, message)) if status.is_client_error() => ProofError::StsRefused {
+                    status: status.as_u16(),
+                    code: code.chars().take(64).collect(),
+                    message: message.chars().take(200).collect(),
+                },
+                _ => ProofError::StsFailed {
+                    host,
+                    status: status.as_u16(),
+                },
+            });
+        }
+        let identity = contract::parse_caller_identity(&body)?;
+        let caller = contract::check_caller(&identity, expected)?;
+        tracing::debug!(account = %caller.account_id, caller = %caller.arn, access_key_id = %replay.access_key_id, "proof of the account verified");
+        Ok(caller)
+    }
+}
+
+impl Default for ProofVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against local fakes (redirects, errors, floods) and moto's STS. moto answers any GetCallerIdentity
+    //! without checking the signature: it names the caller by the access key id alone. So these tests
+    //! prove the receiver's own checks and its handling of STS's answers, not SigV4 (STS's job); the
+    //! signature itself is compared with botocore's in tests/proof.rs.
+
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use link_contract::proof::{Binding, SignedRequest, CONTENT_TYPE, STS_BODY};
+
+    const BODY: &[u8] = br#"{"type":"account.linked"}"#;
+    const AUDIENCE: &str = "https://hooks.provider.example";
+
+    fn expected(account: &'static str) -> Expected<'static> {
+        Expected {
+            audience: AUDIENCE,
+            event_id: "msg_1",
+            body: BODY,
+            partition: "aws",
+            account_id: account,
+        }
+    }
+
+    fn amz_now() -> String {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days (Howard Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!(
+            "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
+    /// A proof that passes every sans-IO check (its signature is a placeholder: only STS checks it).
+    fn proof(access_key: &str) -> String {
+        let host = "sts.us-west-2.amazonaws.com";
+        let date = amz_now();
+        let mut headers = BTreeMap::new();
+        headers.insert("host".to_string(), host.to_string());
+        headers.insert("content-type".into(), CONTENT_TYPE.into());
+        headers.insert("x-amz-date".into(), date.clone());
+        let binding = Binding {
+            audience: AUDIENCE,
+            event_id: "msg_1",
+            body: BODY,
+        };
+        for (k, v) in binding.headers() {
+            headers.insert(k.into(), v);
+        }
+        let signed = headers.keys().cloned().collect::<Vec<_>>().join(";");
+        headers.insert(
+            "authorization".into(),
+            format!(
+                "AWS4-HMAC-SHA256 Credential={access_key}/{}/us-west-2/sts/aws4_request, SignedHeaders={signed}, Signature={}",
+                &date[..8],
+                "0".repeat(64)
+            ),
+        );
+        SignedRequest {
+            method: "POST".into(),
+            url: format!("https://{host}/"),
+            headers,
+            body: STS_BODY.into(),
+        }
+        .encode()
+    }
+
+    /// A loopback server answering every connection with `response` (raw HTTP), after `delay`.
+    async fn fake(response: &str, delay: Duration) -> (String, Arc<AtomicUsize>) {
+        let response: &'static str = Box::leak(response.to_string().into_boxed_str());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 8192];
+                    let _ = stream.read(&mut buf).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = stream.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    fn verifier(url: &str) -> ProofVerifier {
+        ProofVerifier::with_options(VerifierOptions {
+            endpoint_override: Some(url.into()),
+            ..VerifierOptions::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_redirecting_endpoint_is_not_followed() {
+        let (url, _) = fake(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        let e = verifier(&url)
+            .verify(&proof("ASIAX"), &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ProofError::Redirected { status: 307, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("redirects are not followed"));
+    }
+
+    #[tokio::test]
+    async fn sts_refusals_and_failures_are_told_apart() {
+        let xml = "<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error></ErrorResponse>";
+        let (url, _) = fake(
+            &format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{xml}",
+                xml.len()
+            ),
+            Duration::ZERO,
+        )
+        .await;
+        let e = verifier(&url)
+            .verify(&proof("ASIAX"), &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ProofError::StsRefused { code, .. } if code == "SignatureDoesNotMatch"),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
+        let (url, _) = fake(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        let e = verifier(&url)
+            .verify(&proof("ASIAX"), &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ProofError::StsFailed { status: 503, .. }) && e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn refused_proofs_never_reach_sts() {
+        let (url, hits) = fake(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            Duration::ZERO,
+        )
+        .await;
+        let v = verifier(&url);
+        let mut other = expected("123456789012");
+        other.audience = "https://another-provider.example";
+        let e = v.verify(&proof("ASIAX"), &other).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ProofError::Refused(contract::ProofError::Audience { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_flood_waits_its_turn_then_is_refused_busy() {
+        let (url, hits) = fake(
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        let v = Arc::new(
+            ProofVerifier::with_options(VerifierOptions {
+                max_concurrent: 2,
+                queue_wait: Duration::from_millis(200),
+                endpoint_override: Some(url),
+                ..VerifierOptions::default()
+            })
+            .unwrap(),
+        );
+        let p = proof("ASIAX");
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (v, p) = (v.clone(), p.clone());
+                tokio::spawn(async move { v.verify(&p, &expected("123456789012")).await })
+            })
+            .collect();
+        let mut busy = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Err(ProofError::Busy)) {
+                busy += 1;
+            }
+        }
+        assert_eq!(busy, 8);
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "only two reached STS");
+    }
+
+    #[test]
+    fn the_override_is_for_loopback_only() {
+        for bad in [
+            "https://sts.evil.example/",
+            "http://10.0.0.1:5000/",
+            "file:///x",
+            "nope",
+        ] {
+            let e = ProofVerifier::with_options(VerifierOptions {
+                endpoint_override: Some(bad.into()),
+                ..VerifierOptions::default()
+            });
+            assert!(matches!(e, Err(ProofError::Override(_))), "{bad}");
+        }
+    }
+
+    struct Moto(Child, String);
+
+    impl Moto {
+        fn start() -> Self {
+            let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+            assert!(bin.exists(), "{} is missing: run make test", bin.display());
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new(bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let started = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "moto did not start"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Self(child, format!("http://127.0.0.1:{port}/"))
+        }
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn moto_sts_answers_and_the_caller_is_checked() {
+        // moto names an unknown access key's caller arn:aws:sts::123456789012:user/moto: an IAM user, not
+        // a function's assumed role, so even the right account is refused.
+        let moto = Moto::start();
+        let v = verifier(&moto.1);
+        let e = v
+            .verify(&proof("AKIAUNKNOWN"), &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ProofError::Refused(contract::ProofError::NotAssumedRole(arn)) if arn.ends_with(":user/moto")),
+            "{e}"
+        );
+        // An event that claims another account than the one STS names.
+        let e = v
+            .verify(&proof("AKIAUNKNOWN"), &expected("210987654321"))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "signed by account 123456789012, but the event claims account 210987654321"
+            ),
+            "{e}"
+        );
+    }
+}
