@@ -171,13 +171,13 @@ fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Marku
 }
 
 /// The caller, or the way to the login form.
-fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Response> {
+fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Box<Response>> {
     auth::access(app, headers).ok_or_else(|| {
-        if app.api_token.is_some() {
+        Box::new(if app.api_token.is_some() {
             Redirect::to("/login").into_response()
         } else {
             (StatusCode::FORBIDDEN, "use a loopback address").into_response()
-        }
+        })
     })
 }
 
@@ -265,7 +265,7 @@ async fn accounts(
 ) -> Response {
     let access = match allowed(&app, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let query = LinkQuery {
         limit: 100,
@@ -367,7 +367,7 @@ async fn start_link(
 ) -> Response {
     let access = match allowed(&app, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if !auth::csrf_ok(&app, access, &headers, Some(&f.csrf)) {
         return (
@@ -392,7 +392,7 @@ async fn request_page(
 ) -> Response {
     let access = match allowed(&app, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let r = match app.store.request(&external_id).await {
         Ok(Some(r)) => r,
@@ -452,7 +452,7 @@ async fn link_page(
 ) -> Response {
     let access = match allowed(&app, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let l = match app.store.link(&link_id).await {
         Ok(Some((l, _))) => l,
