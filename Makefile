@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-1
 LAMBDA  := PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda
 ZIP     := dist/account-link.zip
 
-.PHONY: help venv system-deps demo test lint unit-test template-test build package bench clean
+.PHONY: help venv system-deps demo test lint unit-test template-test console-test build package bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ system-deps: ## install Debian's postgresql, chromium and chromium-driver when t
 demo: venv ## run Create, Update and Delete locally: moto + link-receiver + cargo lambda watch
 	$(PY) scripts/demo.py
 
-test: venv system-deps lint unit-test template-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks
+test: venv system-deps lint unit-test template-test console-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks
 
 lint:
 	cargo fmt --all -- --check
@@ -39,6 +39,11 @@ unit-test: venv system-deps
 # The contract tests also validate the events a real run delivered (written by `cargo test`).
 template-test: venv
 	ACCOUNT_LINK_EVENTS_FILE=target/test-output/link-events.jsonl $(PY) -m pytest tests/template tests/contract -q
+
+# The console in headless Chromium against link-receiver, the function and moto (binaries from unit-test).
+console-test: venv system-deps
+	cargo build --locked --workspace --bins
+	$(PY) -m pytest tests/console -q
 
 build: venv ## build the deployable bootstrap (arm64, release) with cargo-lambda
 	$(LAMBDA) build --release --arm64 --bin account-link

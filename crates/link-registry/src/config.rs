@@ -324,7 +324,7 @@ impl Cli {
                     "must start with a letter and hold only letters, digits and '-' (at most 64)",
                 )),
             },
-            pending_ttl: Duration::from_secs(self.pending_ttl.max(60)),
+            pending_ttl: Duration::from_secs(self.pending_ttl.max(1)),
             min_free_ips: self.min_free_ips.max(0),
         };
         Ok(Settings {
