@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """make demo: the whole link flow on this machine, against local emulators.
 
-Starts moto (EC2, S3, SNS, SQS) on a free loopback port and seeds an account with VPCs in two regions,
-starts the reference receiver `link-receiver`, runs the function under `cargo lambda watch` (the local
-Lambda emulator), then sends CloudFormation's Create, Update and Delete through `cargo lambda invoke`, each
-with a fresh pre-signed S3 ResponseURL from moto. Prints what CloudFormation got back and what the
-provider received and verified. Everything it starts is stopped on exit, Ctrl-C included.
+Starts moto (EC2, S3, SNS, SQS, STS) on a free loopback port and seeds an account with VPCs in two
+regions, starts the provider's registry and console (`link-receiver`), runs the function under
+`cargo lambda watch` (the local Lambda emulator) with an assumed role's credentials, then plays a customer:
+an earlier stack is created and deleted; a "Link an AWS account" click starts a link request; CloudFormation's
+Create and Update carry its external id (through `cargo lambda invoke`, each with a fresh pre-signed S3
+ResponseURL from moto). Prints what CloudFormation got back and what the registry verified and stored, then
+the console's URL with the account linked, and keeps serving it until Ctrl-C (`--no-serve`: exit instead).
+Everything it starts is stopped on exit.
 """
 import json
 import os
@@ -125,8 +128,9 @@ def api(base, path):
 def summarize_link(base, link_id, detailed):
     link = api(base, f"/links/{urllib.parse.quote(link_id)}")
     last = api(base, f"/links/{urllib.parse.quote(link_id)}/events?limit=1")["events"][0]
-    say(f"  the registry stored {BOLD}{last['type']}{RESET} (webhook-id {last['webhookId']}, signature verified); "
-        f"link is {BOLD}{link['state']}{RESET}")
+    proof = f"proven by {last['callerArn']}" if last.get("callerArn") else "no proof"
+    say(f"  the registry stored {BOLD}{last['type']}{RESET} (webhook-id {last['webhookId']}, signature verified, "
+        f"{proof}); link is {BOLD}{link['state']}{RESET}")
     say(f"    account {link['accountId']} ({link['partition']}), stack region {link['region']}, "
         f"external id {link['externalId']}")
     if not detailed:
@@ -144,20 +148,68 @@ def summarize_link(base, link_id, detailed):
                 say(f"        {DIM}{len(vpc['routeTables'])} route tables{RESET}")
 
 
+def console_csrf(base):
+    """The console page's CSRF token (state-changing requests from a browser, or this script, send it)."""
+    with urllib.request.urlopen(f"{base}/", timeout=10) as r:
+        page = r.read().decode()
+    m = re.search(r'data-csrf="([^"]+)"', page)
+    if not m:
+        raise SystemExit("the console page carries no CSRF token")
+    return m.group(1)
+
+
+def start_link_request(base):
+    """What the customer's "Link an AWS account" click does: a pending link with a fresh external id."""
+    req = urllib.request.Request(f"{base}/api/link-requests", method="POST", data=b"",
+                                 headers={"x-csrf-token": console_csrf(base)})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def main():
+    serve = "--no-serve" not in sys.argv[1:]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir()
     total = time.monotonic()
     try:
-        run()
+        console = run()
+        say(f"\n{GREEN}{BOLD}Link flow complete{RESET} in {time.monotonic() - total:.1f}s; logs in .demo/")
+        say(f"\n{BOLD}The provider's console:{RESET} {console}")
+        if serve:
+            say(f"{DIM}(serving until Ctrl-C){RESET}")
+            while True:
+                time.sleep(3600)
     except KeyboardInterrupt:
-        say(f"\n{RED}interrupted{RESET}")
-        return 130
+        say(f"\n{DIM}stopped{RESET}" if serve else f"\n{RED}interrupted{RESET}")
+        return 0 if serve else 130
     finally:
         stop_all()
-    say(f"\n{GREEN}{BOLD}Link flow complete{RESET} in {time.monotonic() - total:.1f}s; logs in .demo/")
     return 0
+
+
+def invoke(endpoint, invoke_port, name, event):
+    key = f"responses/{name}-{secrets.token_hex(4)}"
+    event["ResponseURL"] = fixture(endpoint, "presign", "--bucket", "cfn-responses", "--key", key).strip()
+    data_file = WORK / f"{name}.json"
+    data_file.write_text(json.dumps(event))
+    inv = subprocess.run(["cargo", "lambda", "invoke", "account-link", "--data-file", str(data_file),
+                          "--invoke-address", "127.0.0.1", "--invoke-port", str(invoke_port)],
+                         cwd=ROOT, env=env_with_venv(), capture_output=True, text=True)
+    if inv.returncode != 0:
+        say(f"  {RED}invoke failed{RESET}: {inv.stdout}{inv.stderr}")
+        raise SystemExit(1)
+    return json.loads(fixture(endpoint, "read", "--bucket", "cfn-responses", "--key", key))
+
+
+def stack_event(name, stack_id, external_id):
+    event = json.loads((ROOT / f"events/{name}.json").read_text())
+    event["StackId"] = stack_id
+    for props in ("ResourceProperties", "OldResourceProperties"):
+        if props in event:
+            event[props]["Regions"] = REGIONS
+            event[props]["ExternalId"] = external_id
+    return event
 
 
 def run():
@@ -165,32 +217,41 @@ def run():
     subprocess.run(["cargo", "build", "--quiet", "--workspace", "--bins"], cwd=ROOT, check=True)
     done(t)
 
-    t = step("Starting moto (EC2, S3, SNS, SQS) and seeding an account in " + " and ".join(REGIONS))
+    t = step("Starting moto (EC2, S3, SNS, SQS, STS) and seeding an account in " + " and ".join(REGIONS))
     moto_port = free_port()
     endpoint = f"http://127.0.0.1:{moto_port}"
     moto = start([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], "moto.log")
     wait_for(lambda: port_open(moto_port), "moto", 30, moto, "moto.log")
     seeded = json.loads(fixture(endpoint, "seed", "--regions", ",".join(REGIONS), "--vpcs", "2", "--subnets", "3"))
     topic = json.loads(fixture(endpoint, "sns-topic", "--name", "account-links"))
+    # The function runs as its execution role: temporary credentials of an assumed role, which its proofs
+    # of the account carry (moto's STS names the account and role; it does not check signatures).
+    role = json.loads(fixture(endpoint, "assume-role", "--role-name", "account-link-BasicLambdaRole",
+                              "--session", "account-link"))
     counts = {r: (len(v), sum(len(x["subnets"]) for x in v.values())) for r, v in seeded.items()}
     done(t, "; ".join(f"{r}: {n} VPCs, {s} subnets" for r, (n, s) in counts.items()) + f" at {endpoint}")
 
-    t = step("Starting the provider's registry (link-receiver, SQLite in .demo/)")
+    t = step("Starting the provider's registry and console (link-receiver, SQLite in .demo/)")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     receiver_port = free_port()
     registry = f"http://127.0.0.1:{receiver_port}"
-    start([str(ROOT / "target/debug/link-receiver"), "--listen", f"127.0.0.1:{receiver_port}", "--secret", secret,
-           "--auth-mode", "hmac-only", "--database", f"sqlite://{WORK / 'registry.db'}"], "link-receiver.log")
+    start([str(ROOT / "target/debug/link-receiver"), "--listen", f"127.0.0.1:{receiver_port}",
+           "--database", f"sqlite://{WORK / 'registry.db'}", "--secret", secret,
+           "--audience", registry, "--sts-endpoint", endpoint,
+           "--template-url", "https://provider-templates.s3.us-west-2.amazonaws.com/account-link/template.yaml",
+           "--stack-region", "us-west-2", "--stack-param", "ProviderAccountId=111122223333",
+           "--stack-param", "ProviderPlayerAccountId=222233334444",
+           "--stack-param", "ProviderServiceAccountId=333344445555"], "link-receiver.log")
     wait_for(lambda: port_open(receiver_port), "link-receiver", 15, None, "link-receiver.log")
-    done(t, f"verifying signatures at {registry}/hooks/account-link")
+    done(t, f"verifying signatures and proofs of the account at {registry}/hooks/account-link")
 
     t = step("Starting the function under cargo lambda watch")
     invoke_port = free_port()
     env_file = WORK / "function.env"
     function_env = {
-        "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "PROVIDER_CALLBACK_URL": f"http://127.0.0.1:{receiver_port}/hooks/account-link",
+        "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": role["accessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": role["secretAccessKey"], "AWS_SESSION_TOKEN": role["sessionToken"],
+        "PROVIDER_CALLBACK_URL": f"{registry}/hooks/account-link",
         "PROVIDER_SIGNING_SECRET": secret, "PROVIDER_SNS_TOPIC_ARN": topic["topicArn"],
         "ACCOUNT_LINK_ALLOW_LOOPBACK": "true", "AWS_LAMBDA_LOG_FORMAT": "JSON",
     }
@@ -201,30 +262,39 @@ def run():
     wait_for(lambda: port_open(invoke_port), "cargo lambda watch", 120, watch, "cargo-lambda-watch.log")
     done(t, f"Lambda runtime API emulator on 127.0.0.1:{invoke_port}")
 
-    for name in ["create", "update", "delete"]:
-        t = step(f"CloudFormation sends {name.capitalize()} (events/{name}.json)")
-        event = json.loads((ROOT / f"events/{name}.json").read_text())
-        key = f"responses/{name}"
-        event["ResponseURL"] = fixture(endpoint, "presign", "--bucket", "cfn-responses", "--key", key).strip()
-        for props in ("ResourceProperties", "OldResourceProperties"):
-            if props in event:
-                event[props]["Regions"] = REGIONS
-        data_file = WORK / f"{name}.json"
-        data_file.write_text(json.dumps(event))
-        inv = subprocess.run(["cargo", "lambda", "invoke", "account-link", "--data-file", str(data_file),
-                              "--invoke-address", "127.0.0.1", "--invoke-port", str(invoke_port)],
-                             cwd=ROOT, env=env_with_venv(), capture_output=True, text=True)
-        if inv.returncode != 0:
-            say(f"  {RED}invoke failed{RESET}: {inv.stdout}{inv.stderr}")
-            raise SystemExit(1)
-        answer = json.loads(fixture(endpoint, "read", "--bucket", "cfn-responses", "--key", key))
+    stack = json.loads((ROOT / "events/create.json").read_text())["StackId"]
+    retired = stack.replace("stack/account-link/", "stack/account-link-old/")
+    t = step("An earlier stack of the same account is created and deleted (Create, then Delete)")
+    old = start_link_request(registry)
+    created = invoke(endpoint, invoke_port, "create", stack_event("create", retired, old["externalId"]))
+    summarize_answer(created)
+    delete = stack_event("delete", retired, old["externalId"])
+    delete["PhysicalResourceId"] = created["PhysicalResourceId"]
+    summarize_answer(invoke(endpoint, invoke_port, "delete", delete))
+    summarize_link(registry, created["PhysicalResourceId"], detailed=False)
+    done(t)
+
+    t = step("The customer clicks \"Link an AWS account\" in the provider's console")
+    request = start_link_request(registry)
+    say(f"  external id {request['externalId']} (status {request['status']}); the quick-create link:")
+    say(f"    {DIM}{request['quickCreateUrl']}{RESET}")
+    done(t)
+
+    link_id = None
+    for name in ["create", "update"]:
+        t = step(f"CloudFormation sends {name.capitalize()} (events/{name}.json) with that external id")
+        answer = invoke(endpoint, invoke_port, name, stack_event(name, stack, request["externalId"]))
         summarize_answer(answer)
-        summarize_link(registry, answer["PhysicalResourceId"], detailed=name == "create")
+        link_id = answer["PhysicalResourceId"]
+        summarize_link(registry, link_id, detailed=name == "create")
         done(t)
+    status = api(registry, f"/link-requests/{request['externalId']}")
+    say(f"\n  the console's link request is {BOLD}{status['status']}{RESET} (link {status['linkId']})")
 
     msgs = json.loads(fixture(endpoint, "sqs-drain", "--queue-url", topic["queueUrl"]))
-    say(f"\n  SNS topic {topic['topicArn']} carried {len(msgs)} messages: "
+    say(f"  SNS topic {topic['topicArn']} carried {len(msgs)} messages: "
         + ", ".join(m["attributes"].get("eventType", "?") for m in msgs))
+    return f"{registry}/links/{link_id}  (all accounts: {registry}/)"
 
 
 if __name__ == "__main__":
