@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::cfn::{self, Answer, CfnRequest, IssuedId, Origin, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
 use crate::deadline::{Deadline, InFlight};
-use link_contract::event::LinkProperties;
+use link_contract::event::{LinkEvent, LinkProperties};
 use link_contract::inventory::Inventory;
 
 use crate::inventory::{self, Ec2Clients};
@@ -192,19 +192,34 @@ pub async fn handle_payload(
         let work_until = work_deadline(deadline);
         let progress = Progress::default();
         let mut task = tokio::spawn(work(app.clone(), req.clone(), progress.clone(), work_until).in_current_span());
-        let result = tokio::select! {
+        let (result, unlink) = tokio::select! {
             joined = &mut task => match joined {
-                Ok(answer) => answer,
-                Err(e) => fallback(&req, &progress, &format!("the function failed unexpectedly ({e}); see its log for details")),
+                Ok(done) => (done.answer, done.then_tell),
+                Err(e) => (fallback(&req, &progress, &format!("the function failed unexpectedly ({e}); see its log for details")), None),
             },
             _ = tokio::time::sleep_until(work_until.instant()) => {
                 task.abort();
                 let pending = progress.in_flight.pending();
                 let waiting = if pending.is_empty() { "the next step".to_string() } else { pending.join(", ") };
-                fallback(&req, &progress, &format!("the function ran out of time waiting for {waiting}; the answer is sent before the Lambda timeout"))
+                (fallback(&req, &progress, &format!("the function ran out of time waiting for {waiting}; the answer is sent before the Lambda timeout")), None)
             }
         };
-        answer(&app, &req.reply, result, deadline).await
+        let sent = answer(&app, &req.reply, result, deadline).await;
+        // An unlink is told only once CloudFormation's bucket accepted the answer: only a genuine request
+        // carries a pre-signed URL it accepts, so an invocation forged by someone allowed to invoke the
+        // function cannot make the provider unlink the account.
+        if let (Ok(_), Some(event)) = (&sent, unlink) {
+            let until = deadline.earlier_by(PUT_CUTOFF);
+            let notifier = app.notifier.clone();
+            // Its own task, so that a panic in it cannot take the invocation down with it.
+            let told = tokio::spawn(async move { notifier.notify(&event, until).await }.in_current_span()).await;
+            match told {
+                Ok(Ok(())) => tracing::info!("provider told of the unlink"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "provider not told of the unlink; the stack is not held back"),
+                Err(e) => tracing::error!(error = %e, "telling the provider of the unlink failed unexpectedly"),
+            }
+        }
+        sent
     }
     .instrument(span)
     .await
@@ -316,14 +331,33 @@ async fn answer(
     }
 }
 
-async fn work(app: Arc<App>, req: CfnRequest, progress: Progress, until: Deadline) -> Answer {
+/// What the work decided: the answer, and an unlink event to send once the answer is accepted.
+struct Done {
+    answer: Answer,
+    then_tell: Option<LinkEvent>,
+}
+
+impl From<Answer> for Done {
+    fn from(answer: Answer) -> Self {
+        Self {
+            answer,
+            then_tell: None,
+        }
+    }
+}
+
+async fn work(app: Arc<App>, req: CfnRequest, progress: Progress, until: Deadline) -> Done {
     // Two resource types, one binary: each has its own function and execution role in the template.
     if req.resource_type == peering::RESOURCE_TYPE {
-        return peering::run(&app, &req, &progress.in_flight, &progress.changed, until).await;
+        return peering::run(&app, &req, &progress.in_flight, &progress.changed, until)
+            .await
+            .into();
     }
     match req.request_type {
-        RequestType::Create | RequestType::Update => link(&app, &req, &progress, until).await,
-        RequestType::Delete => unlink(&app, &req, &progress.in_flight, until).await,
+        RequestType::Create | RequestType::Update => {
+            link(&app, &req, &progress, until).await.into()
+        }
+        RequestType::Delete => unlink(&app, &req, &progress.in_flight).await,
     }
 }
 
@@ -417,7 +451,8 @@ fn attributes(
 }
 
 /// Delete never fails for reasons outside the request: a stack must always be deletable.
-async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadline) -> Answer {
+/// Lists the networks one last time and prepares the `account.unlinked` event, sent after the answer.
+async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight) -> Done {
     let physical = existing_id(&req.reply);
     let (stack_id, logical_id) = (&req.reply.stack_id, &req.reply.logical_resource_id);
     // The id the provider knows the link by.
@@ -429,7 +464,8 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
             return Answer::success(
                 physical,
                 "nothing to unlink: this resource never created a link",
-            );
+            )
+            .into();
         }
     };
     let props = properties::parse(
@@ -453,23 +489,23 @@ async fn unlink(app: &App, req: &CfnRequest, in_flight: &InFlight, until: Deadli
             })
             .ok(),
     };
-    if let Some(e) = &app.config_error {
-        tracing::warn!(error = %e, "misconfigured; the provider cannot be told of the unlink");
-        notes.push(format!(
-            "the provider was not told: the function is misconfigured: {e}"
-        ));
-    } else {
-        let event = report::link_event(req, &link_id, &props, None, inventory);
-        let _pending = in_flight.start(app.notifier.describe());
-        if let Err(e) = app.notifier.notify(&event, until).await {
-            tracing::warn!(error = %e, "provider not told of the unlink; the stack is not held back");
-            notes.push(e.to_string());
+    let then_tell = match &app.config_error {
+        Some(e) => {
+            tracing::warn!(error = %e, "misconfigured; the provider cannot be told of the unlink");
+            notes.push(format!(
+                "the provider was not told: the function is misconfigured: {e}"
+            ));
+            None
         }
-    }
-    let reason = if notes.is_empty() {
-        "unlinked".to_string()
-    } else {
-        format!("unlinked with warnings: {}", notes.join("; "))
+        None => Some(report::link_event(req, &link_id, &props, None, inventory)),
     };
-    Answer::success(physical, reason)
+    let reason = match (notes.is_empty(), then_tell.is_some()) {
+        (true, true) => "unlinked; the provider is told once this answer is accepted".to_string(),
+        (true, false) => "unlinked".to_string(),
+        (false, _) => format!("unlinked with warnings: {}", notes.join("; ")),
+    };
+    Done {
+        answer: Answer::success(physical, reason),
+        then_tell,
+    }
 }
