@@ -339,7 +339,10 @@ async fn delete_succeeds_when_the_provider_is_down_or_has_no_such_link() {
     assert_eq!(answer["Status"], "SUCCESS");
     let told = gone.requests();
     assert_eq!(told.len(), 1, "the provider is told once");
-    assert!(told[0].at > answered_at, "the unlink goes out after the answer");
+    assert!(
+        told[0].at > answered_at,
+        "the unlink goes out after the answer"
+    );
 }
 
 #[tokio::test]
@@ -347,8 +350,12 @@ async fn a_delete_whose_answer_is_refused_tells_the_provider_nothing() {
     // Someone allowed to invoke the function sends a Delete naming the response bucket, but without a
     // pre-signed URL CloudFormation made, the bucket refuses the answer: the provider must not unlink.
     let provider = Server::always(Reply::status(200)).await;
-    let app = mocked_app(Some(webhook(&provider.url("/hook"), Duration::from_secs(1))));
-    let s3 = Server::always(Reply::status(403).body("<Error><Code>AccessDenied</Code></Error>")).await;
+    let app = mocked_app(Some(webhook(
+        &provider.url("/hook"),
+        Duration::from_secs(1),
+    )));
+    let s3 =
+        Server::always(Reply::status(403).body("<Error><Code>AccessDenied</Code></Error>")).await;
     let result = handle_payload(
         app,
         common::event("delete.json", &s3.url("/b/k?X-Amz-Signature=FORGED")),
@@ -358,7 +365,10 @@ async fn a_delete_whose_answer_is_refused_tells_the_provider_nothing() {
     .await;
     assert!(result.is_err(), "the answer was not delivered");
     assert!(!s3.requests().is_empty());
-    assert!(provider.requests().is_empty(), "no unlink reached the provider");
+    assert!(
+        provider.requests().is_empty(),
+        "no unlink reached the provider"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! - `server`: the listener and its limits (connections, header size and time).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
-//! - [`store`]: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
+//! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
 //! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
 //!   `auth`: who may use either (bearer token, session cookie, loopback) and CSRF.
 //!
@@ -13,7 +13,8 @@
 
 pub mod config;
 pub mod proof;
-pub mod store;
+
+mod store;
 
 mod api;
 mod auth;
@@ -95,6 +96,7 @@ impl Registry {
             false => None,
         };
         let store = Store::open(&settings.database).await?;
+        tracing::info!(engine = ?store.engine(), "database ready, migrations applied");
         let listener =
             TcpListener::bind(settings.listen)
                 .await

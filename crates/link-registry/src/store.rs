@@ -257,16 +257,6 @@ impl Store {
         });
         Ok(Page { items, next })
     }
-
-    /// The stored body of one delivery.
-    pub async fn event_body(&self, webhook_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query("SELECT body FROM events WHERE webhook_id = $1")
-            .bind(webhook_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get::<String, _>(0))
-            .transpose()?)
-    }
 }
 
 /// A link a customer started in the console.
