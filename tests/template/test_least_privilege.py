@@ -27,6 +27,7 @@ BIN = Path(sys.executable).parent
 
 PROVIDERS = {
     "ProviderAccountId": "111111111111",
+    "ExternalId": "provider-generated-external-id-0123",
     "ProviderPlayerAccountId": "222222222222",
     "ProviderServiceAccountId": "333333333333",
 }

@@ -170,9 +170,8 @@ def test_remote_roles(template):
         (stmt,) = props["AssumeRolePolicyDocument"]["Statement"]
         assert stmt["Principal"] == {"AWS": {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{{param}}}:root"}}
         assert stmt["Action"] == "sts:AssumeRole"
-        assert stmt["Condition"] == {
-            "Fn::If": ["HasExternalId", {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}, {"Ref": "AWS::NoValue"}]
-        }
+        # The ExternalId is required (16+ characters), so the condition is unconditional.
+        assert stmt["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}
         # A fixed name only when the roles are shared between regions (created once per account).
         assert props["RoleName"]["Fn::If"][0] == "SharedRoles"
         assert r[name]["Condition"] == "MakeRoles"
