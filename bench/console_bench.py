@@ -677,9 +677,10 @@ def report(results: list[dict], info: dict, load_start: str, reps: int) -> str:
              "docs/provider-events.md and checked against schema/link-event.v1.json: the largest VPC holds 30 % of the "
              "subnets, the next 20 %, 12 %, 8 %, the rest share the remainder; /26 subnets over as many /16 blocks as "
              "needed, 2 % IPv6-only and 10 % with fewer free addresses than `--min-free-ips 16` (shown "
-             "disabled); one route table per ten subnets (explicit associations) plus the main one, six routes each "
-             "(local, internet or NAT gateway, egress-only gateway, transit gateway, prefix list); small VPCs use some "
-             "zones only. Each size is stored twice, as two links (two stacks) of the same shape.")
+             "disabled); one route table per ten subnets (explicit associations) plus the main one, each with a local "
+             "route per IPv4 block, the others also `0.0.0.0/0` to an internet or NAT gateway, `::/0` to an egress-only "
+             "gateway, a transit gateway route (some blackholed) and a prefix-list route; small VPCs use some zones "
+             "only; one VPC in nine is shared from another account. Each size is stored twice, as two links (two stacks) of the same shape.")
     L.append("- **Delivery**: as the function sends it: `crates/link-contract/examples/split_and_sign.rs` splits the "
              "event with `link_contract::parts::split` at 1 MiB (the function's default `PROVIDER_MAX_BODY_BYTES`) and "
              "signs each part with `link_contract::signing::sign`; the script POSTs the parts to "
