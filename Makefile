@@ -58,7 +58,12 @@ package: build ## zip the bootstrap into dist/account-link.zip
 
 bench: venv ## measure cold start, warm latency, memory and scale against a Python handler
 	$(PY) bench/run.py
+	@$(MAKE) --no-print-directory bench-console
 
 clean:
 	cargo clean
 	rm -rf $(VENV) dist .demo
+
+.PHONY: bench-console
+bench-console: venv system-deps ## only the console's part of `make bench`: 100 to 10 000 subnets in headless Chromium (ARGS=--quick)
+	$(PY) bench/console_bench.py $(ARGS)
