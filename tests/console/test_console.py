@@ -43,7 +43,9 @@ REGIONS = ["us-west-2", "eu-west-1"]
 TOKEN = "console-test-token-" + secrets.token_hex(8)
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 TEMPLATE_URL = "https://provider-templates.s3.us-west-2.amazonaws.com/account-link/1.0.0/template.yaml"
-SCREENSHOT = ROOT / "docs" / "console-picker.png"
+# Every run keeps a screenshot of the picker in target/; UPDATE_SCREENSHOT=1 also refreshes the README's.
+SCREENSHOT = ROOT / "target" / "test-output" / "console-picker.png"
+DOCS_SCREENSHOT = ROOT / "docs" / "console-picker.png"
 
 
 def free_port() -> int:
@@ -222,7 +224,10 @@ def test_link_connect_and_pick_a_network(moto, registry, browser):
     picked = sorted(shown)[:2]
     for sid in picked:
         subnet_select.select_by_value(sid)
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        shutil.copyfile(SCREENSHOT, DOCS_SCREENSHOT)
     browser.find_element(By.ID, "save").click()
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "save-status"), "Saved."))
 

@@ -132,11 +132,24 @@ async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> Respo
         Err(e) => return store_error(e),
     };
     let (link, inventory) = found;
-    let mut v = serde_json::to_value(link).unwrap_or_default();
-    v["inventory"] = inventory.unwrap_or(serde_json::Value::Null);
-    v["selection"] = serde_json::to_value(selection).unwrap_or_default();
-    v["minFreeIps"] = app.console.min_free_ips.into();
-    Json(v).into_response()
+    Json(LinkDetail {
+        link: &link,
+        inventory: inventory.as_deref(),
+        selection,
+        min_free_ips: app.console.min_free_ips,
+    })
+    .into_response()
+}
+
+/// `GET /api/links/{linkId}`: the link, its inventory as stored, the saved selection.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LinkDetail<'a> {
+    #[serde(flatten)]
+    link: &'a crate::store::LinkView,
+    inventory: Option<&'a serde_json::value::RawValue>,
+    selection: Option<Selection>,
+    min_free_ips: i64,
 }
 
 /// Why a subnet cannot be picked, if it cannot.
@@ -233,7 +246,7 @@ async fn save_selection(
         );
     }
     let inventory: Vec<RegionInventory> = inventory
-        .and_then(|v| serde_json::from_value(v).ok())
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
         .unwrap_or_default();
     if let Err(problem) = check_selection(&selection, &inventory, app.console.min_free_ips) {
         return error(StatusCode::BAD_REQUEST, &problem);

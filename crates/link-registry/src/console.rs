@@ -454,8 +454,8 @@ async fn link_page(
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let l = match app.store.link(&link_id).await {
-        Ok(Some((l, _))) => l,
+    let l = match app.store.link_view(&link_id).await {
+        Ok(Some(l)) => l,
         Ok(None) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
         Err(e) => return unavailable(e),
     };

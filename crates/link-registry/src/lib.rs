@@ -128,7 +128,9 @@ impl Registry {
             .route("/healthz", get(api::health))
             .nest("/api", api)
             .merge(console::router())
-            .with_state(app.clone());
+            .with_state(app.clone())
+            // Responses to clients that accept gzip (event streams and tiny bodies are left alone).
+            .layer(tower_http::compression::CompressionLayer::new().gzip(true));
         Ok(Self {
             listener,
             router,

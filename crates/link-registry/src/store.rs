@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use link_contract::event::{EventType, LinkEvent};
 use link_contract::parts;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
@@ -202,26 +203,33 @@ impl Store {
         Ok(Page { items, next })
     }
 
-    /// One link and its newest complete inventory (a JSON array of RegionInventory).
-    pub async fn link(
-        &self,
-        link_id: &str,
-    ) -> Result<Option<(LinkView, Option<Value>)>, StoreError> {
+    /// One link, without its inventory.
+    pub async fn link_view(&self, link_id: &str) -> Result<Option<LinkView>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {LINK_COLUMNS} FROM links WHERE link_id = $1"
         ))
         .bind(link_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let link = LinkView::from_row(&row)?;
+        Ok(row.map(|r| LinkView::from_row(&r)).transpose()?)
+    }
+
+    /// One link and its newest complete inventory, as stored: a JSON array of RegionInventory, passed on
+    /// without being parsed (it can be megabytes).
+    pub async fn link(
+        &self,
+        link_id: &str,
+    ) -> Result<Option<(LinkView, Option<Box<RawValue>>)>, StoreError> {
+        let Some(link) = self.link_view(link_id).await? else {
+            return Ok(None);
+        };
         let inventory = sqlx::query("SELECT body FROM inventories WHERE link_id = $1")
             .bind(link_id)
             .fetch_optional(&self.pool)
             .await?
             .map(|r| r.try_get::<String, _>(0))
             .transpose()?
-            .and_then(|body| serde_json::from_str(&body).ok());
+            .and_then(|body| RawValue::from_string(body).ok());
         Ok(Some((link, inventory)))
     }
 

@@ -277,6 +277,20 @@ async fn selections_are_checked_against_the_inventory_and_need_csrf_from_browser
     let (_, l) = get(&http, &format!("{base}/api/links/{link}"), Some(TOKEN)).await;
     assert_eq!(l["selection"], good);
     assert_eq!(l["minFreeIps"], 16);
+    assert_eq!(
+        serde_json::from_value::<Vec<RegionInventory>>(l["inventory"].clone()).unwrap(),
+        e.data.inventory,
+        "the inventory as stored"
+    );
+    // Browsers get it compressed (a 10 000-subnet inventory is megabytes of JSON).
+    let gz = http
+        .get(format!("{base}/api/links/{link}"))
+        .bearer_auth(TOKEN)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
 
     // A browser session: log in, then changes need the page's CSRF token as well as the cookie.
     let browser = no_redirects();
