@@ -21,7 +21,7 @@ use crate::cfn::{self, Answer, CfnRequest, RequestType};
 use crate::deadline::{Deadline, InFlight};
 use crate::handler::App;
 use crate::properties::{
-    check_ec2_id, err, is_ec2_id, kind, parse_ipv4_cidr, scalar, PropertyError, CLOUDFORMATION_KEYS,
+    check_ec2_id, err, is_ec2_id, kind, parse_ipv4_cidr, property_object, scalar, PropertyError,
 };
 use crate::text::truncate_chars;
 
@@ -57,24 +57,8 @@ pub struct PeeringProperties {
 
 /// Parses `ResourceProperties`; every error names the property to fix.
 pub fn parse(value: &Value) -> Result<PeeringProperties, PropertyError> {
-    const ROOT: &str = "ResourceProperties";
     let empty = serde_json::Map::new();
-    let obj = match value {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => return Err(err(ROOT, "must be an object of properties")),
-    };
-    if let Some(unknown) = obj.keys().find(|k| {
-        !PROPERTY_NAMES.contains(&k.as_str()) && !CLOUDFORMATION_KEYS.contains(&k.as_str())
-    }) {
-        return Err(err(
-            format!("{ROOT}.{}", truncate_chars(unknown, 64)),
-            format!(
-                "is not a property of {RESOURCE_TYPE} (accepted: {})",
-                PROPERTY_NAMES.join(", ")
-            ),
-        ));
-    }
+    let obj = property_object(value, RESOURCE_TYPE, PROPERTY_NAMES)?.unwrap_or(&empty);
     let required = |k: &str| -> Result<String, PropertyError> {
         scalar(obj.get(k), k)?.ok_or_else(|| err(k, "is required"))
     };

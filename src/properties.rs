@@ -78,24 +78,8 @@ pub fn parse(
     partition: &str,
     account: &str,
 ) -> Result<LinkProperties, PropertyError> {
-    const ROOT: &str = "ResourceProperties";
     let empty = serde_json::Map::new();
-    let obj = match value {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => return Err(err(ROOT, "must be an object of properties")),
-    };
-    if let Some(unknown) = obj.keys().find(|k| {
-        !PROPERTY_NAMES.contains(&k.as_str()) && !CLOUDFORMATION_KEYS.contains(&k.as_str())
-    }) {
-        return Err(err(
-            format!("{ROOT}.{}", crate::text::truncate_chars(unknown, 64)),
-            format!(
-                "is not a property of Custom::AccountLink (accepted: {})",
-                PROPERTY_NAMES.join(", ")
-            ),
-        ));
-    }
+    let obj = property_object(value, "Custom::AccountLink", PROPERTY_NAMES)?.unwrap_or(&empty);
     let regions = match parse_regions(obj.get("Regions"), partition)? {
         r if r.is_empty() => vec![function_region.to_string()],
         r => r,
@@ -107,6 +91,34 @@ pub fn parse(
         vpc_id: parse_vpc_id(obj.get("VpcId"))?,
         peering: parse_peering(obj.get("Peering"))?,
     })
+}
+
+/// `ResourceProperties` as an object (`None` for null) whose keys are all `accepted` or CloudFormation's
+/// own: a misspelt property is an error naming it, never silently ignored.
+pub(crate) fn property_object<'a>(
+    value: &'a Value,
+    resource_type: &str,
+    accepted: &[&str],
+) -> Result<Option<&'a serde_json::Map<String, Value>>, PropertyError> {
+    const ROOT: &str = "ResourceProperties";
+    let obj = match value {
+        Value::Null => return Ok(None),
+        Value::Object(o) => o,
+        _ => return Err(err(ROOT, "must be an object of properties")),
+    };
+    if let Some(unknown) = obj
+        .keys()
+        .find(|k| !accepted.contains(&k.as_str()) && !CLOUDFORMATION_KEYS.contains(&k.as_str()))
+    {
+        return Err(err(
+            format!("{ROOT}.{}", crate::text::truncate_chars(unknown, 64)),
+            format!(
+                "is not a property of {resource_type} (accepted: {})",
+                accepted.join(", ")
+            ),
+        ));
+    }
+    Ok(Some(obj))
 }
 
 /// A scalar as CloudFormation sends it; `None` when absent, null or empty.

@@ -2,7 +2,7 @@
 //! expose customers' networks or accept unverifiable events stops the process with a message naming the
 //! flag, instead of serving.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -252,7 +252,7 @@ impl Cli {
             ));
         }
         if let Some(sts) = &self.sts_endpoint {
-            if !is_loopback_url(sts) {
+            if !crate::proof::is_loopback(sts) {
                 return Err(err(
                     "--sts-endpoint",
                     "only a loopback URL may replace AWS STS (it decides which account sent an event)",
@@ -379,15 +379,6 @@ fn mode_name(m: AuthMode) -> String {
     m.to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_default()
-}
-
-pub(crate) fn is_loopback_url(u: &Url) -> bool {
-    match u.host() {
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 #[cfg(test)]

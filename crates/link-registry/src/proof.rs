@@ -202,7 +202,8 @@ impl Default for ProofVerifier {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the URL names a loopback host (the only place an STS stand-in may be).
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),

@@ -2,8 +2,6 @@
 //! whose API then returns exactly the inventory moto holds (as boto3, an independent client, lists it);
 //! a 10 000-subnet account arrives in parts and reassembles completely.
 
-#[path = "../../../tests/common/mod.rs"]
-mod common;
 mod support;
 
 use std::sync::Arc;
@@ -13,9 +11,9 @@ use account_link::config::Callback;
 use account_link::deadline::Deadline;
 use account_link::handler::{handle_payload, http_client};
 use account_link::notify::{Channels, Webhook};
-use common::Moto;
 use link_contract::inventory::RegionInventory;
 use serde_json::{json, Map, Value};
+use support::common::{self, Moto};
 use support::{get, http, Receiver, SECRET};
 
 const REGIONS: [&str; 2] = ["us-west-2", "eu-west-1"];

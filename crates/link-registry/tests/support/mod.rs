@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::io::BufRead;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,18 +11,16 @@ use link_contract::event::LinkEvent;
 use link_contract::signing::{sign, SigningSecret};
 use serde_json::Value;
 
+/// The function's test support (moto, fake endpoints, free ports), shared with the root package's tests.
+#[path = "../../../../tests/common/mod.rs"]
+pub mod common;
+
+pub use common::free_port;
+
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub fn secrets() -> Vec<SigningSecret> {
     SigningSecret::parse_list(SECRET).unwrap()
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A fresh directory for one test.
@@ -255,53 +252,30 @@ impl Postgres {
         pg
     }
 
-    /// A new, empty database in this cluster.
-    pub fn database(&self, name: &str) -> String {
+    /// Runs one SQL statement with psql in `database`; its unaligned output.
+    fn psql(&self, database: &str, sql: &str) -> String {
         let out = Command::new(pg_bin("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-c",
-            ])
-            .arg(format!("CREATE DATABASE {name}"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-At"])
+            .args(["-p", &self.port.to_string(), "-d", database, "-c", sql])
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "createdb: {}",
+            "psql: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A new, empty database in this cluster.
+    pub fn database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Runs one SQL statement and returns psql's unaligned output.
     pub fn query(&self, database: &str, sql: &str) -> String {
-        let out = Command::new(pg_bin("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-At",
-                "-d",
-                database,
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.psql(database, sql)
     }
 }
 
