@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch, Semaphore};
 
 use config::{Auth, Console, Limits, Settings};
-use store::{Delivery, Store};
+use store::Store;
 
 pub use receiver::Rejected;
 
@@ -57,8 +57,8 @@ pub(crate) struct App {
 }
 
 impl App {
-    pub(crate) fn notify_stored(&self, d: &Delivery) {
-        let _ = self.changes.send(d.event.data.physical_resource_id.clone());
+    pub(crate) fn notify_stored(&self, link_id: String) {
+        let _ = self.changes.send(link_id);
     }
 }
 

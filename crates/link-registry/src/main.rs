@@ -11,9 +11,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Written by a thread of their own: a log line per delivery costs the request no write to stderr.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match cli.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),

@@ -195,7 +195,9 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         }
         Ok(Ok(b)) => b,
     };
-    // 3 and 4, off the async workers.
+    // 3 and 4: bounded by the semaphore whatever the size. A small body (a typical event is a few KB,
+    // tens of microseconds) is checked right here, where handing it to another thread would cost more
+    // than the check; a large one (up to milliseconds) goes to the blocking pool, off the async workers.
     let permit = app
         .verify_slots
         .clone()
@@ -204,12 +206,18 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         .map_err(|_| Rejected::Busy)?;
     let secrets = auth.mode.hmac().then(|| auth.secrets.clone());
     let webhook_id = checked.id.clone();
-    let (event, body) = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        check(&checked, secrets.as_deref(), body)
-    })
-    .await
-    .map_err(|_| Rejected::Busy)??;
+    let (event, body) = if body.len() <= INLINE_CHECK_BYTES {
+        let checked = check(&checked, secrets.as_deref(), body);
+        drop(permit);
+        checked?
+    } else {
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            check(&checked, secrets.as_deref(), body)
+        })
+        .await
+        .map_err(|_| Rejected::Busy)??
+    };
     // 5. The proof of the account: only now, after everything local, may STS be asked.
     let caller_arn = match (&app.proofs, proof) {
         (Some(verifier), Some(proof)) => {
@@ -232,22 +240,27 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
     };
     // 6. Store.
     let event_at = event_millis(&event.timestamp).unwrap_or_default();
+    let link_id = event.data.physical_resource_id.clone();
     let delivery = Delivery {
         webhook_id,
-        body: String::from_utf8(body.to_vec()).map_err(|e| Rejected::NotAnEvent(e.to_string()))?,
+        body: String::from_utf8(Vec::from(body))
+            .map_err(|e| Rejected::NotAnEvent(e.to_string()))?,
         event,
         event_at,
         received_at: now_millis(),
         caller_arn,
     };
-    let outcome = app.store.ingest(delivery.clone()).await?;
-    if matches!(outcome, Outcome::Stored { .. }) || matches!(outcome, Outcome::PartStored { .. }) {
-        app.notify_stored(&delivery);
+    let outcome = app.store.ingest(delivery).await?;
+    if outcome != Outcome::Duplicate {
+        app.notify_stored(link_id);
     }
     Ok(outcome)
 }
 
-/// Signature (when configured) and event checks: CPU work, run on the blocking pool.
+/// Bodies up to this size are checked on the request's own task (see `accept`).
+const INLINE_CHECK_BYTES: usize = 64 * 1024;
+
+/// Signature (when configured) and event checks: CPU work.
 fn check(
     headers: &WebhookHeaders,
     secrets: Option<&[SigningSecret]>,

@@ -13,6 +13,7 @@
 //! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it
 //!   applied; an older event arriving late is kept in the history and changes nothing.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use link_contract::event::{EventType, LinkEvent};
@@ -123,8 +124,10 @@ impl Store {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
                         // Durable before the 2xx: every commit reaches the disk (WAL, fsync per commit).
+                        // Checkpoints run in their own task (below), not inside the writer's commits.
                         conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000;",
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
+                             PRAGMA wal_autocheckpoint=0;",
                         )
                         .await?;
                     }
@@ -138,6 +141,9 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (writer, jobs) = mpsc::channel(QUEUE);
         tokio::spawn(run_writer(pool.clone(), jobs));
+        if engine == Engine::Sqlite {
+            tokio::spawn(checkpoint(pool.clone()));
+        }
         Ok(Self {
             pool,
             engine,
@@ -614,47 +620,130 @@ async fn run_writer(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        outcomes.push(store_one(&mut tx, d).await?);
+/// Copies SQLite's write-ahead log into the database file every second, beside the writer rather than
+/// inside its commits (PASSIVE: it never blocks a writer or a reader, and does what it can).
+async fn checkpoint(pool: AnyPool) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_all(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; retrying in a second");
+        }
     }
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
-async fn store_one(
+/// `($1, ..., $k), ($k+1, ...)`: `rows` rows of `width` placeholders, for multi-row statements.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One transaction for a batch, with a handful of statements whatever its size (each statement through
+/// the driver costs far more than the database's own work): every delivery's row in one insert, then the
+/// links, inventories and console requests the whole events touch, one statement each. Parts of split
+/// events, which are rare, are stored one by one.
+async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
+    // A webhook-id seen earlier in this batch is a duplicate without asking the database.
+    let mut seen = HashSet::new();
+    let mut fresh = Vec::with_capacity(deliveries.len());
+    for (i, d) in deliveries.iter().enumerate() {
+        if seen.insert(d.webhook_id.as_str()) {
+            fresh.push(i);
+        } else {
+            outcomes[i] = Some(Outcome::Duplicate);
+        }
+    }
+    let rows: Vec<&Delivery> = fresh.iter().map(|&i| deliveries[i]).collect();
+    let inserted = insert_events(&mut tx, &rows).await?;
+    let mut whole = Vec::new();
+    for &i in &fresh {
+        let d = deliveries[i];
+        if !inserted.contains(d.webhook_id.as_str()) {
+            outcomes[i] = Some(Outcome::Duplicate);
+            continue;
+        }
+        match &d.event.data.part {
+            None => whole.push(i),
+            Some(part) => outcomes[i] = Some(store_part(&mut tx, d, part).await?),
+        }
+    }
+    let events: Vec<Applying> = whole
+        .iter()
+        .map(|&i| Applying {
+            event: &deliveries[i].event,
+            event_at: deliveries[i].event_at,
+            caller_arn: deliveries[i].caller_arn.as_deref(),
+        })
+        .collect();
+    let applied = apply(&mut tx, &events).await?;
+    for (k, &i) in whole.iter().enumerate() {
+        outcomes[i] = Some(Outcome::Stored {
+            applied: applied[k],
+        });
+    }
+    tx.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Duplicate))
+        .collect())
+}
+
+/// The deliveries' rows; returns the webhook-ids that were new (the others were stored before).
+async fn insert_events(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[&Delivery],
+) -> Result<HashSet<String>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "INSERT INTO events (webhook_id, event_id, link_id, event_type, event_at, received_at, part_index, part_count, part_set, caller_arn, body) \
+         VALUES {} ON CONFLICT (webhook_id) DO NOTHING RETURNING webhook_id",
+        placeholders(rows.len(), 11)
+    );
+    let mut q = sqlx::query(&sql);
+    for d in rows {
+        let data = &d.event.data;
+        let part = data.part.as_ref();
+        q = q
+            .bind(d.webhook_id.as_str())
+            .bind(data.event_id.as_str())
+            .bind(data.physical_resource_id.as_str())
+            .bind(d.event.event_type.as_str())
+            .bind(d.event_at)
+            .bind(d.received_at)
+            .bind(part.map(|p| p.index as i64))
+            .bind(part.map(|p| p.count as i64))
+            .bind(part.map(|p| p.set.as_str()))
+            .bind(d.caller_arn.as_deref())
+            .bind(d.body.as_str());
+    }
+    let mut inserted = HashSet::with_capacity(rows.len());
+    for row in q.fetch_all(&mut **tx).await? {
+        inserted.insert(row.try_get::<String, _>(0)?);
+    }
+    Ok(inserted)
+}
+
+/// One part of a split event, already in `events`: counts it, and when it is the last one, puts the event
+/// back together and applies it.
+async fn store_part(
     tx: &mut Transaction<'static, Any>,
     d: &Delivery,
+    part: &link_contract::event::Part,
 ) -> Result<Outcome, StoreError> {
     let data = &d.event.data;
-    let part = data.part.as_ref();
-    let inserted = sqlx::query(
-        "INSERT INTO events (webhook_id, event_id, link_id, event_type, event_at, received_at, part_index, part_count, part_set, caller_arn, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (webhook_id) DO NOTHING",
-    )
-    .bind(d.webhook_id.as_str())
-    .bind(data.event_id.as_str())
-    .bind(data.physical_resource_id.as_str())
-    .bind(d.event.event_type.as_str())
-    .bind(d.event_at)
-    .bind(d.received_at)
-    .bind(part.map(|p| p.index as i64))
-    .bind(part.map(|p| p.count as i64))
-    .bind(part.map(|p| p.set.clone()))
-    .bind(d.caller_arn.clone())
-    .bind(d.body.as_str())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(Outcome::Duplicate);
-    }
-    let Some(part) = part else {
-        let applied = apply(tx, &d.event, d.event_at, d.caller_arn.as_deref()).await?;
-        return Ok(Outcome::Stored { applied });
-    };
     let count = part.count as i64;
     let received: i64 = sqlx::query(
         "INSERT INTO part_sets (event_id, part_set, part_count, received) VALUES ($1, $2, $3, 1) \
@@ -684,31 +773,69 @@ async fn store_one(
         all.push(serde_json::from_str::<LinkEvent>(&body).map_err(|e| corrupt(e.to_string()))?);
     }
     let whole = parts::reassemble(all).map_err(|e| corrupt(e.to_string()))?;
-    let applied = apply(tx, &whole, d.event_at, d.caller_arn.as_deref()).await?;
-    Ok(Outcome::Stored { applied })
+    let applied = apply(
+        tx,
+        &[Applying {
+            event: &whole,
+            event_at: d.event_at,
+            caller_arn: d.caller_arn.as_deref(),
+        }],
+    )
+    .await?;
+    Ok(Outcome::Stored {
+        applied: applied[0],
+    })
 }
 
-/// Applies a whole event to its link, if it is newer than the last one the link applied; replaces the
-/// link's inventory if the event's is complete and newer than the one kept.
+/// A whole event to apply to its link.
+struct Applying<'a> {
+    event: &'a LinkEvent,
+    event_at: i64,
+    caller_arn: Option<&'a str>,
+}
+
+impl Applying<'_> {
+    /// Events of one link are ordered by their own timestamp, then their id.
+    fn order(&self) -> (i64, &str) {
+        (self.event_at, self.event.data.event_id.as_str())
+    }
+}
+
+/// For each link, the newest of `events` (by [`Applying::order`]) among those `keep` accepts.
+fn newest_per_link<'a>(events: &'a [Applying<'a>], keep: impl Fn(&Applying) -> bool) -> Vec<usize> {
+    let mut newest: HashMap<&str, usize> = HashMap::new();
+    for (k, e) in events.iter().enumerate().filter(|(_, e)| keep(e)) {
+        newest
+            .entry(e.event.data.physical_resource_id.as_str())
+            .and_modify(|best| {
+                if e.order() > events[*best].order() {
+                    *best = k;
+                }
+            })
+            .or_insert(k);
+    }
+    let mut picked: Vec<usize> = newest.into_values().collect();
+    picked.sort_unstable();
+    picked
+}
+
+/// Applies whole events to their links: each link takes the newest event of the batch if it is newer than
+/// the last one it applied (so an older event arriving late changes nothing), and its inventory if that
+/// event's is complete and newer than the one kept; console requests named by an external id connect.
+/// Returns, for each event, whether its link now reflects it.
 async fn apply(
     tx: &mut Transaction<'static, Any>,
-    event: &LinkEvent,
-    event_at: i64,
-    caller_arn: Option<&str>,
-) -> Result<bool, StoreError> {
-    let d = &event.data;
-    let vpcs = d.inventory.iter().flat_map(|r| &r.vpcs);
-    let vpc_count = vpcs.clone().count() as i64;
-    let subnet_count = vpcs.clone().map(|v| v.subnets.len()).sum::<usize>() as i64;
-    let table_count = vpcs.map(|v| v.route_tables.len()).sum::<usize>() as i64;
-    let (state, linked_at, unlinked_at) = match event.event_type {
-        EventType::Unlinked => ("unlinked", None, Some(event_at)),
-        EventType::Linked | EventType::Updated => ("linked", Some(event_at), None),
-    };
-    let applied = sqlx::query(
+    events: &[Applying<'_>],
+) -> Result<Vec<bool>, StoreError> {
+    let mut applied = vec![false; events.len()];
+    if events.is_empty() {
+        return Ok(applied);
+    }
+    let winners = newest_per_link(events, |_| true);
+    let sql = format!(
         "INSERT INTO links (link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, \
            vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_at, last_event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $18, $20) \
+         VALUES {} \
          ON CONFLICT (link_id) DO UPDATE SET \
            account_id = excluded.account_id, partition_name = excluded.partition_name, region = excluded.region, \
            stack_id = excluded.stack_id, logical_resource_id = excluded.logical_resource_id, state = excluded.state, \
@@ -723,57 +850,100 @@ async fn apply(
            updated_at = excluded.updated_at, unlinked_at = excluded.unlinked_at, \
            last_event_at = excluded.last_event_at, last_event_id = excluded.last_event_id \
          WHERE links.last_event_at < excluded.last_event_at \
-            OR (links.last_event_at = excluded.last_event_at AND links.last_event_id < excluded.last_event_id)",
-    )
-    .bind(d.physical_resource_id.as_str())
-    .bind(d.account_id.as_str())
-    .bind(d.partition.as_str())
-    .bind(d.region.as_str())
-    .bind(d.stack_id.as_str())
-    .bind(d.logical_resource_id.as_str())
-    .bind(state)
-    .bind(d.external_id.clone())
-    .bind(serde_json::to_string(&d.roles).unwrap_or_default())
-    .bind(serde_json::to_string(&d.regions).unwrap_or_default())
-    .bind(d.vpc_id.clone())
-    .bind(vpc_count)
-    .bind(subnet_count)
-    .bind(table_count)
-    .bind(i64::from(d.inventory_complete))
-    .bind(caller_arn.map(str::to_string))
-    .bind(linked_at)
-    .bind(event_at)
-    .bind(unlinked_at)
-    .bind(d.event_id.as_str())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        > 0;
-    if let (Some(external_id), false) = (&d.external_id, event.event_type == EventType::Unlinked) {
-        // The console's pending link with this external id, if it has not expired, is now connected.
-        let now = now_millis();
-        sqlx::query(
-            "UPDATE link_requests SET link_id = $1, connected_at = $2 \
-             WHERE external_id = $3 AND link_id IS NULL AND expires_at >= $2",
-        )
-        .bind(d.physical_resource_id.as_str())
-        .bind(now)
-        .bind(external_id.as_str())
-        .execute(&mut **tx)
-        .await?;
+            OR (links.last_event_at = excluded.last_event_at AND links.last_event_id < excluded.last_event_id) \
+         RETURNING link_id",
+        placeholders(winners.len(), 21)
+    );
+    let mut q = sqlx::query(&sql);
+    for &k in &winners {
+        let Applying {
+            event,
+            event_at,
+            caller_arn,
+        } = &events[k];
+        let d = &event.data;
+        let vpcs = d.inventory.iter().flat_map(|r| &r.vpcs);
+        let (state, linked_at, unlinked_at) = match event.event_type {
+            EventType::Unlinked => ("unlinked", None, Some(*event_at)),
+            EventType::Linked | EventType::Updated => ("linked", Some(*event_at), None),
+        };
+        q = q
+            .bind(d.physical_resource_id.as_str())
+            .bind(d.account_id.as_str())
+            .bind(d.partition.as_str())
+            .bind(d.region.as_str())
+            .bind(d.stack_id.as_str())
+            .bind(d.logical_resource_id.as_str())
+            .bind(state)
+            .bind(d.external_id.as_deref())
+            .bind(serde_json::to_string(&d.roles).unwrap_or_default())
+            .bind(serde_json::to_string(&d.regions).unwrap_or_default())
+            .bind(d.vpc_id.as_deref())
+            .bind(vpcs.clone().count() as i64)
+            .bind(vpcs.clone().map(|v| v.subnets.len()).sum::<usize>() as i64)
+            .bind(vpcs.map(|v| v.route_tables.len()).sum::<usize>() as i64)
+            .bind(i64::from(d.inventory_complete))
+            .bind(*caller_arn)
+            .bind(linked_at)
+            .bind(*event_at)
+            .bind(unlinked_at)
+            .bind(*event_at)
+            .bind(d.event_id.as_str());
     }
-    if d.inventory_complete {
-        sqlx::query(
-            "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES ($1, $2, $3, $4) \
+    let mut changed = HashSet::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        changed.insert(row.try_get::<String, _>(0)?);
+    }
+    for &k in &winners {
+        applied[k] = changed.contains(events[k].event.data.physical_resource_id.as_str());
+    }
+
+    let complete = newest_per_link(events, |e| e.event.data.inventory_complete);
+    if !complete.is_empty() {
+        let sql = format!(
+            "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES {} \
              ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body \
              WHERE inventories.event_at < excluded.event_at",
-        )
-        .bind(d.physical_resource_id.as_str())
-        .bind(d.event_id.as_str())
-        .bind(event_at)
-        .bind(serde_json::to_string(&d.inventory).unwrap_or_default())
-        .execute(&mut **tx)
-        .await?;
+            placeholders(complete.len(), 4)
+        );
+        let mut q = sqlx::query(&sql);
+        for &k in &complete {
+            let d = &events[k].event.data;
+            q = q
+                .bind(d.physical_resource_id.as_str())
+                .bind(d.event_id.as_str())
+                .bind(events[k].event_at)
+                .bind(serde_json::to_string(&d.inventory).unwrap_or_default());
+        }
+        q.execute(&mut **tx).await?;
+    }
+
+    // The console's pending links named by these events' external ids, if they have not expired, are now
+    // connected.
+    let mut by_external_id: HashMap<&str, &str> = HashMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.event.event_type != EventType::Unlinked)
+    {
+        if let Some(x) = &e.event.data.external_id {
+            by_external_id.insert(x.as_str(), e.event.data.physical_resource_id.as_str());
+        }
+    }
+    if !by_external_id.is_empty() {
+        let sql = format!(
+            "UPDATE link_requests SET link_id = v.column2, connected_at = $1 FROM (VALUES {}) AS v \
+             WHERE link_requests.external_id = v.column1 AND link_requests.link_id IS NULL \
+               AND link_requests.expires_at >= $1",
+            (0..by_external_id.len())
+                .map(|i| format!("(${}, ${})", 2 + 2 * i, 3 + 2 * i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(now_millis());
+        for (external_id, link_id) in by_external_id {
+            q = q.bind(external_id).bind(link_id);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(applied)
 }
@@ -781,6 +951,80 @@ async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(link: &str, event_id: &str, at: &str, unlink: bool) -> Delivery {
+        let example = if unlink {
+            include_str!("../../../docs/examples/account.unlinked.json")
+        } else {
+            include_str!("../../../docs/examples/account.linked.json")
+        };
+        let mut event: LinkEvent = serde_json::from_str(example).unwrap();
+        event.data.physical_resource_id = link.into();
+        event.data.event_id = event_id.into();
+        event.timestamp = at.into();
+        Delivery {
+            webhook_id: event_id.into(),
+            body: serde_json::to_string(&event).unwrap(),
+            event_at: event_millis(at).unwrap(),
+            event,
+            received_at: now_millis(),
+            caller_arn: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn one_batch_orders_events_and_finds_duplicates() {
+        let dir = std::env::temp_dir().join(format!("store-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_file(dir.join("b.db"));
+        let store = Store::open(&format!("sqlite://{}", dir.join("b.db").display()))
+            .await
+            .unwrap();
+        let first = delivery("link-a", "msg_1", "2026-11-29T10:00:00.000Z", false);
+        commit(&store.pool, &[&first]).await.unwrap();
+        // In one batch: the unlink of link-a, an older event of it, the same delivery twice, one stored
+        // before, and two events of link-b, the newer first.
+        let batch = [
+            delivery("link-a", "msg_3", "2026-11-29T10:05:00.000Z", true),
+            delivery("link-a", "msg_2", "2026-11-29T10:01:00.000Z", false),
+            delivery("link-b", "msg_5", "2026-11-29T11:00:00.000Z", false),
+            delivery("link-b", "msg_4", "2026-11-29T10:30:00.000Z", true),
+            delivery("link-b", "msg_5", "2026-11-29T11:00:00.000Z", false),
+            first.clone(),
+        ];
+        let refs: Vec<&Delivery> = batch.iter().collect();
+        let outcomes = commit(&store.pool, &refs).await.unwrap();
+        let stored = |applied| Outcome::Stored { applied };
+        assert_eq!(
+            outcomes,
+            [
+                stored(true),
+                stored(false),
+                stored(true),
+                stored(false),
+                Outcome::Duplicate,
+                Outcome::Duplicate
+            ]
+        );
+        let (a, _) = store.link("link-a").await.unwrap().unwrap();
+        let (b, inventory) = store.link("link-b").await.unwrap().unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.last_event_id.as_str()),
+            ("unlinked", "msg_3")
+        );
+        assert_eq!(
+            (b.state.as_str(), b.last_event_id.as_str()),
+            ("linked", "msg_5")
+        );
+        assert!(inventory.is_some());
+        let history = store.events("link-a", 10, None).await.unwrap();
+        let ids: Vec<&str> = history
+            .items
+            .iter()
+            .map(|e| e.webhook_id.as_str())
+            .collect();
+        assert_eq!(ids, ["msg_3", "msg_2", "msg_1"]);
+    }
 
     #[test]
     fn urls() {
