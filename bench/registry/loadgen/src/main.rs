@@ -181,7 +181,10 @@ fn generate(a: &Args) -> Result<String, String> {
         }
         d.account_id = account;
         e.timestamp = rfc3339_millis(base_ms + i);
-        debug_assert!(matches!(e.event_type, EventType::Linked | EventType::Updated));
+        debug_assert!(matches!(
+            e.event_type,
+            EventType::Linked | EventType::Updated
+        ));
         let body = serde_json::to_string(&e).map_err(|e| e.to_string())?;
         let id = e.data.delivery_id();
         digest.update(id.as_bytes());
@@ -205,7 +208,7 @@ fn generate(a: &Args) -> Result<String, String> {
         "first": first,
         "links": links,
         "signed_at": now,
-        "body_bytes_mean": if count > 0 { bytes as u64 / count } else { 0 },
+        "body_bytes_mean": (bytes as u64).checked_div(count).unwrap_or(0),
         "digest": hex(&digest.finalize()),
     })
     .to_string())
@@ -558,7 +561,7 @@ async fn open(a: Args) -> Result<String, String> {
     let t = target(a.str("url")?)?;
     let reqs = Arc::new(load_requests(a.str("events")?, &t)?);
     let rate: f64 = a.num("rate", None)?;
-    if !(rate > 0.0) {
+    if !rate.is_finite() || rate <= 0.0 {
         return Err("--rate must be positive".into());
     }
     let warmup: usize = a.num::<usize>("warmup", Some(0))?.min(reqs.raw.len());
@@ -654,7 +657,10 @@ mod tests {
 
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(rfc3339_millis(1_795_435_200_000), "2026-11-23T12:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_795_435_200_000),
+            "2026-11-23T12:00:00.000Z"
+        );
         assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
     }
@@ -674,7 +680,10 @@ mod tests {
             Outcome::Stored
         );
         assert_eq!(
-            classify(200, br#"{"status":200,"message":"duplicate: stored before"}"#),
+            classify(
+                200,
+                br#"{"status":200,"message":"duplicate: stored before"}"#
+            ),
             Outcome::Duplicate
         );
         assert_eq!(classify(503, b"{}"), Outcome::Status(503));
