@@ -526,17 +526,18 @@ def report(res: dict, info: dict, args) -> str:
     )
     L.append("")
     lg = max(r["loadgen_cpu_s"] / r["events"] * 1000 for r in res["all"])
-    foreign = sorted(r["foreign_cpu_share"] for r in res["all"])
+    foreign = sorted(r["foreign_cpu_share"] for r in res["all"] if not r.get("superseded"))
     L.append(
-        f"Other work on the machine (other developers' builds share its cores) during the runs: median "
-        f"{foreign[len(foreign) // 2]:.0%}, at most {foreign[-1]:.0%} of its CPU; each run waited (up to 30 s) "
-        f"for a quiet machine before starting."
+        f"Other work on the machine during the runs (other developers' builds share its cores; kernel threads, such as writeback of the runs' own files, count here too): median "
+        f"{foreign[len(foreign) // 2]:.0%}, at most {foreign[-1]:.0%} of its CPU, in the runs reported; each run "
+        f"waited (up to 30 s) for a quiet machine before starting, and {res.get('repeated', 0)} run(s) during which "
+        f"other work took more than 25% of the machine were done again."
     )
     L.append("")
     same = {r["digest"] for r in res["all"] if r["mode"] == "closed"}
     L.append(
         f"Same events for every target: bodies and ids are a function of the event index, re-signed right before each "
-        f"run; the {sum(r['mode'] == 'closed' for r in res['all'])} closed-loop runs sent byte-identical bodies "
+        f"run; all {sum(r['mode'] == 'closed' for r in res['all'])} closed-loop runs sent byte-identical bodies "
         f"(sha256 of ids and bodies: {', '.join(f'`{d[:16]}…`' for d in sorted(same))}), and the fixed-rate runs at one "
         f"rate likewise. The load process used at most {lg:.3f} CPU s per 1000 events."
     )
@@ -644,10 +645,20 @@ def main() -> int:
             pg = Postgres(work)
         bench = Bench(work, pg, 0 if args.quick else 30)
 
+        res["repeated"] = 0
+
         def run(impl, engine, mode, count, warmup, **kw):
-            r = bench.run(impl, engine, mode, count, warmup, **kw)
-            r.update(impl=impl, engine=engine)
-            res["all"].append(r)
+            # A run during which other work took more than a quarter of the machine is done again (twice at
+            # most; the last one counts whatever happened).
+            for attempt in range(3):
+                r = bench.run(impl, engine, mode, count, warmup, **kw)
+                r.update(impl=impl, engine=engine)
+                res["all"].append(r)
+                if r["foreign_cpu_share"] <= 0.25 or attempt == 2 or args.quick:
+                    break
+                res["repeated"] += 1
+                r["superseded"] = True
+                say("  (other load above 25%: again)")
             return r
 
         say(f"max throughput: closed loop, {args.connections} connections, {closed_events} events, {reps} rounds")
