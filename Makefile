@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-1
 LAMBDA  := PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda
 ZIP     := dist/account-link.zip
 
-.PHONY: help venv system-deps demo test lint unit-test template-test console-test build package bench clean
+.PHONY: help venv system-deps demo test lint unit-test template-test console-test build package bench bench-registry clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,9 +56,13 @@ package: build ## zip the bootstrap into dist/account-link.zip
 	  $(ZIP) target/lambda/account-link/bootstrap
 	@ls -l $(ZIP)
 
-bench: venv ## measure cold start, warm latency, memory and scale against a Python handler
+bench: venv system-deps ## measure the function (cold start, warm, memory, scale) and the registry against Python peers
 	$(PY) bench/run.py
+	$(PY) bench/registry/run.py
 	@$(MAKE) --no-print-directory bench-console
+
+bench-registry: venv system-deps ## only the registry's part of `make bench` (add ARGS=--quick for a smoke run)
+	$(PY) bench/registry/run.py $(ARGS)
 
 clean:
 	cargo clean
