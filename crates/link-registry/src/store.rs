@@ -22,7 +22,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 /// Deliveries committed together at most.
@@ -125,9 +126,11 @@ impl Store {
                     if conn.backend_name() == "SQLite" {
                         // Durable before the 2xx: every commit reaches the disk (WAL, fsync per commit).
                         // Checkpoints run in their own task (below), not inside the writer's commits.
+                        // Statement journals (multi-row upserts) in memory, not in temporary files;
+                        // a page cache large enough that a batch does not read pages back.
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
-                             PRAGMA wal_autocheckpoint=0;",
+                             PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;",
                         )
                         .await?;
                     }
@@ -140,7 +143,7 @@ impl Store {
         // PostgreSQL: the migrator takes an advisory lock, so receivers starting together migrate once.
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (writer, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(run_writer(pool.clone(), jobs));
+        tokio::spawn(run_writer(pool.clone(), engine, jobs));
         if engine == Engine::Sqlite {
             tokio::spawn(checkpoint(pool.clone()));
         }
@@ -591,12 +594,29 @@ impl EventView {
 /// The single writer: takes every delivery waiting, commits them together, answers each. When a batch
 /// fails (a conflict with another receiver, a constraint), each delivery is retried alone so one bad
 /// delivery cannot fail the others.
-async fn run_writer(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
+async fn run_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // One connection for every write, kept: its page cache stays warm (with SQLite, the pages a batch
+    // touches are mostly the ones the last batch did). Replaced after an error.
+    let mut writer: Option<PoolConnection<Any>> = None;
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let taken = std::mem::take(&mut batch);
         let deliveries: Vec<&Delivery> = taken.iter().map(|j| &j.delivery).collect();
-        match commit(&pool, &deliveries).await {
+        let result = match writer.take() {
+            Some(c) => Ok(c),
+            None => pool.acquire().await.map_err(StoreError::from),
+        };
+        let result = match result {
+            Ok(mut conn) => {
+                let r = commit(&mut conn, engine, &deliveries).await;
+                if r.is_ok() {
+                    writer = Some(conn);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(outcomes) => {
                 for (job, outcome) in taken.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -605,9 +625,12 @@ async fn run_writer(pool: AnyPool, mut jobs: mpsc::Receiver<Job>) {
             Err(e) if taken.len() > 1 => {
                 tracing::warn!(error = %e, deliveries = taken.len(), "batch commit failed; storing one by one");
                 for job in taken {
-                    let result = commit(&pool, &[&job.delivery])
-                        .await
-                        .map(|mut o| o.remove(0));
+                    let result = match pool.acquire().await {
+                        Ok(mut conn) => commit(&mut conn, engine, &[&job.delivery])
+                            .await
+                            .map(|mut o| o.remove(0)),
+                        Err(e) => Err(e.into()),
+                    };
                     let _ = job.reply.send(result);
                 }
             }
@@ -636,11 +659,21 @@ async fn checkpoint(pool: AnyPool) {
     }
 }
 
-/// `($1, ..., $k), ($k+1, ...)`: `rows` rows of `width` placeholders, for multi-row statements.
-fn placeholders(rows: usize, width: usize) -> String {
+/// Rows per multi-row statement: a batch of 128 deliveries is a handful of statements.
+const ROWS_PER_STATEMENT: usize = 32;
+
+/// `rows` rows of `width` parameters for a multi-row statement, bound in order: `($1, ..., $k), ...` for
+/// PostgreSQL, `(?, ..., ?), ...` for SQLite (which looks every `$N` up by name in a list, a cost that grows
+/// with the square of the parameters; anonymous ones it binds by position).
+fn placeholders(engine: Engine, rows: usize, width: usize) -> String {
     (0..rows)
         .map(|r| {
-            let row: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            let row: Vec<String> = (1..=width)
+                .map(|c| match engine {
+                    Engine::Sqlite => "?".to_string(),
+                    Engine::Postgres => format!("${}", r * width + c),
+                })
+                .collect();
             format!("({})", row.join(", "))
         })
         .collect::<Vec<_>>()
@@ -651,8 +684,12 @@ fn placeholders(rows: usize, width: usize) -> String {
 /// the driver costs far more than the database's own work): every delivery's row in one insert, then the
 /// links, inventories and console requests the whole events touch, one statement each. Parts of split
 /// events, which are rare, are stored one by one.
-async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = pool.begin().await?;
+async fn commit(
+    conn: &mut AnyConnection,
+    engine: Engine,
+    deliveries: &[&Delivery],
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = conn.begin().await?;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
     // A webhook-id seen earlier in this batch is a duplicate without asking the database.
     let mut seen = HashSet::new();
@@ -665,7 +702,7 @@ async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>
         }
     }
     let rows: Vec<&Delivery> = fresh.iter().map(|&i| deliveries[i]).collect();
-    let inserted = insert_events(&mut tx, &rows).await?;
+    let inserted = insert_events(&mut tx, engine, &rows).await?;
     let mut whole = Vec::new();
     for &i in &fresh {
         let d = deliveries[i];
@@ -675,7 +712,7 @@ async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>
         }
         match &d.event.data.part {
             None => whole.push(i),
-            Some(part) => outcomes[i] = Some(store_part(&mut tx, d, part).await?),
+            Some(part) => outcomes[i] = Some(store_part(&mut tx, engine, d, part).await?),
         }
     }
     let events: Vec<Applying> = whole
@@ -686,7 +723,7 @@ async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>
             caller_arn: deliveries[i].caller_arn.as_deref(),
         })
         .collect();
-    let applied = apply(&mut tx, &events).await?;
+    let applied = apply(&mut tx, engine, &events).await?;
     for (k, &i) in whole.iter().enumerate() {
         outcomes[i] = Some(Outcome::Stored {
             applied: applied[k],
@@ -701,37 +738,37 @@ async fn commit(pool: &AnyPool, deliveries: &[&Delivery]) -> Result<Vec<Outcome>
 
 /// The deliveries' rows; returns the webhook-ids that were new (the others were stored before).
 async fn insert_events(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
+    engine: Engine,
     rows: &[&Delivery],
 ) -> Result<HashSet<String>, StoreError> {
-    if rows.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let sql = format!(
-        "INSERT INTO events (webhook_id, event_id, link_id, event_type, event_at, received_at, part_index, part_count, part_set, caller_arn, body) \
-         VALUES {} ON CONFLICT (webhook_id) DO NOTHING RETURNING webhook_id",
-        placeholders(rows.len(), 11)
-    );
-    let mut q = sqlx::query(&sql);
-    for d in rows {
-        let data = &d.event.data;
-        let part = data.part.as_ref();
-        q = q
-            .bind(d.webhook_id.as_str())
-            .bind(data.event_id.as_str())
-            .bind(data.physical_resource_id.as_str())
-            .bind(d.event.event_type.as_str())
-            .bind(d.event_at)
-            .bind(d.received_at)
-            .bind(part.map(|p| p.index as i64))
-            .bind(part.map(|p| p.count as i64))
-            .bind(part.map(|p| p.set.as_str()))
-            .bind(d.caller_arn.as_deref())
-            .bind(d.body.as_str());
-    }
     let mut inserted = HashSet::with_capacity(rows.len());
-    for row in q.fetch_all(&mut **tx).await? {
-        inserted.insert(row.try_get::<String, _>(0)?);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO events (webhook_id, event_id, link_id, event_type, event_at, received_at, part_index, part_count, part_set, caller_arn, body) \
+             VALUES {} ON CONFLICT (webhook_id) DO NOTHING RETURNING webhook_id",
+            placeholders(engine, chunk.len(), 11)
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            let data = &d.event.data;
+            let part = data.part.as_ref();
+            q = q
+                .bind(d.webhook_id.as_str())
+                .bind(data.event_id.as_str())
+                .bind(data.physical_resource_id.as_str())
+                .bind(d.event.event_type.as_str())
+                .bind(d.event_at)
+                .bind(d.received_at)
+                .bind(part.map(|p| p.index as i64))
+                .bind(part.map(|p| p.count as i64))
+                .bind(part.map(|p| p.set.as_str()))
+                .bind(d.caller_arn.as_deref())
+                .bind(d.body.as_str());
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            inserted.insert(row.try_get::<String, _>(0)?);
+        }
     }
     Ok(inserted)
 }
@@ -739,7 +776,8 @@ async fn insert_events(
 /// One part of a split event, already in `events`: counts it, and when it is the last one, puts the event
 /// back together and applies it.
 async fn store_part(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
+    engine: Engine,
     d: &Delivery,
     part: &link_contract::event::Part,
 ) -> Result<Outcome, StoreError> {
@@ -775,6 +813,7 @@ async fn store_part(
     let whole = parts::reassemble(all).map_err(|e| corrupt(e.to_string()))?;
     let applied = apply(
         tx,
+        engine,
         &[Applying {
             event: &whole,
             event_at: d.event_at,
@@ -824,7 +863,8 @@ fn newest_per_link<'a>(events: &'a [Applying<'a>], keep: impl Fn(&Applying) -> b
 /// event's is complete and newer than the one kept; console requests named by an external id connect.
 /// Returns, for each event, whether its link now reflects it.
 async fn apply(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
+    engine: Engine,
     events: &[Applying<'_>],
 ) -> Result<Vec<bool>, StoreError> {
     let mut applied = vec![false; events.len()];
@@ -832,6 +872,30 @@ async fn apply(
         return Ok(applied);
     }
     let winners = newest_per_link(events, |_| true);
+    let mut changed = HashSet::new();
+    for chunk in winners.chunks(ROWS_PER_STATEMENT) {
+        upsert_links(tx, engine, events, chunk, &mut changed).await?;
+    }
+    for &k in &winners {
+        applied[k] = changed.contains(events[k].event.data.physical_resource_id.as_str());
+    }
+    let complete = newest_per_link(events, |e| e.event.data.inventory_complete);
+    for chunk in complete.chunks(ROWS_PER_STATEMENT) {
+        upsert_inventories(tx, engine, events, chunk).await?;
+    }
+    connect_requests(tx, engine, events).await?;
+    Ok(applied)
+}
+
+/// The links of `chunk` (indexes into `events`, at most one per link): inserted, or updated where the event
+/// is newer than the one the link applied; the links that changed are added to `changed`.
+async fn upsert_links(
+    tx: &mut Transaction<'_, Any>,
+    engine: Engine,
+    events: &[Applying<'_>],
+    chunk: &[usize],
+    changed: &mut HashSet<String>,
+) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO links (link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, \
            vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_at, last_event_id) \
@@ -852,10 +916,10 @@ async fn apply(
          WHERE links.last_event_at < excluded.last_event_at \
             OR (links.last_event_at = excluded.last_event_at AND links.last_event_id < excluded.last_event_id) \
          RETURNING link_id",
-        placeholders(winners.len(), 21)
+        placeholders(engine, chunk.len(), 21)
     );
     let mut q = sqlx::query(&sql);
-    for &k in &winners {
+    for &k in chunk {
         let Applying {
             event,
             event_at,
@@ -890,36 +954,46 @@ async fn apply(
             .bind(*event_at)
             .bind(d.event_id.as_str());
     }
-    let mut changed = HashSet::new();
     for row in q.fetch_all(&mut **tx).await? {
         changed.insert(row.try_get::<String, _>(0)?);
     }
-    for &k in &winners {
-        applied[k] = changed.contains(events[k].event.data.physical_resource_id.as_str());
-    }
+    Ok(())
+}
 
-    let complete = newest_per_link(events, |e| e.event.data.inventory_complete);
-    if !complete.is_empty() {
-        let sql = format!(
-            "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES {} \
-             ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body \
-             WHERE inventories.event_at < excluded.event_at",
-            placeholders(complete.len(), 4)
-        );
-        let mut q = sqlx::query(&sql);
-        for &k in &complete {
-            let d = &events[k].event.data;
-            q = q
-                .bind(d.physical_resource_id.as_str())
-                .bind(d.event_id.as_str())
-                .bind(events[k].event_at)
-                .bind(serde_json::to_string(&d.inventory).unwrap_or_default());
-        }
-        q.execute(&mut **tx).await?;
+/// The inventories of `chunk` (indexes into `events`: complete ones, at most one per link), where newer
+/// than the one kept.
+async fn upsert_inventories(
+    tx: &mut Transaction<'_, Any>,
+    engine: Engine,
+    events: &[Applying<'_>],
+    chunk: &[usize],
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES {} \
+         ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body \
+         WHERE inventories.event_at < excluded.event_at",
+        placeholders(engine, chunk.len(), 4)
+    );
+    let mut q = sqlx::query(&sql);
+    for &k in chunk {
+        let d = &events[k].event.data;
+        q = q
+            .bind(d.physical_resource_id.as_str())
+            .bind(d.event_id.as_str())
+            .bind(events[k].event_at)
+            .bind(serde_json::to_string(&d.inventory).unwrap_or_default());
     }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
 
-    // The console's pending links named by these events' external ids, if they have not expired, are now
-    // connected.
+/// The console's pending links named by these events' external ids, if they have not expired, are now
+/// connected.
+async fn connect_requests(
+    tx: &mut Transaction<'_, Any>,
+    engine: Engine,
+    events: &[Applying<'_>],
+) -> Result<(), StoreError> {
     let mut by_external_id: HashMap<&str, &str> = HashMap::new();
     for e in events
         .iter()
@@ -929,23 +1003,23 @@ async fn apply(
             by_external_id.insert(x.as_str(), e.event.data.physical_resource_id.as_str());
         }
     }
-    if !by_external_id.is_empty() {
+    let pairs: Vec<(&str, &str)> = by_external_id.into_iter().collect();
+    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+        // The time is ours, an integer: written into the statement, so every parameter is a row's.
+        let now = now_millis();
         let sql = format!(
-            "UPDATE link_requests SET link_id = v.column2, connected_at = $1 FROM (VALUES {}) AS v \
+            "UPDATE link_requests SET link_id = v.column2, connected_at = {now} FROM (VALUES {}) AS v \
              WHERE link_requests.external_id = v.column1 AND link_requests.link_id IS NULL \
-               AND link_requests.expires_at >= $1",
-            (0..by_external_id.len())
-                .map(|i| format!("(${}, ${})", 2 + 2 * i, 3 + 2 * i))
-                .collect::<Vec<_>>()
-                .join(", ")
+               AND link_requests.expires_at >= {now}",
+            placeholders(engine, chunk.len(), 2)
         );
-        let mut q = sqlx::query(&sql).bind(now_millis());
-        for (external_id, link_id) in by_external_id {
-            q = q.bind(external_id).bind(link_id);
+        let mut q = sqlx::query(&sql);
+        for (external_id, link_id) in chunk {
+            q = q.bind(*external_id).bind(*link_id);
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(applied)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -981,7 +1055,13 @@ mod tests {
             .await
             .unwrap();
         let first = delivery("link-a", "msg_1", "2026-11-29T10:00:00.000Z", false);
-        commit(&store.pool, &[&first]).await.unwrap();
+        commit(
+            &mut store.pool.acquire().await.unwrap(),
+            store.engine,
+            &[&first],
+        )
+        .await
+        .unwrap();
         // In one batch: the unlink of link-a, an older event of it, the same delivery twice, one stored
         // before, and two events of link-b, the newer first.
         let batch = [
@@ -993,7 +1073,13 @@ mod tests {
             first.clone(),
         ];
         let refs: Vec<&Delivery> = batch.iter().collect();
-        let outcomes = commit(&store.pool, &refs).await.unwrap();
+        let outcomes = commit(
+            &mut store.pool.acquire().await.unwrap(),
+            store.engine,
+            &refs,
+        )
+        .await
+        .unwrap();
         let stored = |applied| Outcome::Stored { applied };
         assert_eq!(
             outcomes,
