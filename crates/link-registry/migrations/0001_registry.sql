@@ -29,12 +29,14 @@ CREATE TABLE links (
 CREATE INDEX links_by_account ON links (account_id);
 CREATE INDEX links_by_update ON links (updated_at, link_id);
 
--- The newest complete inventory of each link (a JSON array of RegionInventory).
+-- The newest complete inventory of each link: the event that carried it, and its body only when no single
+-- delivery holds it (a split event, put back together). Otherwise the inventory is the one in that event's
+-- stored body (events.webhook_id = event_id), which is not written twice.
 CREATE TABLE inventories (
     link_id TEXT PRIMARY KEY,
     event_id TEXT NOT NULL,
     event_at BIGINT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT
 );
 
 -- Every accepted delivery, exactly once: the primary key is the webhook-id, which is how a retried or

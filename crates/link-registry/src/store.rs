@@ -125,12 +125,11 @@ impl Store {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
                         // Durable before the 2xx: every commit reaches the disk (WAL, fsync per commit).
-                        // Checkpoints run in their own task (below), not inside the writer's commits.
                         // Statement journals (multi-row upserts) in memory, not in temporary files;
                         // a page cache large enough that a batch does not read pages back.
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
-                             PRAGMA wal_autocheckpoint=0; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;",
+                             PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;",
                         )
                         .await?;
                     }
@@ -144,9 +143,6 @@ impl Store {
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (writer, jobs) = mpsc::channel(QUEUE);
         tokio::spawn(run_writer(pool.clone(), engine, jobs));
-        if engine == Engine::Sqlite {
-            tokio::spawn(checkpoint(pool.clone()));
-        }
         Ok(Self {
             pool,
             engine,
@@ -232,13 +228,24 @@ impl Store {
         let Some(link) = self.link_view(link_id).await? else {
             return Ok(None);
         };
-        let inventory = sqlx::query("SELECT body FROM inventories WHERE link_id = $1")
-            .bind(link_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get::<String, _>(0))
-            .transpose()?
-            .and_then(|body| RawValue::from_string(body).ok());
+        let row = sqlx::query(
+            "SELECT i.body, e.body FROM inventories i LEFT JOIN events e ON e.webhook_id = i.event_id \
+             WHERE i.link_id = $1",
+        )
+        .bind(link_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let inventory = match row {
+            None => None,
+            Some(r) => match (
+                r.try_get::<Option<String>, _>(0)?,
+                r.try_get::<Option<String>, _>(1)?,
+            ) {
+                (Some(own), _) => RawValue::from_string(own).ok(),
+                (None, Some(event)) => inventory_of(&event),
+                (None, None) => None,
+            },
+        };
         Ok(Some((link, inventory)))
     }
 
@@ -417,6 +424,22 @@ impl Store {
                 .try_get(0)?,
         )
     }
+}
+
+/// `data.inventory` of a stored event's body, as it is there (the rest is skipped, not parsed).
+fn inventory_of(event_body: &str) -> Option<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        data: Data<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        inventory: &'a RawValue,
+    }
+    let e: Event<'_> = serde_json::from_str(event_body).ok()?;
+    Some(e.data.inventory.to_owned())
 }
 
 /// sqlx URLs, with SQLite files created when missing.
@@ -643,22 +666,6 @@ async fn run_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<Job>
     }
 }
 
-/// Copies SQLite's write-ahead log into the database file every second, beside the writer rather than
-/// inside its commits (PASSIVE: it never blocks a writer or a reader, and does what it can).
-async fn checkpoint(pool: AnyPool) {
-    let mut every = tokio::time::interval(Duration::from_secs(1));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_all(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed; retrying in a second");
-        }
-    }
-}
-
 /// Rows per multi-row statement: a batch of 128 deliveries is a handful of statements.
 const ROWS_PER_STATEMENT: usize = 32;
 
@@ -721,6 +728,7 @@ async fn commit(
             event: &deliveries[i].event,
             event_at: deliveries[i].event_at,
             caller_arn: deliveries[i].caller_arn.as_deref(),
+            reassembled: false,
         })
         .collect();
     let applied = apply(&mut tx, engine, &events).await?;
@@ -818,6 +826,7 @@ async fn store_part(
             event: &whole,
             event_at: d.event_at,
             caller_arn: d.caller_arn.as_deref(),
+            reassembled: true,
         }],
     )
     .await?;
@@ -831,6 +840,8 @@ struct Applying<'a> {
     event: &'a LinkEvent,
     event_at: i64,
     caller_arn: Option<&'a str>,
+    /// Put back together from parts: no stored delivery holds its inventory.
+    reassembled: bool,
 }
 
 impl Applying<'_> {
@@ -924,6 +935,7 @@ async fn upsert_links(
             event,
             event_at,
             caller_arn,
+            ..
         } = &events[k];
         let d = &event.data;
         let vpcs = d.inventory.iter().flat_map(|r| &r.vpcs);
@@ -981,7 +993,12 @@ async fn upsert_inventories(
             .bind(d.physical_resource_id.as_str())
             .bind(d.event_id.as_str())
             .bind(events[k].event_at)
-            .bind(serde_json::to_string(&d.inventory).unwrap_or_default());
+            // A delivered event's inventory is read from its stored body; only a reassembled one is kept.
+            .bind(
+                events[k]
+                    .reassembled
+                    .then(|| serde_json::to_string(&d.inventory).unwrap_or_default()),
+            );
     }
     q.execute(&mut **tx).await?;
     Ok(())
