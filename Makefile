@@ -40,9 +40,10 @@ unit-test: venv system-deps
 template-test: venv
 	ACCOUNT_LINK_EVENTS_FILE=target/test-output/link-events.jsonl $(PY) -m pytest tests/template tests/contract -q
 
-# The console in headless Chromium against link-receiver, the function and moto (binaries from unit-test).
+# The console in headless Chromium against link-receiver, the function and moto. The binaries are the ones
+# `cargo test` builds (the same features, so nothing is compiled again after unit-test).
 console-test: venv system-deps
-	cargo build --locked --workspace --bins
+	cargo test --locked --workspace --no-run
 	$(PY) -m pytest tests/console -q
 
 build: venv ## build the deployable bootstrap (arm64, release) with cargo-lambda
