@@ -4,30 +4,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use account_link::deadline::Deadline;
 use account_link::handler::handle_payload;
-use account_link::notify::{Notifier, NotifyError};
-use futures::future::BoxFuture;
-use link_contract::event::{EventType, LinkEvent};
+use link_contract::event::EventType;
 use serde_json::{json, Value};
-
-/// Keeps every event the handler hands to the provider-notification step.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<LinkEvent>>);
-
-impl Notifier for Recorder {
-    fn notify<'a>(
-        &'a self,
-        event: &'a LinkEvent,
-        _: Deadline,
-    ) -> BoxFuture<'a, Result<(), NotifyError>> {
-        self.0.lock().unwrap().push(event.clone());
-        Box::pin(async { Ok(()) })
-    }
-}
 
 const REGIONS: [&str; 2] = ["us-west-2", "eu-west-1"];
 
@@ -67,7 +50,7 @@ async fn create_update_delete_against_moto() {
         "seeded {expect_vpcs:?}"
     );
 
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(common::Recorder::default());
     let app = common::app_on(
         aws_sdk_ec2::Config::from(&common::sdk_config(&moto.endpoint).await),
         recorder.clone(),
@@ -155,7 +138,7 @@ async fn create_update_delete_against_moto() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_create_rolls_back_without_an_unlink() {
     let moto = common::Moto::start();
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(common::Recorder::default());
     let app = common::app_on(
         aws_sdk_ec2::Config::from(&common::sdk_config(&moto.endpoint).await),
         recorder.clone(),

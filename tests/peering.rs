@@ -7,16 +7,15 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use account_link::deadline::Deadline;
 use account_link::handler::handle_payload;
-use account_link::notify::{Channels, Notifier, NotifyError};
+use account_link::notify::Channels;
 use common::http::{Reply, Server};
 use common::Moto;
-use futures::future::BoxFuture;
-use link_contract::event::{EventType, LinkEvent};
+use link_contract::event::EventType;
 use serde_json::{json, Value};
 
 const STACK: &str =
@@ -188,7 +187,7 @@ async fn accepts_routes_narrows_and_removes() {
     assert!(r[&s.tables[1]].get(PROVIDER_CIDR).is_none(), "{r}");
 
     // The AccountLink resource's Update carries the peering (fed from !GetAtt) to the provider.
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(common::Recorder::default());
     let link_app = common::app_on(
         aws_sdk_ec2::Config::from(&common::sdk_config(&moto.endpoint).await),
         recorder.clone(),
@@ -577,19 +576,4 @@ async fn the_wait_for_active_ends_in_time_and_names_it() {
     );
     assert!(!actions.iter().any(|a| a == "CreateRoute"), "{actions:?}");
     common::assert_no_secrets_in_logs(&["S3CR3T"]);
-}
-
-/// Keeps every event handed to the provider-notification step.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<LinkEvent>>);
-
-impl Notifier for Recorder {
-    fn notify<'a>(
-        &'a self,
-        event: &'a LinkEvent,
-        _: Deadline,
-    ) -> BoxFuture<'a, Result<(), NotifyError>> {
-        self.0.lock().unwrap().push(event.clone());
-        Box::pin(async { Ok(()) })
-    }
 }

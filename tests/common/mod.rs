@@ -443,3 +443,18 @@ pub async fn sdk_with(moto: &Moto, session: &Session) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// Keeps every event handed to the provider-notification step.
+#[derive(Default)]
+pub struct Recorder(pub Mutex<Vec<link_contract::event::LinkEvent>>);
+
+impl account_link::notify::Notifier for Recorder {
+    fn notify<'a>(
+        &'a self,
+        event: &'a link_contract::event::LinkEvent,
+        _: account_link::deadline::Deadline,
+    ) -> futures::future::BoxFuture<'a, Result<(), account_link::notify::NotifyError>> {
+        self.0.lock().unwrap().push(event.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
