@@ -195,9 +195,8 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         }
         Ok(Ok(b)) => b,
     };
-    // 3 and 4: bounded by the semaphore whatever the size. A small body (a typical event is a few KB,
-    // tens of microseconds) is checked right here, where handing it to another thread would cost more
-    // than the check; a large one (up to milliseconds) goes to the blocking pool, off the async workers.
+    // 3 and 4, off the async workers (a body can be megabytes), behind a semaphore: a flood of forged
+    // deliveries waits for a slot instead of starving the workers that serve valid ones.
     let permit = app
         .verify_slots
         .clone()
@@ -206,18 +205,12 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         .map_err(|_| Rejected::Busy)?;
     let secrets = auth.mode.hmac().then(|| auth.secrets.clone());
     let webhook_id = checked.id.clone();
-    let (event, body) = if body.len() <= INLINE_CHECK_BYTES {
-        let checked = check(&checked, secrets.as_deref(), body);
-        drop(permit);
-        checked?
-    } else {
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            check(&checked, secrets.as_deref(), body)
-        })
-        .await
-        .map_err(|_| Rejected::Busy)??
-    };
+    let (event, body) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        check(&checked, secrets.as_deref(), body)
+    })
+    .await
+    .map_err(|_| Rejected::Busy)??;
     // 5. The proof of the account: only now, after everything local, may STS be asked.
     let caller_arn = match (&app.proofs, proof) {
         (Some(verifier), Some(proof)) => {
@@ -256,9 +249,6 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
     }
     Ok(outcome)
 }
-
-/// Bodies up to this size are checked on the request's own task (see `accept`).
-const INLINE_CHECK_BYTES: usize = 64 * 1024;
 
 /// Signature (when configured) and event checks: CPU work.
 fn check(

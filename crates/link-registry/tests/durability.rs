@@ -213,3 +213,57 @@ async fn two_receivers_on_one_postgres_store_each_delivery_once() {
         "the split event was reassembled once, completely"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_fails_answers_503_and_the_retry_stores_it() {
+    let mut pg = Postgres::start();
+    let db = pg.database("outage");
+    let receiver = Receiver::start(&db, &["--api-token", TOKEN]);
+    let http = http();
+    let hook = receiver.hook_url();
+    let first = Signed::of(&event_at(
+        "linked",
+        "link-before",
+        "msg_before",
+        "2026-11-29T12:00:00.000Z",
+    ));
+    assert_eq!(post(&http, &hook, &first).await.0, 200);
+
+    // The database goes away: the delivery is not acknowledged, and health says why.
+    pg.stop();
+    let during = Signed::of(&event_at(
+        "linked",
+        "link-during",
+        "msg_during",
+        "2026-11-29T12:01:00.000Z",
+    ));
+    let (status, message) = post(&http, &hook, &during).await;
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("retry"), "{message}");
+    let (status, health) = get(&http, &format!("{}/healthz", receiver.url), None).await;
+    assert_eq!(
+        (status, health["database"].as_str()),
+        (503, Some("unavailable"))
+    );
+
+    // It comes back: the sender's retry of the same delivery is stored, once.
+    pg.restart();
+    let until = Instant::now() + Duration::from_secs(60);
+    deliver_until_acked(&http, &hook, &during, until).await;
+    let (_, message) = post(&http, &hook, &during).await;
+    assert!(message.contains("duplicate"), "{message}");
+    assert_eq!(
+        pg.query(
+            "outage",
+            "SELECT count(*) FROM events WHERE webhook_id = 'msg_during'"
+        ),
+        "1"
+    );
+    let (status, link) = get(
+        &http,
+        &format!("{}/api/links/link-during", receiver.url),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!((status, link["state"].as_str()), (200, Some("linked")));
+}

@@ -221,9 +221,16 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        let child = as_postgres(&pg_bin("postgres"))
+        let child = Self::spawn_server(&dir, port);
+        let pg = Self { child, dir, port };
+        pg.wait_ready();
+        pg
+    }
+
+    fn spawn_server(dir: &Path, port: u16) -> Child {
+        as_postgres(&pg_bin("postgres"))
             .arg("-D")
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.display()))
@@ -231,25 +238,48 @@ impl Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("postgres starts");
-        let pg = Self { child, dir, port };
+            .expect("postgres starts")
+    }
+
+    fn wait_ready(&self) {
         let started = Instant::now();
         loop {
             let ready = Command::new(pg_bin("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
             if ready {
-                break;
+                return;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
-                "postgres did not start on port {port}"
+                "postgres did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        pg
+    }
+
+    /// Stops the server (fast shutdown: connections are cut), keeping its data.
+    pub fn stop(&mut self) {
+        let ok = as_postgres(&pg_bin("pg_ctl"))
+            .arg("stop")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pg_ctl stop");
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on the same port and data.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn_server(&self.dir, self.port);
+        self.wait_ready();
     }
 
     /// Runs one SQL statement with psql in `database`; its unaligned output.
