@@ -126,10 +126,13 @@ impl Store {
                     if conn.backend_name() == "SQLite" {
                         // Durable before the 2xx: every commit reaches the disk (WAL, fsync per commit).
                         // Statement journals (multi-row upserts) in memory, not in temporary files;
-                        // a page cache large enough that a batch does not read pages back.
+                        // a page cache large enough that a batch does not read pages back; a checkpoint
+                        // every 8192 WAL pages (32 MiB) rather than 1000: the hot pages (links, indexes) are
+                        // rewritten by most batches, and a checkpoint copies each once however often it changed
+                        // (+20% deliveries/s in the registry benchmark; a checkpoint pauses the writer longer).
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
-                             PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768;",
+                             PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=8192;",
                         )
                         .await?;
                     }
