@@ -95,11 +95,17 @@ pub struct Cli {
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
 
-    /// Seconds a client has to send a request's headers (also the idle limit between requests).
+    /// Seconds a client has to send a request's headers, from its first byte (or from connecting).
     #[arg(long, default_value_t = 10)]
     pub header_timeout: u64,
 
-    /// Seconds a client has to send a request's body.
+    /// Seconds a keep-alive connection may wait for its next request. Keep it above the idle timeout of any
+    /// load balancer in front (AWS ALB: 60 s), so that it never sends a request on a connection being closed.
+    #[arg(long, default_value_t = 75)]
+    pub idle_timeout: u64,
+
+    /// Seconds a client has to send a request's body; also how long an answer may wait for the client to
+    /// read it.
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
 
@@ -154,6 +160,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
     pub body_timeout: Duration,
     /// The request line and headers together.
     pub max_header_bytes: usize,
@@ -165,6 +172,7 @@ impl Default for Limits {
             max_body_bytes: 2 * 1024 * 1024,
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
         }
@@ -343,6 +351,7 @@ impl Cli {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+                idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout.max(1)),
                 ..Limits::default()
             },

@@ -1,9 +1,19 @@
-//! The listener: HTTP/1 with a cap on connections, a time limit on request headers (also the idle limit
-//! between requests), a size limit on them, and graceful shutdown. axum routes; hyper enforces the limits
-//! before a request reaches any handler (an over-long head gets 431, a head that never ends is dropped).
+//! The listener: HTTP/1 with a cap on connections, time limits on request heads and on idle keep-alive
+//! connections, a size limit on heads, and graceful shutdown. axum routes; hyper and [`Guarded`] enforce the
+//! limits before a request reaches any handler (an over-long head gets 431, a head that never ends is dropped).
+//!
+//! Why the two time limits are ours rather than hyper's: hyper's header timeout starts as soon as it waits
+//! for the next request, so it is also the idle limit of a keep-alive connection. A 10 s idle limit closes
+//! connections under a load balancer that keeps them for 60 s, which then sends a request on a connection
+//! being closed and answers 502. So the head has `header_timeout` from its first byte (or from connecting),
+//! and a connection between requests may wait `idle_timeout`.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -12,10 +22,12 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 
 use crate::config::Limits;
 
@@ -29,8 +41,8 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+    // Head and idle time limits are Guarded's (module docs).
+    http.header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(64)
         .keep_alive(true);
@@ -55,12 +67,20 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
+        let io = Guarded::new(tcp, &limits);
+        let phase = io.phase.clone();
         let svc = service_fn(move |mut req: Request<Incoming>| {
+            phase.store(BUSY, Ordering::Relaxed);
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
-            async move { tower_service::Service::call(&mut app, req).await }
+            let phase = phase.clone();
+            async move {
+                let answer = tower_service::Service::call(&mut app, req).await;
+                phase.store(WAITING, Ordering::Relaxed);
+                answer
+            }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), svc));
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), svc));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, timeout = e.is_timeout(), "connection closed");
@@ -74,5 +94,155 @@ pub(crate) async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after 10 s; stopping anyway");
+    }
+}
+
+/// Where a connection is: waiting for the next request, receiving a request's head, or busy with a request
+/// (its body and answer have time limits of their own).
+const WAITING: u8 = 0;
+const HEAD: u8 = 1;
+const BUSY: u8 = 2;
+
+/// A client connection with the time limits of the phase it is in: `idle_timeout` while waiting for a
+/// request, `header_timeout` from a head's first byte (a new connection starts in [`HEAD`]); and an answer
+/// may not stall for `body_timeout` (a client that sends requests and never reads the answers would hold
+/// its connection forever). Running out fails the read or write, and hyper closes the connection.
+struct Guarded {
+    io: TcpStream,
+    /// Set to [`BUSY`] and back to [`WAITING`] by the connection's service.
+    phase: Arc<AtomicU8>,
+    /// The phase `deadline` was set for; `None` when no limit runs.
+    timing: Option<u8>,
+    deadline: Pin<Box<Sleep>>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    /// Runs while a write is pending.
+    write_deadline: Option<Pin<Box<Sleep>>>,
+    write_timeout: Duration,
+}
+
+impl Guarded {
+    fn new(io: TcpStream, limits: &Limits) -> Self {
+        Self {
+            io,
+            phase: Arc::new(AtomicU8::new(HEAD)),
+            timing: Some(HEAD),
+            deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+            header_timeout: limits.header_timeout,
+            idle_timeout: limits.idle_timeout,
+            write_deadline: None,
+            write_timeout: limits.body_timeout,
+        }
+    }
+
+    /// Fails a write that has made no progress for `write_timeout`.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.write_deadline = None;
+            return r;
+        }
+        let limit = self.write_timeout;
+        let deadline = self
+            .write_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            self.write_deadline = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading the answer",
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn time(&mut self, phase: u8) {
+        let limit = match phase {
+            WAITING => self.idle_timeout,
+            HEAD => self.header_timeout,
+            _ => {
+                self.timing = None;
+                return;
+            }
+        };
+        if self.timing != Some(phase) {
+            self.timing = Some(phase);
+            self.deadline.as_mut().reset(Instant::now() + limit);
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let phase = this.phase.load(Ordering::Relaxed);
+        this.time(phase);
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if phase == WAITING
+                    && buf.filled().len() > before
+                    && this
+                        .phase
+                        .compare_exchange(WAITING, HEAD, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    // The next request has begun: its head must arrive within the header timeout.
+                    this.time(HEAD);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.timing {
+                Some(timing) if this.deadline.as_mut().poll(cx).is_ready() => {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        if timing == WAITING {
+                            "keep-alive connection idle for too long"
+                        } else {
+                            "request head not received in time"
+                        },
+                    )))
+                }
+                _ => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.stalled(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.stalled(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

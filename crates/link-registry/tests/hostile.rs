@@ -1,6 +1,6 @@
 //! What an unauthenticated client can do to the receiver: thousands of signature candidates, bodies over
-//! the limit, headers and bodies that never end, and a flood of forged deliveries while valid ones keep
-//! being stored. Also the Python `standardwebhooks` package's signatures, accepted and refused as they
+//! the limit, headers and bodies that never end, answers never read, and a flood of forged deliveries while
+//! valid ones keep being stored; and keep-alive connections that outlive the header timeout. Also the Python `standardwebhooks` package's signatures, accepted and refused as they
 //! should be.
 
 mod support;
@@ -357,4 +357,122 @@ async fn python_signed_deliveries_are_accepted_or_refused() {
     assert!(!receiver
         .logs()
         .contains(SECRET.trim_start_matches("whsec_")));
+}
+
+/// Reads one answer (head and `content-length` body) from `tcp`; returns its head.
+async fn read_answer(tcp: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before the answer was complete");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn raw_delivery(d: &Signed) -> Vec<u8> {
+    format!(
+        "POST /hooks/account-link HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{}",
+        d.body.len(),
+        d.headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>(),
+        d.body
+    )
+    .into_bytes()
+}
+
+/// Seconds until the server closes `tcp` (reading and dropping whatever it sends).
+async fn closed_after(tcp: &mut TcpStream, at_most: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while started.elapsed() < at_most {
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_outlives_the_header_timeout_and_ends_at_the_idle_timeout() {
+    let receiver = Receiver::start(
+        &support::sqlite_url("idle"),
+        &["--header-timeout", "1", "--idle-timeout", "4"],
+    );
+    let mut tcp = TcpStream::connect(addr(&receiver)).await.unwrap();
+    tcp.write_all(&raw_delivery(&valid(300))).await.unwrap();
+    assert!(read_answer(&mut tcp).await.starts_with("http/1.1 200"));
+    // Idle for twice the header timeout, as a load balancer keeps its connections: still served.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tcp.write_all(&raw_delivery(&valid(301))).await.unwrap();
+    assert!(read_answer(&mut tcp).await.starts_with("http/1.1 200"));
+    // Closed once idle for the idle timeout.
+    let closed = closed_after(&mut tcp, Duration::from_secs(10)).await;
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(3500)),
+        "closed after {closed:?}, not after the 4 s idle timeout"
+    );
+    // A new connection that sends nothing has the header timeout, not the idle one.
+    let mut silent = TcpStream::connect(addr(&receiver)).await.unwrap();
+    let closed = closed_after(&mut silent, Duration::from_secs(10)).await;
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_millis(2500)),
+        "a silent new connection closed after {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let receiver = Receiver::start(&support::sqlite_url("unread"), &["--body-timeout", "2"]);
+    let mut tcp = TcpStream::connect(addr(&receiver)).await.unwrap();
+    // 4 000 pipelined requests for the 12 KB script (48 MB of answers), none of them read.
+    let requests =
+        b"GET /console/assets/console.js HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n".repeat(4000);
+    let (mut reader, mut writer) = tcp.split();
+    let write = async {
+        // The server stops reading while its answers wait, so this may never finish.
+        let _ = tokio::time::timeout(Duration::from_secs(8), writer.write_all(&requests)).await;
+    };
+    let stalled = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    tokio::join!(write, stalled);
+    // Whatever was queued arrives, then the connection is closed: far less than every answer.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let started = Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("the connection is still open after {:?}", started.elapsed()),
+        }
+    }
+    assert!(
+        received < 4000 * 11_000,
+        "the server sent every answer ({received} bytes) instead of giving up"
+    );
+    drop(tcp);
+    // The receiver still serves others.
+    assert_eq!(
+        post(&http(), &receiver.hook_url(), &valid(302)).await.0,
+        200
+    );
 }
