@@ -328,9 +328,9 @@ class Bench:
             if mode == "closed":
                 args += ["--connections", str(kw["connections"])]
             else:
-                # At most 256 connections, under link-receiver's default cap of 512: past its cap, new connections
-                # wait in the kernel's queue until an idle keep-alive connection times out (10 s), which would
-                # measure that policy instead of the store. Requests beyond 256 in flight wait in the load process,
+                # At most 256 connections, under link-receiver's default cap of 512: past its cap, each new
+                # connection waits for an idle one to be closed, which would measure that policy instead of the
+                # store. Requests beyond 256 in flight wait in the load process,
                 # and their wait counts (latency runs from the due time).
                 args += ["--rate", str(kw["rate"]), "--connections", "16", "--max-connections", "256"]
             report, lg_cpu = loadgen(args)

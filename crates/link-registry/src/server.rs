@@ -1,5 +1,5 @@
-//! The listener: HTTP/1 with a cap on connections, time limits on request heads and on idle keep-alive
-//! connections, a size limit on heads, and graceful shutdown. axum routes; hyper and [`Guarded`] enforce the
+//! The listener: HTTP/1 with a cap on connections (at the cap, the connection idle the longest makes
+//! room), time limits on request heads and on idle keep-alive connections, a size limit on heads, and graceful shutdown. axum routes; hyper and [`Guarded`] enforce the
 //! limits before a request reaches any handler (an over-long head gets 431, a head that never ends is dropped).
 //!
 //! Why the two time limits are ours rather than hyper's: hyper's header timeout starts as soon as it waits
@@ -12,6 +12,8 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use futures::task::AtomicWaker;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,7 +28,8 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{Notify, Semaphore, TryAcquireError};
 use tokio::time::{Instant, Sleep};
 
 use crate::config::Limits;
@@ -46,13 +49,10 @@ pub(crate) async fn serve(
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(64)
         .keep_alive(true);
+    // At the cap, the connection idle the longest closes to make room for a new one.
+    let room = Arc::new(Notify::new());
     tokio::pin!(shutdown);
     loop {
-        // At the cap, stop accepting: further clients wait in the kernel's queue, costing nothing here.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -65,18 +65,31 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // At the cap, stop accepting until a connection ends (an idle one is asked to): further clients
+        // wait in the kernel's queue, costing nothing here.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                room.notify_one();
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
-        let io = Guarded::new(tcp, &limits);
+        let io = Guarded::new(tcp, &limits, room.clone());
         let phase = io.phase.clone();
         let svc = service_fn(move |mut req: Request<Incoming>| {
-            phase.store(BUSY, Ordering::Relaxed);
+            phase.set(BUSY);
             req.extensions_mut().insert(ConnectInfo(peer));
             let mut app = app.clone();
             let phase = phase.clone();
             async move {
                 let answer = tower_service::Service::call(&mut app, req).await;
-                phase.store(WAITING, Ordering::Relaxed);
+                phase.set(WAITING);
                 answer
             }
         });
@@ -103,6 +116,25 @@ const WAITING: u8 = 0;
 const HEAD: u8 = 1;
 const BUSY: u8 = 2;
 
+/// A connection's phase, shared by its reads and its service.
+struct Phase {
+    now: AtomicU8,
+    /// The last pending read: hyper may already be waiting for the next request while the service is busy,
+    /// so a change of phase wakes it to start the new phase's time limit.
+    reader: AtomicWaker,
+}
+
+impl Phase {
+    fn get(&self) -> u8 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, phase: u8) {
+        self.now.store(phase, Ordering::Relaxed);
+        self.reader.wake();
+    }
+}
+
 /// A client connection with the time limits of the phase it is in: `idle_timeout` while waiting for a
 /// request, `header_timeout` from a head's first byte (a new connection starts in [`HEAD`]); and an answer
 /// may not stall for `body_timeout` (a client that sends requests and never reads the answers would hold
@@ -110,7 +142,7 @@ const BUSY: u8 = 2;
 struct Guarded {
     io: TcpStream,
     /// Set to [`BUSY`] and back to [`WAITING`] by the connection's service.
-    phase: Arc<AtomicU8>,
+    phase: Arc<Phase>,
     /// The phase `deadline` was set for; `None` when no limit runs.
     timing: Option<u8>,
     deadline: Pin<Box<Sleep>>,
@@ -119,20 +151,42 @@ struct Guarded {
     /// Runs while a write is pending.
     write_deadline: Option<Pin<Box<Sleep>>>,
     write_timeout: Duration,
+    /// Notified (oldest waiter first) when the listener is at its cap: an idle connection then closes.
+    room: Arc<Notify>,
+    asked: Option<Pin<Box<OwnedNotified>>>,
 }
 
 impl Guarded {
-    fn new(io: TcpStream, limits: &Limits) -> Self {
+    fn new(io: TcpStream, limits: &Limits, room: Arc<Notify>) -> Self {
         Self {
             io,
-            phase: Arc::new(AtomicU8::new(HEAD)),
+            phase: Arc::new(Phase {
+                now: AtomicU8::new(HEAD),
+                reader: AtomicWaker::new(),
+            }),
             timing: Some(HEAD),
             deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
             header_timeout: limits.header_timeout,
             idle_timeout: limits.idle_timeout,
             write_deadline: None,
             write_timeout: limits.body_timeout,
+            room,
+            asked: None,
         }
+    }
+
+    /// While idle: whether the listener, at its cap, has asked this connection to make room.
+    fn asked_to_make_room(&mut self, cx: &mut Context<'_>, phase: u8) -> bool {
+        if phase != WAITING {
+            self.asked = None;
+            return false;
+        }
+        let room = &self.room;
+        self.asked
+            .get_or_insert_with(|| Box::pin(room.clone().notified_owned()))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
     }
 
     /// Fails a write that has made no progress for `write_timeout`.
@@ -178,15 +232,19 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let phase = this.phase.load(Ordering::Relaxed);
+        let phase = this.phase.get();
         this.time(phase);
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.asked = None;
+                }
                 if phase == WAITING
                     && buf.filled().len() > before
                     && this
                         .phase
+                        .now
                         .compare_exchange(WAITING, HEAD, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
@@ -195,19 +253,21 @@ impl AsyncRead for Guarded {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => match this.timing {
-                Some(timing) if this.deadline.as_mut().poll(cx).is_ready() => {
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        if timing == WAITING {
-                            "keep-alive connection idle for too long"
-                        } else {
-                            "request head not received in time"
-                        },
-                    )))
-                }
-                _ => Poll::Pending,
-            },
+            Poll::Pending => {
+                this.phase.reader.register(cx.waker());
+                let why = if this.asked_to_make_room(cx, phase) {
+                    "idle connection closed to make room for a new one"
+                } else if this.timing.is_some() && this.deadline.as_mut().poll(cx).is_ready() {
+                    if phase == WAITING {
+                        "keep-alive connection idle for too long"
+                    } else {
+                        "request head not received in time"
+                    }
+                } else {
+                    return Poll::Pending;
+                };
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
+            }
             other => other,
         }
     }

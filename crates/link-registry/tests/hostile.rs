@@ -476,3 +476,33 @@ async fn a_client_that_never_reads_its_answers_is_cut_off() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
+    let receiver = Receiver::start(
+        &support::sqlite_url("cap"),
+        &["--max-connections", "2", "--idle-timeout", "60"],
+    );
+    let mut first = TcpStream::connect(addr(&receiver)).await.unwrap();
+    first.write_all(&raw_delivery(&valid(400))).await.unwrap();
+    assert!(read_answer(&mut first).await.starts_with("http/1.1 200"));
+    let mut second = TcpStream::connect(addr(&receiver)).await.unwrap();
+    second.write_all(&raw_delivery(&valid(401))).await.unwrap();
+    assert!(read_answer(&mut second).await.starts_with("http/1.1 200"));
+    // Both idle, the cap reached: a third client is served now, not when an idle limit runs out.
+    let started = Instant::now();
+    let mut third = TcpStream::connect(addr(&receiver)).await.unwrap();
+    third.write_all(&raw_delivery(&valid(402))).await.unwrap();
+    assert!(read_answer(&mut third).await.starts_with("http/1.1 200"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the third client waited {:?}",
+        started.elapsed()
+    );
+    // The connection idle the longest was the one closed; the other still serves.
+    assert!(closed_after(&mut first, Duration::from_secs(2))
+        .await
+        .is_some());
+    second.write_all(&raw_delivery(&valid(403))).await.unwrap();
+    assert!(read_answer(&mut second).await.starts_with("http/1.1 200"));
+}

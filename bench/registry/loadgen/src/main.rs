@@ -286,8 +286,8 @@ struct Conn {
 }
 
 enum ExchangeError {
-    /// Closed before the first byte of the answer, on a connection used before: the server dropped an
-    /// idle keep-alive connection; the request is sent again on a new one.
+    /// Closed before the first byte of the answer, on a connection that waited in the pool: the server
+    /// dropped it while idle; the request is sent again on a new one.
     Stale,
     Io,
 }
@@ -571,9 +571,12 @@ async fn open(a: Args) -> Result<String, String> {
     // Idle connections, most recently used on top (so few stay idle long enough to be dropped).
     let idle: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..initial {
-        let c = Conn::connect(&addr)
+        let mut c = Conn::connect(&addr)
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        // Opened ahead of any request, it may wait past the server's limit for a first request (10 s
+        // for link-receiver) and be closed: like a used one, it is then replaced.
+        c.used = true;
         idle.lock().expect("idle pool").push(c);
     }
     let slots = Arc::new(Semaphore::new(max_conns));
