@@ -1,6 +1,7 @@
 //! The listener: HTTP/1 with a cap on connections (at the cap, the connection idle the longest makes
-//! room), time limits on request heads and on idle keep-alive connections, a size limit on heads, and graceful shutdown. axum routes; hyper and [`Guarded`] enforce the
-//! limits before a request reaches any handler (an over-long head gets 431, a head that never ends is dropped).
+//! room), time limits on request heads and on idle keep-alive connections, a size limit on heads, and
+//! graceful shutdown. axum routes; hyper and [`Guarded`] enforce the limits before a request reaches any
+//! handler (an over-long head gets 431, a head that never ends is dropped).
 //!
 //! Why the two time limits are ours rather than hyper's: hyper's header timeout starts as soon as it waits
 //! for the next request, so it is also the idle limit of a keep-alive connection. A 10 s idle limit closes
@@ -12,14 +13,13 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-
-use futures::task::AtomicWaker;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
+use futures::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -236,17 +236,13 @@ impl AsyncRead for Guarded {
         this.time(phase);
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.asked = None;
-                }
-                if phase == WAITING
-                    && buf.filled().len() > before
-                    && this
-                        .phase
-                        .now
-                        .compare_exchange(WAITING, HEAD, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_ok()
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                this.asked = None;
+                if this
+                    .phase
+                    .now
+                    .compare_exchange(WAITING, HEAD, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
                 {
                     // The next request has begun: its head must arrive within the header timeout.
                     this.time(HEAD);
