@@ -169,6 +169,18 @@ def outcome(inserted: bool, applied: bool) -> str:
     return "stored" if applied else "stored in the history; the link has a newer event"
 
 
+def apply(c, sql: list[str], row: dict) -> str:
+    """The delivery's statements, inside the caller's transaction (sqlite3 and psycopg connections alike)."""
+    insert_event, upsert_link, upsert_inventory = sql
+    inserted = c.execute(insert_event, row).rowcount > 0
+    applied = False
+    if inserted:
+        applied = c.execute(upsert_link, row).rowcount > 0
+        if row["inventory"] is not None:
+            c.execute(upsert_inventory, row)
+    return outcome(inserted, applied)
+
+
 class SqliteStore:
     """One connection per thread; each delivery is one BEGIN IMMEDIATE ... COMMIT (the writer lock is taken
     up front, so concurrent writers wait on busy_timeout instead of failing on a lock upgrade)."""
@@ -190,20 +202,14 @@ class SqliteStore:
 
     def store(self, row: dict) -> str:
         c = self.conn()
-        insert_event, upsert_link, upsert_inventory = self.sql
         c.execute("BEGIN IMMEDIATE")
         try:
-            inserted = c.execute(insert_event, row).rowcount > 0
-            applied = False
-            if inserted:
-                applied = c.execute(upsert_link, row).rowcount > 0
-                if row["inventory"] is not None:
-                    c.execute(upsert_inventory, row)
+            answer = apply(c, self.sql, row)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return outcome(inserted, applied)
+        return answer
 
 
 class PostgresStore:
@@ -216,15 +222,8 @@ class PostgresStore:
         self.sql = [render(s, "pg") for s in (INSERT_EVENT, UPSERT_LINK, UPSERT_INVENTORY)]
 
     def store(self, row: dict) -> str:
-        insert_event, upsert_link, upsert_inventory = self.sql
         with self.pool.connection() as c, c.transaction():
-            inserted = c.execute(insert_event, row).rowcount > 0
-            applied = False
-            if inserted:
-                applied = c.execute(upsert_link, row).rowcount > 0
-                if row["inventory"] is not None:
-                    c.execute(upsert_inventory, row)
-        return outcome(inserted, applied)
+            return apply(c, self.sql, row)
 
 
 class AsyncPostgresStore:
