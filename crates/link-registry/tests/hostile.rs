@@ -397,6 +397,13 @@ fn raw_delivery(d: &Signed) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Sends valid delivery `i` on `tcp` and expects it stored (200).
+async fn deliver(tcp: &mut TcpStream, i: usize) {
+    tcp.write_all(&raw_delivery(&valid(i))).await.unwrap();
+    let head = read_answer(tcp).await;
+    assert!(head.starts_with("http/1.1 200"), "delivery {i}: {head}");
+}
+
 /// Seconds until the server closes `tcp` (reading and dropping whatever it sends).
 async fn closed_after(tcp: &mut TcpStream, at_most: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -417,12 +424,10 @@ async fn keep_alive_outlives_the_header_timeout_and_ends_at_the_idle_timeout() {
         &["--header-timeout", "1", "--idle-timeout", "4"],
     );
     let mut tcp = TcpStream::connect(addr(&receiver)).await.unwrap();
-    tcp.write_all(&raw_delivery(&valid(300))).await.unwrap();
-    assert!(read_answer(&mut tcp).await.starts_with("http/1.1 200"));
+    deliver(&mut tcp, 300).await;
     // Idle for twice the header timeout, as a load balancer keeps its connections: still served.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    tcp.write_all(&raw_delivery(&valid(301))).await.unwrap();
-    assert!(read_answer(&mut tcp).await.starts_with("http/1.1 200"));
+    deliver(&mut tcp, 301).await;
     // Closed once idle for the idle timeout.
     let closed = closed_after(&mut tcp, Duration::from_secs(10)).await;
     assert!(
@@ -484,16 +489,13 @@ async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
         &["--max-connections", "2", "--idle-timeout", "60"],
     );
     let mut first = TcpStream::connect(addr(&receiver)).await.unwrap();
-    first.write_all(&raw_delivery(&valid(400))).await.unwrap();
-    assert!(read_answer(&mut first).await.starts_with("http/1.1 200"));
+    deliver(&mut first, 400).await;
     let mut second = TcpStream::connect(addr(&receiver)).await.unwrap();
-    second.write_all(&raw_delivery(&valid(401))).await.unwrap();
-    assert!(read_answer(&mut second).await.starts_with("http/1.1 200"));
+    deliver(&mut second, 401).await;
     // Both idle, the cap reached: a third client is served now, not when an idle limit runs out.
     let started = Instant::now();
     let mut third = TcpStream::connect(addr(&receiver)).await.unwrap();
-    third.write_all(&raw_delivery(&valid(402))).await.unwrap();
-    assert!(read_answer(&mut third).await.starts_with("http/1.1 200"));
+    deliver(&mut third, 402).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the third client waited {:?}",
@@ -503,6 +505,5 @@ async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
     assert!(closed_after(&mut first, Duration::from_secs(2))
         .await
         .is_some());
-    second.write_all(&raw_delivery(&valid(403))).await.unwrap();
-    assert!(read_answer(&mut second).await.starts_with("http/1.1 200"));
+    deliver(&mut second, 403).await;
 }
