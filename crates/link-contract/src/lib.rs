@@ -6,7 +6,8 @@
 //! - [`signing`]: Standard Webhooks signatures.
 //! - [`proof`]: proof of the account (a signed `sts:GetCallerIdentity`), checked without I/O.
 //! - [`parts`]: events split into numbered parts, and put back together.
-//! - [`partition`], [`arn`]: the AWS partition table and the one ARN parser.
+//! - [`partition`], [`arn`]: the AWS partition table (with `regions`, generated from botocore's endpoint
+//!   data) and the one ARN parser.
 
 pub mod arn;
 pub mod event;
@@ -14,4 +15,5 @@ pub mod inventory;
 pub mod partition;
 pub mod parts;
 pub mod proof;
+mod regions;
 pub mod signing;
