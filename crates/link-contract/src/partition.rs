@@ -224,12 +224,10 @@ pub fn sts_endpoint(host: &str) -> Option<StsEndpoint> {
         && partition.region_exists(region)
         && partition.dns_suffix == suffix
         && (!fips || partition.fips))
-        .then(
-        || StsEndpoint {
+        .then(|| StsEndpoint {
             partition,
             signing_region: region.to_string(),
-        },
-    )
+        })
 }
 
 /// `eu-west-1`, `us-gov-west-1`, `ap-southeast-5`, `us-isob-east-1`: lowercase words and a number.
