@@ -291,7 +291,8 @@ mod tests {
 
     fn example() -> LinkData {
         let e: LinkEvent =
-            serde_json::from_str(include_str!("../../../docs/examples/account.linked.json")).unwrap();
+            serde_json::from_str(include_str!("../../../docs/examples/account.linked.json"))
+                .unwrap();
         e.data
     }
 

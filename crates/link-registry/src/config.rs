@@ -113,6 +113,37 @@ pub struct Cli {
     #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
     pub sts_endpoint: Option<Url>,
 
+    /// Only sessions of roles whose name matches may prove an event (`*` matches anything), e.g.
+    /// `*-BasicLambdaRole-*`, the customer stack's function role. Default: any assumed role of the account.
+    #[arg(long, env = "LINK_RECEIVER_PROOF_ROLE_PATTERN")]
+    pub proof_role_pattern: Option<String>,
+
+    /// Proofs sent to STS per second from one client (bursts of 4x); more are answered 429.
+    #[arg(long, default_value_t = 5.0)]
+    pub proof_rate_per_client: f64,
+
+    /// Proofs sent to STS per second by this receiver in all (bursts of 2x); more are answered 429.
+    #[arg(long, default_value_t = 100.0)]
+    pub proof_rate: f64,
+
+    /// Deliveries one AWS account may have stored per hour (0: no limit); more are answered 429 with
+    /// Retry-After until the hour ends.
+    #[arg(
+        long,
+        env = "LINK_REGISTRY_ACCOUNT_EVENTS_PER_HOUR",
+        default_value_t = 3600
+    )]
+    pub account_events_per_hour: u64,
+
+    /// Bytes of deliveries one AWS account may have stored per hour (0: no limit).
+    #[arg(long, env = "LINK_REGISTRY_ACCOUNT_BYTES_PER_HOUR", default_value_t = 256 * 1024 * 1024)]
+    pub account_bytes_per_hour: u64,
+
+    /// Delete deliveries (and rejected ones) received more than this many days ago, except the one
+    /// holding a link's current inventory. Default: keep everything.
+    #[arg(long, env = "LINK_REGISTRY_RETAIN_EVENTS_DAYS")]
+    pub retain_events_days: Option<u64>,
+
     /// The registry's public origin (https://links.example.com): the callback URL in quick-create links
     /// is <public-url>/hooks/account-link, and console cookies are Secure when it is https. Default:
     /// http://<listen address>.
@@ -188,6 +219,9 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub limits: Limits,
     pub console: Console,
+    pub store: crate::store::StoreOptions,
+    /// Deliveries older than this are deleted (see `--retain-events-days`).
+    pub retain_events: Option<Duration>,
 }
 
 /// What the console offers a provider's customer.
@@ -215,6 +249,8 @@ pub struct Auth {
     pub audience: Option<String>,
     pub tolerance_secs: u64,
     pub sts_endpoint: Option<Url>,
+    pub proof_role_pattern: Option<String>,
+    pub proof_limits: crate::proof::RateLimits,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -289,6 +325,33 @@ impl Cli {
         if self.max_connections == 0 {
             return Err(err("--max-connections", "must be at least 1"));
         }
+        let proof_role_pattern = self.proof_role_pattern.filter(|p| !p.is_empty());
+        if let Some(p) = &proof_role_pattern {
+            if p.len() > 64
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-*".contains(&b))
+            {
+                return Err(err(
+                    "--proof-role-pattern",
+                    "must be an IAM role name with * wildcards (at most 64 characters)",
+                ));
+            }
+        }
+        for (flag, rate) in [
+            ("--proof-rate-per-client", self.proof_rate_per_client),
+            ("--proof-rate", self.proof_rate),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(err(flag, "must be a number of proofs per second above 0"));
+            }
+        }
+        if self.retain_events_days == Some(0) {
+            return Err(err(
+                "--retain-events-days",
+                "must be at least 1 (leave it out to keep every delivery)",
+            ));
+        }
         let console = Console {
             public_url: match self.public_url {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
@@ -345,7 +408,23 @@ impl Cli {
                 audience,
                 tolerance_secs: self.tolerance,
                 sts_endpoint: self.sts_endpoint,
+                proof_role_pattern,
+                proof_limits: crate::proof::RateLimits {
+                    per_client_per_second: self.proof_rate_per_client,
+                    per_client_burst: (self.proof_rate_per_client * 4.0).max(1.0),
+                    global_per_second: self.proof_rate,
+                    global_burst: (self.proof_rate * 2.0).max(1.0),
+                },
             },
+            store: crate::store::StoreOptions {
+                quotas: crate::store::Quotas {
+                    events_per_hour: self.account_events_per_hour,
+                    bytes_per_hour: self.account_bytes_per_hour,
+                },
+            },
+            retain_events: self
+                .retain_events_days
+                .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
             api_token,
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,

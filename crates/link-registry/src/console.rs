@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{self, Access};
-use crate::store::{LinkQuery, LinkRequest, LinkView, StoreError};
+use crate::store::{LinkQuery, LinkRequest, LinkView, RequestAccounts, StoreError};
 use crate::App;
 
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -51,8 +51,47 @@ fn external_id() -> String {
     B64URL.encode(auth::random_bytes(30))
 }
 
+/// Accounts a request for several accounts may name at most.
+const MAX_EXPECTED_ACCOUNTS: usize = 1000;
+
+/// Which accounts a request may connect, from the API's JSON or the console's form: several accounts or
+/// one, and the expected account ids (12 digits each, separated by commas, spaces or lines in the form).
+pub(crate) fn request_accounts(
+    multi_account: bool,
+    expected: &[String],
+) -> Result<RequestAccounts, String> {
+    if !multi_account && !expected.is_empty() {
+        return Err(
+            "expectedAccountIds: only a request for several accounts takes expected accounts"
+                .into(),
+        );
+    }
+    if expected.len() > MAX_EXPECTED_ACCOUNTS {
+        return Err(format!(
+            "expectedAccountIds: at most {MAX_EXPECTED_ACCOUNTS} accounts"
+        ));
+    }
+    if let Some((i, bad)) = expected
+        .iter()
+        .enumerate()
+        .find(|(_, a)| !link_contract::arn::is_account_id(a))
+    {
+        let shown: String = bad.chars().take(20).collect();
+        return Err(format!(
+            "expectedAccountIds[{i}]: '{shown}' is not a 12-digit AWS account id"
+        ));
+    }
+    Ok(RequestAccounts {
+        multi_account,
+        expected: (!expected.is_empty()).then(|| expected.to_vec()),
+    })
+}
+
 /// Records a pending link with a new external id and a stack name derived from it.
-pub(crate) async fn new_request(app: &App) -> Result<LinkRequest, StoreError> {
+pub(crate) async fn new_request(
+    app: &App,
+    accounts: &RequestAccounts,
+) -> Result<LinkRequest, StoreError> {
     let id = external_id();
     let suffix: String = auth::random_bytes(4)
         .iter()
@@ -65,6 +104,7 @@ pub(crate) async fn new_request(app: &App) -> Result<LinkRequest, StoreError> {
             &stack_name,
             &app.console.stack_region,
             app.console.pending_ttl,
+            accounts,
         )
         .await
 }
@@ -356,14 +396,20 @@ fn link_row(l: &LinkView) -> Markup {
 // ---- start a link ----
 
 #[derive(Deserialize)]
-struct CsrfForm {
+struct StartForm {
     csrf: String,
+    /// A checkbox: present ("on") for a request made for several accounts (StackSets).
+    #[serde(default)]
+    multi_account: Option<String>,
+    /// Expected account ids, separated by commas, spaces or lines.
+    #[serde(default)]
+    expected_accounts: String,
 }
 
 async fn start_link(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<StartForm>,
 ) -> Response {
     let access = match allowed(&app, &headers) {
         Ok(a) => a,
@@ -376,9 +422,19 @@ async fn start_link(
         )
             .into_response();
     }
-    match new_request(&app).await {
+    let expected: Vec<String> = f
+        .expected_accounts
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    let accounts = match request_accounts(f.multi_account.is_some(), &expected) {
+        Ok(a) => a,
+        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
+    };
+    match new_request(&app, &accounts).await {
         Ok(r) => {
-            tracing::info!(stack_name = %r.stack_name, "link request started");
+            tracing::info!(stack_name = %r.stack_name, multi_account = accounts.multi_account, "link request started");
             Redirect::to(&format!("/requests/{}", r.external_id)).into_response()
         }
         Err(e) => unavailable(e),

@@ -83,6 +83,18 @@ pub struct Registry {
     app: Arc<App>,
 }
 
+/// Deletes what is no longer kept, once an hour (jittered, so receivers sharing a database spread out).
+async fn purge_every_hour(store: Store, retain: Option<std::time::Duration>) {
+    loop {
+        let jitter = u64::from(auth::random_bytes(2)[0]) * 4;
+        tokio::time::sleep(std::time::Duration::from_secs(3600 - 512 + jitter)).await;
+        match store.purge(retain).await {
+            Ok(n) => tracing::info!(deleted = n, "purged expired rows"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; retried in an hour"),
+        }
+    }
+}
+
 impl Registry {
     /// Opens the database (migrating it) and binds the listen address.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
@@ -90,13 +102,16 @@ impl Registry {
             true => Some(proof::ProofVerifier::with_options(
                 proof::VerifierOptions {
                     endpoint_override: settings.auth.sts_endpoint.as_ref().map(|u| u.to_string()),
+                    limits: settings.auth.proof_limits,
+                    role_pattern: settings.auth.proof_role_pattern.clone(),
                     ..proof::VerifierOptions::default()
                 },
             )?),
             false => None,
         };
-        let store = Store::open(&settings.database).await?;
+        let store = Store::open_with(&settings.database, settings.store.clone()).await?;
         tracing::info!(engine = ?store.engine(), "database ready, migrations applied");
+        tokio::spawn(purge_every_hour(store.clone(), settings.retain_events));
         let listener =
             TcpListener::bind(settings.listen)
                 .await
