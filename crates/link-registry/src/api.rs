@@ -75,7 +75,7 @@ pub(crate) async fn health(State(app): State<Arc<App>>) -> Response {
             tracing::error!(error = %e, "health check: the store cannot commit");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "cannot commit" })),
+                Json(json!({ "status": "unavailable", "database": "unavailable", "reason": "the store cannot commit" })),
             )
                 .into_response()
         }
