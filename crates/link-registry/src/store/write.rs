@@ -1082,6 +1082,50 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_split_is_capped_in_bytes() {
+        let store = store("split-bytes", StoreOptions::default()).await;
+        let count = 9;
+        // Each part's body padded to 2 MiB (JSON allows trailing whitespace): 18 MiB in all.
+        let part = |index: usize| {
+            let mut d = delivery("link-s", "msg_s", "2026-11-29T10:00:00.000Z", false);
+            d.event.data.part = Some(Part {
+                index,
+                count,
+                set: "0123456789abcdef".into(),
+            });
+            d.webhook_id = d.event.data.delivery_id();
+            d.body = serde_json::to_string(&d.event).unwrap();
+            let pad = 2 * 1024 * 1024 - d.body.len();
+            d.body.push_str(&" ".repeat(pad));
+            Work::Deliver(d)
+        };
+        for index in 1..count {
+            assert!(
+                matches!(
+                    run(&store, &[part(index)]).await[0],
+                    Outcome::PartStored { .. }
+                ),
+                "part {index}"
+            );
+        }
+        match &run(&store, &[part(count)]).await[0] {
+            Outcome::Refused(Refusal::Invalid(why)) => {
+                assert!(
+                    why.contains("data.part.set") && why.contains("16777216"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let stored = store.0.events("link-s", 100, None).await.unwrap();
+        assert_eq!(
+            stored.items.len(),
+            count - 1,
+            "nothing of the refused part is stored"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn quotas_refuse_beyond_the_hour_and_count_only_what_was_stored() {
         let options = StoreOptions {
             quotas: Quotas {
