@@ -156,6 +156,18 @@ pub fn link_id(stack_id: &str, logical_resource_id: &str) -> String {
     format!("link-{}", id_digest(stack_id, logical_resource_id))
 }
 
+/// What is wrong with an external id, if anything: IAM's `sts:ExternalId` is 2 to 1224 letters, digits
+/// and `_+=,.@:/-`.
+pub fn external_id_problem(id: &str) -> Option<String> {
+    let len = id.chars().count();
+    if !(2..=1224).contains(&len) {
+        return Some(format!("is {len} characters long; IAM accepts 2 to 1224"));
+    }
+    id.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(*c)))
+        .map(|c| format!("contains {c:?}; IAM accepts only letters, digits and _+=,.@:/-"))
+}
+
 /// Why an event's claims about itself do not hold together; each names the field. These are checked
 /// after the signature (or proof): a sender that may send events at all still names only its own stack,
 /// link and roles.
@@ -175,6 +187,10 @@ pub enum ClaimError {
     LogicalResourceId,
     #[error("data.roles.{name}: {problem}")]
     Role { name: String, problem: String },
+    #[error("data.externalId {0}")]
+    ExternalId(String),
+    #[error("data.vpcId is not a VPC id (vpc- and 8 or 17 hex digits)")]
+    VpcId,
     #[error("data.regions[{index}]: '{region}' is not a region of partition {partition}")]
     Region {
         index: usize,
@@ -264,6 +280,16 @@ impl LinkData {
                 return Err(not_ours());
             }
         }
+        if let Some(problem) = self.external_id.as_deref().and_then(external_id_problem) {
+            return Err(ClaimError::ExternalId(problem));
+        }
+        if self
+            .vpc_id
+            .as_deref()
+            .is_some_and(|v| !crate::inventory::is_ec2_id(v, "vpc"))
+        {
+            return Err(ClaimError::VpcId);
+        }
         let partition = arn.partition;
         if self.regions.len() > MAX_REGIONS {
             return Err(ClaimError::Region {
@@ -304,7 +330,13 @@ mod tests {
     #[test]
     fn every_claim_is_checked_and_named() {
         type Edit = fn(&mut LinkData);
-        let cases: [(&str, Edit); 12] = [
+        let cases: [(&str, Edit); 14] = [
+            ("data.externalId", |d| {
+                d.external_id = Some("ext\u{0}id-with-a-nul".into())
+            }),
+            ("data.vpcId", |d| {
+                d.vpc_id = Some("vpc-'; DROP TABLE links".into())
+            }),
             ("data.stackId", |d| d.stack_id = "not-an-arn".into()),
             ("data.stackId", |d| {
                 d.stack_id = "arn:aws:iam::123456789012:role/x".into()

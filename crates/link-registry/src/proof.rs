@@ -624,6 +624,103 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 2, "only two reached STS");
     }
 
+    const REFUSED_XML: &str = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>";
+
+    async fn refusing_sts() -> (String, Arc<AtomicUsize>) {
+        fake(
+            &format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{REFUSED_XML}",
+                REFUSED_XML.len()
+            ),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_one_refused_proof_costs_one_sts_call() {
+        let (url, hits) = refusing_sts().await;
+        let v = verifier(&url);
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let p = proof("ASIAFORGED");
+        let first = v
+            .verify_from(client, &p, &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(matches!(first, ProofError::StsRefused { .. }), "{first}");
+        for _ in 0..50 {
+            let again = v
+                .verify_from(client, &p, &expected("123456789012"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&again, ProofError::RefusedBefore(why) if why.contains("InvalidClientTokenId")),
+                "{again}"
+            );
+            assert!(!again.is_retryable());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn proofs_reach_sts_at_a_bounded_rate_per_client_and_overall() {
+        let (url, hits) = refusing_sts().await;
+        let v = ProofVerifier::with_options(VerifierOptions {
+            endpoint_override: Some(url),
+            limits: RateLimits {
+                per_client_per_second: 0.01,
+                per_client_burst: 2.0,
+                global_per_second: 0.01,
+                global_burst: 3.0,
+            },
+            ..VerifierOptions::default()
+        })
+        .unwrap();
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+        );
+        // Every proof different (another access key), so none is answered from memory.
+        let mut n = 0;
+        let mut send = |client| {
+            n += 1;
+            let p = proof(&format!("ASIAFLOOD{n}"));
+            let v = &v;
+            async move { v.verify_from(client, &p, &expected("123456789012")).await }
+        };
+        assert!(matches!(send(a).await, Err(ProofError::StsRefused { .. })));
+        assert!(matches!(send(a).await, Err(ProofError::StsRefused { .. })));
+        let limited = send(a).await.unwrap_err();
+        assert!(
+            matches!(limited, ProofError::RateLimited { retry_after_secs } if retry_after_secs >= 1),
+            "{limited}"
+        );
+        assert!(limited.is_retryable());
+        // Another client has its own bucket, until the global one is empty.
+        assert!(matches!(send(b).await, Err(ProofError::StsRefused { .. })));
+        assert!(matches!(send(c).await, Err(ProofError::RateLimited { .. })));
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "three reached STS");
+    }
+
+    #[test]
+    fn wildcards() {
+        for (pattern, name, matches) in [
+            ("*-BasicLambdaRole-*", "acme-BasicLambdaRole-1A2B3C", true),
+            ("*-BasicLambdaRole-*", "acme-RemoteRole-1A2B3C", false),
+            ("*-BasicLambdaRole-*", "BasicLambdaRole", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("*", "", true),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(wildcard_match(pattern, name), matches, "{pattern} {name}");
+        }
+    }
+
     #[test]
     fn the_override_is_for_loopback_only() {
         for bad in [
@@ -674,6 +771,64 @@ mod tests {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+
+    /// Temporary credentials of a role assumed in moto: its GetCallerIdentity then names the session.
+    async fn assumed_role_key(moto: &str, role: &str) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let arn = format!("arn:aws:iam::123456789012:role/{role}");
+        let body = reqwest::Client::new()
+            .post(moto)
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20261129/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0")
+            .form(&[
+                ("Action", "AssumeRole"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", arn.as_str()),
+                ("RoleSessionName", "function"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let start = body.find("<AccessKeyId>").unwrap() + "<AccessKeyId>".len();
+        let end = body[start..].find('<').unwrap();
+        body[start..start + end].to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_roles_matching_the_pattern_may_prove() {
+        let moto = Moto::start();
+        let strict = |pattern: &str| {
+            ProofVerifier::with_options(VerifierOptions {
+                endpoint_override: Some(moto.1.clone()),
+                role_pattern: Some(pattern.into()),
+                ..VerifierOptions::default()
+            })
+            .unwrap()
+        };
+        let function = assumed_role_key(&moto.1, "acme-BasicLambdaRole-1A2B3C").await;
+        let vendor = assumed_role_key(&moto.1, "SomeVendorsAuditRole").await;
+        let v = strict("*-BasicLambdaRole-*");
+        let caller = v
+            .verify(&proof(&function), &expected("123456789012"))
+            .await
+            .unwrap();
+        assert_eq!(caller.role_name, "acme-BasicLambdaRole-1A2B3C");
+        let e = v
+            .verify(&proof(&vendor), &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ProofError::RoleNotAllowed { role, .. } if role == "SomeVendorsAuditRole"),
+            "{e}"
+        );
+        // Without a pattern, any assumed role of the account proves it (the default).
+        assert!(verifier(&moto.1)
+            .verify(&proof(&vendor), &expected("123456789012"))
+            .await
+            .is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread")]

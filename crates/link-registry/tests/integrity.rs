@@ -189,6 +189,16 @@ async fn exercise(database: &str, count_rows: impl Fn(&str) -> i64) {
     assert_eq!(status, 400, "{message}");
     assert!(message.contains("data.roles.RemoteRole"), "{message}");
 
+    // Text PostgreSQL cannot store (a NUL) would fail every batch it is in: refused before the store.
+    let mut nul = event_at("linked", "nul", "msg_nul", "2026-11-29T10:00:00.000Z");
+    nul.data.external_id = Some("ext\u{0}ernal-id-0123456789".into());
+    let (status, message) = post(&http, &hook, &Signed::of(&nul)).await;
+    assert_eq!(
+        (status, message.contains("data.externalId")),
+        (400, true),
+        "{message}"
+    );
+
     // 8. Parts of a split must carry the first part's envelope; a set's bytes are capped.
     let base_event = event_at("linked", "split", "msg_split", "2026-11-29T11:00:00.000Z");
     let pieces = split(&base_event, 3000, 64 * 1024);

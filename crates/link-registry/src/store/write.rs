@@ -44,13 +44,16 @@ pub(crate) enum Work {
     Reject { delivery: Delivery, reason: String },
     /// Commit the heartbeat: proves that the store can commit.
     Probe { receiver: String },
+    /// A fault in our own code while storing (tests only).
+    #[cfg(test)]
+    Panic,
 }
 
 impl Work {
     fn delivery(&self) -> Option<&Delivery> {
         match self {
             Self::Deliver(d) | Self::Reject { delivery: d, .. } => Some(d),
-            Self::Probe { .. } => None,
+            _ => None,
         }
     }
 }
@@ -214,6 +217,8 @@ async fn commit(
                 .await?;
                 outcomes[i] = Some(Outcome::Alive);
             }
+            #[cfg(test)]
+            Work::Panic => panic!("a fault injected by a test"),
         }
     }
     let mut stored: Vec<usize> = Vec::new();
@@ -1078,6 +1083,88 @@ mod tests {
         assert_eq!(
             (a.account_id.as_str(), a.last_event_id.as_str()),
             ("123456789012", "msg_1")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panic_fails_only_its_delivery_and_the_writer_goes_on() {
+        let (store, _) = store("panic", StoreOptions::default()).await;
+        let at = "2026-11-29T10:00:00.000Z";
+        // Queued together, so the writer takes them as one batch.
+        let (a, fault, b) = tokio::join!(
+            store.submit(Work::Deliver(delivery("link-a", "msg_a", at, false))),
+            store.submit(Work::Panic),
+            store.submit(Work::Deliver(delivery("link-b", "msg_b", at, false))),
+        );
+        assert!(matches!(a, Ok(Outcome::Stored { .. })), "{a:?}");
+        assert!(matches!(fault, Err(StoreError::Internal(_))), "{fault:?}");
+        assert!(matches!(b, Ok(Outcome::Stored { .. })), "{b:?}");
+        // And after it, the writer still stores and commits.
+        let c = store.ingest(delivery("link-c", "msg_c", at, false)).await;
+        assert!(matches!(c, Ok(Outcome::Stored { .. })), "{c:?}");
+        store
+            .check_commit(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn retention_deletes_old_deliveries_but_not_a_links_inventory() {
+        let store = store("retention", StoreOptions::default()).await;
+        let day = 86_400_000;
+        let old = |id: &str, at: &str| {
+            let mut d = delivery("link-r", id, at, false);
+            d.received_at = now_millis() - 40 * day;
+            d
+        };
+        let mut recent = delivery("link-q", "msg_recent", "2026-11-29T10:00:00.000Z", false);
+        recent.received_at = now_millis() - day;
+        run(
+            &store,
+            &[
+                Work::Deliver(old("msg_old_1", "2026-11-29T10:00:00.000Z")),
+                // The newest of link-r: its body holds the link's inventory.
+                Work::Deliver(old("msg_old_2", "2026-11-29T11:00:00.000Z")),
+                Work::Deliver(recent),
+            ],
+        )
+        .await;
+        assert!(store.0.purge(None).await.is_ok());
+        assert_eq!(
+            store
+                .0
+                .events("link-r", 10, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+        store
+            .0
+            .purge(Some(std::time::Duration::from_secs(30 * 86_400)))
+            .await
+            .unwrap();
+        let left: Vec<String> = store
+            .0
+            .events("link-r", 10, None)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.webhook_id)
+            .collect();
+        assert_eq!(left, ["msg_old_2"]);
+        assert!(store.0.link("link-r").await.unwrap().unwrap().1.is_some());
+        assert_eq!(
+            store
+                .0
+                .events("link-q", 10, None)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
         );
     }
 
