@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{self, Access};
-use crate::store::{LinkQuery, LinkRequest, LinkView, RequestAccounts, StoreError};
+use crate::store::{LinkQuery, LinkRequest, LinkView, RejectedView, RequestAccounts, StoreError};
 use crate::App;
 
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -312,17 +312,26 @@ async fn accounts(
         after: p.after.clone(),
         ..LinkQuery::default()
     };
-    let (requests, page) =
-        match tokio::try_join!(app.store.open_requests(20), app.store.links(&query)) {
-            Ok(x) => x,
-            Err(e) => return unavailable(e),
-        };
+    let (requests, page, rejected) = match tokio::try_join!(
+        app.store.open_requests(20),
+        app.store.links(&query),
+        app.store.rejected(None, 20, None)
+    ) {
+        Ok(x) => x,
+        Err(e) => return unavailable(e),
+    };
     let body = html! {
         section.actions {
             h1 { "AWS accounts" }
             form method="post" action="/console/requests" {
                 input type="hidden" name="csrf" value=(app.keys.csrf());
                 button #start-link type="submit" { "Link an AWS account" }
+                details.inline #several {
+                    summary { "For several accounts (StackSets)" }
+                    label { input type="checkbox" name="multi_account" value="on"; " Any account that deploys the stack connects" }
+                    label for="expected-accounts" { "Only these accounts (optional, 12-digit ids separated by commas or spaces)" }
+                    textarea #expected-accounts name="expected_accounts" rows="2" {}
+                }
             }
         }
         @if !requests.is_empty() {
@@ -358,8 +367,35 @@ async fn accounts(
                 p { a href={"/?after=" (next)} { "Older links →" } }
             }
         }
+        @if !rejected.items.is_empty() {
+            (rejected_table(&rejected.items))
+        }
     };
     html_page(layout(&app, Some(access), "Accounts", body))
+}
+
+/// Deliveries refused because they named another stack's link: who sent them and why.
+fn rejected_table(items: &[RejectedView]) -> Markup {
+    html! {
+        section #rejected {
+            h2 { "Rejected deliveries" }
+            p.muted { "Signed or proven deliveries that named a link they do not belong to. They were kept apart and changed nothing." }
+            table.list {
+                thead { tr { th { "Received" } th { "From account" } th { "Named link" } th { "Type" } th { "Reason" } } }
+                tbody {
+                    @for r in items {
+                        tr data-webhook-id=(r.webhook_id) {
+                            td { (when(Some(&r.received_at))) }
+                            td { (r.account_id) }
+                            td { code { (r.link_id) } }
+                            td { (r.event_type) }
+                            td.reason { (r.reason) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn regions_text(l: &LinkView) -> String {
@@ -382,7 +418,7 @@ fn link_row(l: &LinkView) -> Markup {
             td { (l.region) }
             td {
                 span class={"state " (l.state)} { (l.state) }
-                @if !l.requested { " " span.badge.warn title="No console request used this external id" { "unsolicited" } }
+                @if !l.requested { " " span.badge.warn title=(l.external_id_issue.as_deref().unwrap_or("No console request used this external id")) { "unsolicited" } }
                 @if !l.inventory_complete { " " span.badge.warn title="The last event could not list every network" { "inventory incomplete" } }
             }
             td { (regions_text(l)) }
@@ -474,6 +510,15 @@ async fn request_page(
             dt { "Stack name" } dd { (r.stack_name) }
             dt { "Stack region" } dd { (r.region) }
             dt { "Expires" } dd { (when(Some(&r.expires_at))) }
+            @if r.multi_account {
+                dt { "Accounts" } dd #request-accounts {
+                    @match &r.expected_accounts {
+                        Some(list) => { "Only " (list.join(", ")) }
+                        None => { "Any account that deploys the stack (StackSets)" }
+                    }
+                    " · " (r.connected_links) " connected"
+                }
+            }
         }
         details {
             summary { "Stack parameters" }
@@ -510,9 +555,12 @@ async fn link_page(
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let l = match app.store.link_view(&link_id).await {
-        Ok(Some(l)) => l,
-        Ok(None) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
+    let (l, rejected) = match tokio::try_join!(
+        app.store.link_view(&link_id),
+        app.store.rejected(Some(&link_id), 20, None)
+    ) {
+        Ok((Some(l), rejected)) => (l, rejected),
+        Ok((None, _)) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
         Err(e) => return unavailable(e),
     };
     let roles: Vec<(String, String)> = l
@@ -526,7 +574,15 @@ async fn link_page(
         .unwrap_or_default();
     let body = html! {
         h1 { "Account " (l.account_id) }
-        @if !l.requested { p.warn { "Unsolicited: no link request started in this console used this link's external ID." } }
+        @if !l.requested {
+            p.warn #unsolicited {
+                "Unsolicited: "
+                @match &l.external_id_issue {
+                    Some(issue) => { "this link's external ID belongs to a link request of this console, but " (issue) "." }
+                    None => { "no link request started in this console used this link's external ID." }
+                }
+            }
+        }
         @if !l.inventory_complete { p.warn #incomplete { "The last event could not list every network of this account: what is shown may be out of date." } }
         dl.facts {
             dt { "State" } dd { span #link-state class={"state " (l.state)} { (l.state) } }
@@ -550,6 +606,9 @@ async fn link_page(
         details #history-box {
             summary { "Event history" }
             div #history {}
+        }
+        @if !rejected.items.is_empty() {
+            (rejected_table(&rejected.items))
         }
     };
     html_page(layout(

@@ -151,6 +151,15 @@ async fn exercise(database: &str, count_rows: impl Fn(&str) -> i64) {
         count_rows("SELECT count(*) FROM events WHERE webhook_id = 'msg_takeover'"),
         0
     );
+    // Operators see it in the console, on the accounts page and the victim's link page.
+    for page in ["/".to_string(), format!("/links/{victim_id}")] {
+        let html = console_page(&http, &base, &page).await;
+        assert!(
+            html.contains("Rejected deliveries")
+                && html.contains(r#"data-webhook-id="msg_takeover""#),
+            "{page}"
+        );
+    }
 
     // 3. A timestamp from the future is refused; the real unlink afterwards applies.
     let frozen = event_at(
@@ -385,6 +394,16 @@ async fn external_ids(database: &str) {
         third["externalIdIssue"],
         format!("external id already used by account {VICTIM}")
     );
+    let html = console_page(
+        &http,
+        &base,
+        &format!("/links/{}", link_id_of(ATTACKER, "third")),
+    )
+    .await;
+    assert!(
+        html.contains(&format!("external id already used by account {VICTIM}")),
+        "{html}"
+    );
     let (_, r) = get(&http, &format!("{base}/api/link-requests/{x}"), Some(TOKEN)).await;
     assert_eq!(
         (
@@ -447,6 +466,17 @@ async fn external_ids(database: &str) {
         .contains("not one this link request expects"));
     let (_, r) = get(&http, &format!("{base}/api/link-requests/{y}"), Some(TOKEN)).await;
     assert_eq!(r["connectedLinks"], 2);
+}
+
+async fn console_page(http: &reqwest::Client, base: &str, path: &str) -> String {
+    let r = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
 }
 
 fn link_id_of(account: &str, stack: &str) -> String {
