@@ -156,9 +156,10 @@ fn generate(a: &Args) -> Result<String, String> {
         let account = format!("{:012}", 200_000_000_000u64 + link);
         let d = &mut e.data;
         d.event_id = format!("msg_{}", digest16(&format!("bench-event-{i}")));
-        d.physical_resource_id = format!("link-{}", digest16(&format!("bench-link-{link}")));
         d.request_id = digest16(&format!("bench-request-{i}"));
         d.stack_id = d.stack_id.replace(&template_account, &account);
+        // The receiver recomputes the link id from the stack, as the function derives it.
+        d.physical_resource_id = link_contract::event::link_id(&d.stack_id, &d.logical_resource_id);
         for arn in d.roles.values_mut() {
             *arn = arn.replace(&template_account, &account);
         }
