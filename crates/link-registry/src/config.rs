@@ -95,6 +95,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
 
+    /// Connections one client (a peer address; an IPv6 /64) may hold at once; more are answered 429.
+    /// Peers that are trusted proxies are not held to it (they carry many clients).
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_client: usize,
+
     /// Seconds a client has to send a request's headers, from its first byte (or from connecting).
     #[arg(long, default_value_t = 10)]
     pub header_timeout: u64,
@@ -108,6 +113,15 @@ pub struct Cli {
     /// read it.
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
+
+    /// Bytes per second a request body must average once --body-rate-grace has passed; a slower body is
+    /// cut with 408 (0: only --body-timeout applies).
+    #[arg(long, default_value_t = 1024)]
+    pub min_body_rate: u64,
+
+    /// Seconds a request body may take before --min-body-rate applies (latency, a stall on a bad link).
+    #[arg(long, default_value_t = 5)]
+    pub body_rate_grace: u64,
 
     /// Replaces AWS STS for proof checks: loopback URLs only (tests, local runs).
     #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
@@ -159,9 +173,13 @@ pub struct Cli {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average after `body_rate_grace` (0: no minimum).
+    pub min_body_rate: u64,
+    pub body_rate_grace: Duration,
     /// The request line and headers together.
     pub max_header_bytes: usize,
 }
@@ -171,9 +189,12 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_connections: 512,
+            max_connections_per_client: 32,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            body_rate_grace: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
         }
     }
@@ -289,6 +310,9 @@ impl Cli {
         if self.max_connections == 0 {
             return Err(err("--max-connections", "must be at least 1"));
         }
+        if self.max_connections_per_client == 0 {
+            return Err(err("--max-connections-per-client", "must be at least 1"));
+        }
         let console = Console {
             public_url: match self.public_url {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
@@ -350,9 +374,12 @@ impl Cli {
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+                min_body_rate: self.min_body_rate,
+                body_rate_grace: Duration::from_secs(self.body_rate_grace),
                 ..Limits::default()
             },
         })

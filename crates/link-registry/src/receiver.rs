@@ -189,6 +189,8 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return Err(if too_large {
                 Rejected::TooLarge(limit as u64 + 1, limit)
+            } else if crate::server::is_too_slow(&e) {
+                Rejected::BodyTimeout
             } else {
                 Rejected::BodyUnreadable(e.to_string())
             });
