@@ -443,6 +443,9 @@ mod tests {
         assert_eq!(s.auth.mode, AuthMode::HmacAndProof);
         assert!(s.listen.ip().is_loopback());
         assert_eq!(s.database, "sqlite://link-registry.db");
+        assert_eq!(s.limits.max_connections_per_client, 32);
+        assert_eq!(s.limits.min_body_rate, 1024);
+        assert_eq!(s.limits.body_rate_grace, Duration::from_secs(5));
         assert!(cli(&["--auth-mode", "hmac-only", "--secret", SECRET]).is_ok());
         assert!(cli(&["--auth-mode", "proof-only", "--audience", "a"]).is_ok());
     }
@@ -491,6 +494,12 @@ mod tests {
                 .unwrap_err()
                 .flag,
             "--template-url"
+        );
+        assert_eq!(
+            with(&["--max-connections-per-client", "0"])
+                .unwrap_err()
+                .flag,
+            "--max-connections-per-client"
         );
         let ok = with(&["--stack-param", "ProviderAccountId=111122223333"]).unwrap();
         assert_eq!(

@@ -70,7 +70,11 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let conns = Arc::new(Conns::new(limits.max_connections_per_client, exempt));
+    let conns = Arc::new(Conns::new(
+        limits.max_connections_per_client,
+        exempt,
+        SLOW_HEAD,
+    ));
     let pace = Pace {
         min_rate: limits.min_body_rate,
         grace: limits.body_rate_grace,
@@ -214,6 +218,8 @@ fn client_of(ip: IpAddr) -> IpAddr {
 struct Conns {
     epoch: Instant,
     per_client: usize,
+    /// [`SLOW_HEAD`] (tests choose their own).
+    slow_head: Duration,
     exempt: Exempt,
     live: Mutex<Live>,
     /// Woken when a connection becomes idle, for a listener waiting at the cap. Never stored: a wake-up
@@ -240,10 +246,11 @@ enum Room {
 }
 
 impl Conns {
-    fn new(per_client: usize, exempt: Exempt) -> Self {
+    fn new(per_client: usize, exempt: Exempt, slow_head: Duration) -> Self {
         Self {
             epoch: Instant::now(),
             per_client,
+            slow_head,
             exempt,
             live: Mutex::new(Live::default()),
             idle: Arc::new(Notify::new()),
@@ -290,11 +297,11 @@ impl Conns {
     }
 
     /// Tells the connection idle the longest, else the one whose head has been arriving the longest (past
-    /// [`SLOW_HEAD`]), to close now.
+    /// `slow_head`), to close now.
     fn make_room(&self) -> Room {
         let live = self.live();
         let now = millis_since(self.epoch);
-        let slow = SLOW_HEAD.as_millis() as u64;
+        let slow = self.slow_head.as_millis() as u64;
         let mut candidates = Vec::new();
         let mut next_slow: Option<u64> = None;
         for phase in live.phases.values() {
@@ -751,5 +758,179 @@ impl AsyncWrite for Guarded {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn connect_from(to: SocketAddr, from: [u8; 4]) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    /// Sends a GET on `tcp`; the first line of the answer ("" if the connection closed without one).
+    async fn get_on(tcp: &mut TcpStream) -> String {
+        let _ = tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn exempt_peers_are_not_held_to_the_per_client_cap() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections_per_client: 2,
+            header_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        // 127.0.0.2 stands for a trusted proxy.
+        let exempt: Exempt = Arc::new(|ip| ip == IpAddr::from([127, 0, 0, 2]));
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, exempt, async {
+            let _ = stopped.await;
+        }));
+        // The proxy's 6 connections, all open at once, are all served.
+        let mut proxy = Vec::new();
+        for _ in 0..6 {
+            let mut tcp = connect_from(to, [127, 0, 0, 2]).await;
+            assert_eq!(get_on(&mut tcp).await, "HTTP/1.1 200 OK");
+            proxy.push(tcp);
+        }
+        // Another peer gets its 2, and 429 for a third.
+        let mut other = Vec::new();
+        for _ in 0..2 {
+            let mut tcp = connect_from(to, [127, 0, 0, 3]).await;
+            assert_eq!(get_on(&mut tcp).await, "HTTP/1.1 200 OK");
+            other.push(tcp);
+        }
+        let mut third = connect_from(to, [127, 0, 0, 3]).await;
+        let mut answer = String::new();
+        let _ = third.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer:?}");
+        assert!(answer.contains("at most 2 at once"), "{answer:?}");
+        // The proxy's connections still serve.
+        for tcp in &mut proxy {
+            assert_eq!(get_on(tcp).await, "HTTP/1.1 200 OK");
+        }
+        let _ = stop.send(());
+        drop((proxy, other));
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn a_client_is_its_address_or_its_ipv6_64() {
+        let v4 = IpAddr::from([203, 0, 113, 7]);
+        assert_eq!(client_of(v4), v4);
+        let mapped = IpAddr::V6(Ipv4Addr::new(203, 0, 113, 7).to_ipv6_mapped());
+        assert_eq!(client_of(mapped), v4);
+        let a: IpAddr = "2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+    }
+
+    #[tokio::test]
+    async fn room_is_made_by_the_longest_idle_then_the_slowest_head_never_a_busy_one() {
+        let slots = Arc::new(Semaphore::new(8));
+        let open = |conns: &Arc<Conns>, phase: &Arc<Phase>| {
+            conns.admit(
+                None,
+                phase.clone(),
+                slots.clone().try_acquire_owned().unwrap(),
+            )
+        };
+        let new_phase = |conns: &Conns| Arc::new(Phase::new(conns.epoch, conns.idle.clone()));
+        // Heads count as slow after an hour here: none is.
+        let conns = Arc::new(Conns::new(32, nobody_exempt(), Duration::from_secs(3600)));
+        // Busy (a request, or an answer still streaming) and a head just begun: no room now, and none
+        // remembered; the head may make room once it has been arriving for `slow_head`.
+        let (busy, head) = (new_phase(&conns), new_phase(&conns));
+        busy.begin_request();
+        let _e = (open(&conns, &busy), open(&conns, &head));
+        match conns.make_room() {
+            Room::NotBefore(t) => assert!(t > Instant::now() + Duration::from_secs(3000)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((busy.get(), head.get()), (BUSY, HEAD));
+        // Two idle connections: the one idle the longest is told to close, and only it.
+        let (first, second) = (new_phase(&conns), new_phase(&conns));
+        for p in [&first, &second] {
+            p.begin_request();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            p.answered();
+        }
+        let _f = (open(&conns, &first), open(&conns, &second));
+        assert_eq!(conns.make_room(), Room::Made);
+        assert_eq!(
+            (first.get(), second.get(), busy.get(), head.get()),
+            (CLOSING, WAITING, BUSY, HEAD)
+        );
+        // A connection told to close stays so when its request begins or its answer ends.
+        first.begin_request();
+        first.answered();
+        assert_eq!(first.get(), CLOSING);
+        // The other idle one next; then nothing while the head is not slow.
+        assert_eq!(conns.make_room(), Room::Made);
+        assert_eq!(second.get(), CLOSING);
+        assert!(matches!(conns.make_room(), Room::NotBefore(_)));
+
+        // Heads count as slow at once: a head makes room, a busy connection never.
+        let conns = Arc::new(Conns::new(32, nobody_exempt(), Duration::ZERO));
+        let (busy, head) = (new_phase(&conns), new_phase(&conns));
+        busy.begin_request();
+        let _e = (open(&conns, &busy), open(&conns, &head));
+        assert_eq!(conns.make_room(), Room::Made);
+        assert_eq!((busy.get(), head.get()), (BUSY, CLOSING));
+        assert_eq!(conns.make_room(), Room::None);
+        assert_eq!(busy.get(), BUSY);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_told_to_close_ends_its_reads() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let conns = Conns::new(32, nobody_exempt(), SLOW_HEAD);
+        let phase = Arc::new(Phase::new(conns.epoch, conns.idle.clone()));
+        let mut io = Guarded::new(server, &Limits::default(), phase.clone());
+        phase.begin_request();
+        phase.answered();
+        let read = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            io.read(&mut buf).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(phase.close_if(phase.state()));
+        let e = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the pending read is woken")
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("make room"), "{e}");
+        drop(client);
     }
 }
