@@ -1,7 +1,10 @@
 //! What an unauthenticated client can do to the receiver: thousands of signature candidates, bodies over
 //! the limit, headers and bodies that never end, answers never read, and a flood of forged deliveries while
-//! valid ones keep being stored; and keep-alive connections that outlive the header timeout. Also the Python `standardwebhooks` package's signatures, accepted and refused as they
-//! should be.
+//! valid ones keep being stored; and keep-alive connections that outlive the header timeout. Connections:
+//! one client's share, heads and bodies trickled from many addresses, bodies under the minimum rate, a
+//! stream of changes at the idle timeout and at the cap, room made only when needed (127.0.0.0/8 is
+//! loopback on Linux: each address is another client). Also the Python `standardwebhooks` package's
+//! signatures, accepted and refused as they should be.
 
 mod support;
 
