@@ -813,6 +813,10 @@ async fn no_connection_is_closed_for_a_room_request_made_when_none_was_idle() {
     deliver(&mut third, 900).await;
     // Nobody needs room any more, so nothing is closed to make it: the third connection, now idle, keeps
     // serving.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, closed) = sent_within(&mut third, Duration::from_millis(1500)).await;
+    assert!(
+        !closed,
+        "the third connection was closed while idle, though nobody needed room"
+    );
     deliver(&mut third, 901).await;
 }
