@@ -16,7 +16,8 @@
 //! connection can make room, the listener decides again when one becomes idle.
 //!
 //! One client (a peer address; an IPv6 /64) holds at most `max_connections_per_client` of them, unless its
-//! peer is exempt (a trusted proxy carries many clients); more are answered 429 and closed at once.
+//! peer is exempt (a trusted proxy carries many clients). A client at its share gets a new connection only
+//! in place of its own connection idle the longest; with none idle, it is answered 429 and closed at once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -101,9 +102,10 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let ip = peer.ip().to_canonical();
-        // Before any room is made: a client over its share is refused without closing anyone.
-        let client = match conns.client(ip) {
-            Ok(client) => client,
+        // Before any room is made at the cap: a client at its share makes room among its own connections
+        // or is refused, without closing anyone else's.
+        let (client, made_room) = match conns.client(ip) {
+            Ok(x) => x,
             Err(limit) => {
                 refuse(tcp, limit);
                 tracing::debug!(%peer, limit, "connection refused: the client holds its share");
@@ -111,7 +113,7 @@ pub(crate) async fn serve(
             }
         };
         // At the cap, further clients wait in the kernel's queue, costing nothing here.
-        let Some(permit) = slot(&slots, &conns, shutdown.as_mut()).await else {
+        let Some(permit) = slot(&slots, &conns, made_room, shutdown.as_mut()).await else {
             break;
         };
         let _ = tcp.set_nodelay(true);
@@ -154,10 +156,12 @@ pub(crate) async fn serve(
 }
 
 /// A slot for a new connection: at once under the cap; at the cap, once a connection has closed (one is
-/// chosen to make room when one can be). `None` when shutting down.
+/// chosen to make room when one can be, unless `made` says the client's own has been). `None` when
+/// shutting down.
 async fn slot(
     slots: &Arc<Semaphore>,
     conns: &Conns,
+    mut made: bool,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<OwnedSemaphorePermit> {
     loop {
@@ -170,20 +174,25 @@ async fn slot(
         let became_idle = conns.idle.notified();
         tokio::pin!(became_idle);
         became_idle.as_mut().enable();
-        let (look_again, made) = match conns.make_room() {
+        let room = match made {
+            true => Room::Made,
+            false => conns.make_room(),
+        };
+        let look_again = match room {
             // The chosen connection closes on its next poll; should it not (it was between two reads of
             // a pipelined request), decide again.
-            Room::Made => (Some(Instant::now() + Duration::from_secs(1)), true),
-            Room::NotBefore(t) => (Some(t), false),
-            Room::None => (None, false),
+            Room::Made => Some(Instant::now() + Duration::from_secs(1)),
+            Room::NotBefore(t) => Some(t),
+            Room::None => None,
         };
+        made = room == Room::Made;
         let later = tokio::time::sleep_until(
             look_again.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
         );
         tokio::select! {
             p = slots.clone().acquire_owned() => return p.ok(),
             () = &mut became_idle, if !made => {}
-            () = later, if look_again.is_some() => {}
+            () = later, if look_again.is_some() => made = false,
             () = shutdown.as_mut() => return None,
         }
     }
@@ -230,7 +239,8 @@ struct Conns {
 #[derive(Default)]
 struct Live {
     next: u64,
-    phases: HashMap<u64, Arc<Phase>>,
+    /// Each connection's client (`None`: exempt) and phase.
+    phases: HashMap<u64, (Option<IpAddr>, Arc<Phase>)>,
     clients: HashMap<IpAddr, usize>,
 }
 
@@ -262,15 +272,37 @@ impl Conns {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The client `ip` counts for (`None`: exempt), or `Err(cap)` when it already holds its share.
-    fn client(&self, ip: IpAddr) -> Result<Option<IpAddr>, usize> {
+    /// The client `ip` counts for (`None`: exempt) and whether one of its connections was closed for it,
+    /// or `Err(cap)` when it already holds its share and
+    /// none of its connections is idle. When one is (browsers behind one NAT keep connections open), the
+    /// one idle the longest is closed for the new one: the client's count is over its share only until
+    /// that connection has closed.
+    fn client(&self, ip: IpAddr) -> Result<(Option<IpAddr>, bool), usize> {
         if (self.exempt)(ip) {
-            return Ok(None);
+            return Ok((None, false));
         }
         let client = client_of(ip);
-        match self.live().clients.get(&client) {
-            Some(&n) if n >= self.per_client => Err(self.per_client),
-            _ => Ok(Some(client)),
+        let live = self.live();
+        if live.clients.get(&client).copied().unwrap_or(0) < self.per_client {
+            return Ok((Some(client), false));
+        }
+        let mut idle: Vec<(u64, u64, &Arc<Phase>)> = live
+            .phases
+            .values()
+            .filter(|(c, _)| *c == Some(client))
+            .filter_map(|(_, phase)| {
+                let state = phase.state();
+                let (now_in, since) = unpack(state);
+                (now_in == WAITING).then_some((since, state, phase))
+            })
+            .collect();
+        idle.sort_by_key(|&(since, ..)| since);
+        match idle
+            .into_iter()
+            .any(|(_, state, phase)| phase.close_if(state))
+        {
+            true => Ok((Some(client), true)),
+            false => Err(self.per_client),
         }
     }
 
@@ -284,7 +316,7 @@ impl Conns {
         let mut live = self.live();
         let id = live.next;
         live.next += 1;
-        live.phases.insert(id, phase);
+        live.phases.insert(id, (client, phase));
         if let Some(c) = client {
             *live.clients.entry(c).or_default() += 1;
         }
@@ -304,7 +336,7 @@ impl Conns {
         let slow = self.slow_head.as_millis() as u64;
         let mut candidates = Vec::new();
         let mut next_slow: Option<u64> = None;
-        for phase in live.phases.values() {
+        for (_, phase) in live.phases.values() {
             let state = phase.state();
             let (now_in, since) = unpack(state);
             match now_in {
@@ -817,12 +849,10 @@ mod tests {
             assert_eq!(get_on(&mut tcp).await, "HTTP/1.1 200 OK");
             proxy.push(tcp);
         }
-        // Another peer gets its 2, and 429 for a third.
+        // Another peer gets its 2 (their heads not sent yet), and 429 for a third.
         let mut other = Vec::new();
         for _ in 0..2 {
-            let mut tcp = connect_from(to, [127, 0, 0, 3]).await;
-            assert_eq!(get_on(&mut tcp).await, "HTTP/1.1 200 OK");
-            other.push(tcp);
+            other.push(connect_from(to, [127, 0, 0, 3]).await);
         }
         let mut third = connect_from(to, [127, 0, 0, 3]).await;
         let mut answer = String::new();
@@ -836,6 +866,73 @@ mod tests {
         let _ = stop.send(());
         drop((proxy, other));
         server.await.unwrap();
+    }
+
+    /// True if the server closes `tcp` within `within` (whatever it sends first is dropped).
+    async fn closes(tcp: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        let until = Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_client_at_its_share_gets_a_connection_in_place_of_its_own_idle_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections_per_client: 2,
+            ..Limits::default()
+        };
+        // Requests held (their connections busy) so far.
+        let held = Arc::new(Notify::new());
+        let holding = held.clone();
+        let app = Router::new().route("/", get(|| async { "ok" })).route(
+            "/hold",
+            get(move || async move {
+                holding.notify_one();
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "late"
+            }),
+        );
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            nobody_exempt(),
+            std::future::pending(),
+        ));
+        let from = [127, 0, 0, 4];
+        // One connection idle, one busy.
+        let mut idle = connect_from(to, from).await;
+        assert_eq!(get_on(&mut idle).await, "HTTP/1.1 200 OK");
+        let mut busy = connect_from(to, from).await;
+        busy.write_all(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        held.notified().await;
+        // A third: served in place of the idle one (browsers behind one NAT keep idle connections).
+        let mut third = connect_from(to, from).await;
+        assert_eq!(get_on(&mut third).await, "HTTP/1.1 200 OK");
+        assert!(closes(&mut idle, Duration::from_secs(10)).await);
+        // Now both busy: a fourth is refused, and neither busy connection is touched.
+        third
+            .write_all(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        held.notified().await;
+        let mut fourth = connect_from(to, from).await;
+        let mut answer = String::new();
+        let _ = fourth.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 429"), "{answer:?}");
+        assert!(!closes(&mut busy, Duration::from_millis(500)).await);
+        assert!(!closes(&mut third, Duration::from_millis(500)).await);
+        server.abort();
     }
 
     #[test]
