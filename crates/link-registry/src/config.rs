@@ -95,6 +95,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
 
+    /// Connections one client (a peer address; an IPv6 /64) may hold at once; more are answered 429.
+    /// Peers that are trusted proxies are not held to it (they carry many clients).
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_client: usize,
+
     /// Seconds a client has to send a request's headers, from its first byte (or from connecting).
     #[arg(long, default_value_t = 10)]
     pub header_timeout: u64,
@@ -108,6 +113,15 @@ pub struct Cli {
     /// read it.
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
+
+    /// Bytes per second a request body must average once --body-rate-grace has passed; a slower body is
+    /// cut with 408 (0: only --body-timeout applies).
+    #[arg(long, default_value_t = 1024)]
+    pub min_body_rate: u64,
+
+    /// Seconds a request body may take before --min-body-rate applies (latency, a stall on a bad link).
+    #[arg(long, default_value_t = 5)]
+    pub body_rate_grace: u64,
 
     /// Replaces AWS STS for proof checks: loopback URLs only (tests, local runs).
     #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
@@ -190,9 +204,13 @@ pub struct Cli {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average after `body_rate_grace` (0: no minimum).
+    pub min_body_rate: u64,
+    pub body_rate_grace: Duration,
     /// The request line and headers together.
     pub max_header_bytes: usize,
 }
@@ -202,9 +220,12 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_connections: 512,
+            max_connections_per_client: 32,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            body_rate_grace: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
         }
     }
@@ -352,6 +373,9 @@ impl Cli {
                 "must be at least 1 (leave it out to keep every delivery)",
             ));
         }
+        if self.max_connections_per_client == 0 {
+            return Err(err("--max-connections-per-client", "must be at least 1"));
+        }
         let console = Console {
             public_url: match self.public_url {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
@@ -429,9 +453,12 @@ impl Cli {
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+                min_body_rate: self.min_body_rate,
+                body_rate_grace: Duration::from_secs(self.body_rate_grace),
                 ..Limits::default()
             },
         })
@@ -495,6 +522,9 @@ mod tests {
         assert_eq!(s.auth.mode, AuthMode::HmacAndProof);
         assert!(s.listen.ip().is_loopback());
         assert_eq!(s.database, "sqlite://link-registry.db");
+        assert_eq!(s.limits.max_connections_per_client, 32);
+        assert_eq!(s.limits.min_body_rate, 1024);
+        assert_eq!(s.limits.body_rate_grace, Duration::from_secs(5));
         assert!(cli(&["--auth-mode", "hmac-only", "--secret", SECRET]).is_ok());
         assert!(cli(&["--auth-mode", "proof-only", "--audience", "a"]).is_ok());
     }
@@ -543,6 +573,12 @@ mod tests {
                 .unwrap_err()
                 .flag,
             "--template-url"
+        );
+        assert_eq!(
+            with(&["--max-connections-per-client", "0"])
+                .unwrap_err()
+                .flag,
+            "--max-connections-per-client"
         );
         let ok = with(&["--stack-param", "ProviderAccountId=111122223333"]).unwrap();
         assert_eq!(

@@ -2,7 +2,8 @@
 //! verifies who sent them, stores them durably, and serves what it knows.
 //!
 //! - [`config`]: the command line, checked at start (what would expose data or weaken checks is refused).
-//! - `server`: the listener and its limits (connections, header size and time).
+//! - `server`: the listener and its limits (connections, each client's share, header size and time, body
+//!   rate).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
 //! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
@@ -166,6 +167,14 @@ impl Registry {
             // Pages following changes hold their connections open: end them so shutdown can finish.
             let _ = app.closing.send(true);
         };
-        server::serve(self.listener, self.router, self.limits, shutdown).await;
+        // Trusted proxies are exempt from the per-client connection cap (none yet).
+        server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            server::nobody_exempt(),
+            shutdown,
+        )
+        .await;
     }
 }

@@ -256,6 +256,8 @@ async fn accept(
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return Err(if too_large {
                 Rejected::TooLarge(limit as u64 + 1, limit)
+            } else if crate::server::is_too_slow(&e) {
+                Rejected::BodyTimeout
             } else {
                 Rejected::BodyUnreadable(e.to_string())
             });
