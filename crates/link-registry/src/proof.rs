@@ -135,6 +135,16 @@ impl ProofVerifier {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        self.verify_at(proof, expected, now).await
+    }
+
+    /// [`Self::verify`] with the clock given (Unix seconds), for test vectors signed at a fixed time.
+    pub async fn verify_at(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+        now: u64,
+    ) -> Result<VerifiedCaller, ProofError> {
         // Everything that needs no network first: a refused proof costs no STS call.
         let replay = contract::check(proof, expected, now)?;
         let _permit = tokio::time::timeout(self.queue_wait, self.permits.acquire())
