@@ -18,6 +18,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use link_contract::event::LinkEvent;
+use link_contract::partition::{sts_endpoint, Partition};
 use link_contract::parts::{self, envelope_fields, MAX_PARTS, MAX_SET_BYTES, SET_LEN};
 use link_contract::proof::{
     self, sha256_hex, Binding, SignedRequest, CONTENT_TYPE, MAX_AGE_SECS, MAX_PROOF_LEN, STS_BODY,
@@ -51,6 +52,7 @@ pub struct File {
     limits: Limits,
     reasons: Vec<Reason>,
     envelope_fields: Vec<&'static str>,
+    sts_endpoints: Vec<StsHost>,
     fake_sts: &'static str,
     pub deliveries: Vec<Delivery>,
     pub reassembly: Vec<ReassemblyVector>,
@@ -76,6 +78,15 @@ struct Limits {
     max_parts: usize,
     max_set_bytes: usize,
     set_len: usize,
+}
+
+/// An STS endpoint a proof may name: every one there is (`sts_endpoint` refuses all other hosts).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StsHost {
+    host: String,
+    partition: &'static str,
+    signing_region: String,
 }
 
 #[derive(Serialize)]
@@ -215,6 +226,7 @@ pub fn file() -> File {
             })
             .collect(),
         envelope_fields: envelope_fields(&linked()).iter().map(|(n, _)| *n).collect(),
+        sts_endpoints: sts_endpoints(),
         fake_sts: "Answer a POST to / whose body is sts.request.body and which carries every header of sts.request.headers \
                    with that exact value with sts.status, sts.headers and sts.body; answer any other request with 403 and \
                    an ErrorResponse whose Code is SignatureDoesNotMatch, as STS does. Count the requests: none when sts is \
@@ -222,6 +234,30 @@ pub fn file() -> File {
         deliveries: deliveries(),
         reassembly: reassembly(),
     }
+}
+
+/// Every host `sts_endpoint` accepts: the global, regional and FIPS names of each partition's regions.
+fn sts_endpoints() -> Vec<StsHost> {
+    let mut out = Vec::new();
+    for p in Partition::all() {
+        let mut candidates = vec![format!("sts.{}", p.dns_suffix)];
+        for r in p.regions() {
+            candidates.push(format!("sts.{r}.{}", p.dns_suffix));
+            candidates.push(format!("sts-fips.{r}.{}", p.dns_suffix));
+        }
+        for host in candidates {
+            if let Some(e) = sts_endpoint(&host) {
+                out.push(StsHost {
+                    host,
+                    partition: e.partition.name,
+                    signing_region: e.signing_region,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.host.cmp(&b.host));
+    out.dedup_by(|a, b| a.host == b.host);
+    out
 }
 
 // ---------------------------------------------------------------------------------------------------
