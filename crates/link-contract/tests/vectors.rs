@@ -78,7 +78,14 @@ fn every_reason_has_a_hostile_vector() {
 /// event once every part has arrived.
 #[derive(Default)]
 struct Reference {
-    open: BTreeMap<(String, String), (LinkEvent, BTreeMap<usize, LinkEvent>, usize)>,
+    open: BTreeMap<(String, String), Split>,
+}
+
+/// An incomplete split: its first part (whose envelope the others must carry), the parts by index, their bytes.
+struct Split {
+    first: LinkEvent,
+    held: BTreeMap<usize, LinkEvent>,
+    bytes: usize,
 }
 
 impl Reference {
@@ -88,27 +95,28 @@ impl Reference {
         };
         check_part(&part).map_err(|e| e.reason())?;
         let key = (e.data.event_id.clone(), part.set.clone());
-        let (first, held, bytes) = self
-            .open
-            .entry(key.clone())
-            .or_insert_with(|| (e.clone(), BTreeMap::new(), 0));
-        if envelope_difference(first, &e).is_some() {
+        let split = self.open.entry(key.clone()).or_insert_with(|| Split {
+            first: e.clone(),
+            held: BTreeMap::new(),
+            bytes: 0,
+        });
+        if envelope_difference(&split.first, &e).is_some() {
             return Err(reason::PART_ENVELOPE);
         }
-        if held.contains_key(&part.index) {
+        if split.held.contains_key(&part.index) {
             return Ok(None);
         }
-        *bytes += size;
-        if *bytes > MAX_SET_BYTES {
+        split.bytes += size;
+        if split.bytes > MAX_SET_BYTES {
             self.open.remove(&key);
             return Err(reason::PART_SET_SIZE);
         }
-        held.insert(part.index, e);
-        if held.len() < part.count {
+        split.held.insert(part.index, e);
+        if split.held.len() < part.count {
             return Ok(None);
         }
-        let (_, held, _) = self.open.remove(&key).expect("just used");
-        parts::reassemble(held.into_values().collect())
+        let split = self.open.remove(&key).expect("just used");
+        parts::reassemble(split.held.into_values().collect())
             .map(Some)
             .map_err(|e| e.reason())
     }

@@ -999,7 +999,7 @@ fn headers_and_signature(out: &mut Vec<Delivery>) {
         signing::HEADER_SIGNATURE,
         &format!(
             "{} {right}",
-            vec![wrong.as_str(); MAX_SIGNATURE_CANDIDATES].join(" ")
+            [wrong.as_str(); MAX_SIGNATURE_CANDIDATES].join(" ")
         ),
     );
     push(out, &mut b, r::SIGNATURE, "callback/hmac-and-proof/signature-after-8-candidates",
@@ -1009,7 +1009,7 @@ fn headers_and_signature(out: &mut Vec<Delivery>) {
         signing::HEADER_SIGNATURE,
         &format!(
             "{} {right}",
-            vec!["v1,bm90aXQ="; MAX_SIGNATURE_ENTRIES].join(" ")
+            ["v1,bm90aXQ="; MAX_SIGNATURE_ENTRIES].join(" ")
         ),
     );
     push(out, &mut b, r::SIGNATURE, "callback/hmac-and-proof/signature-after-64-entries",
@@ -1019,7 +1019,7 @@ fn headers_and_signature(out: &mut Vec<Delivery>) {
         signing::HEADER_SIGNATURE,
         &format!(
             "{} {right}",
-            vec!["v1,bm90aXQ="; MAX_SIGNATURE_ENTRIES - 1].join(" ")
+            ["v1,bm90aXQ="; MAX_SIGNATURE_ENTRIES - 1].join(" ")
         ),
     );
     out.push(b.named(
