@@ -62,6 +62,43 @@ def test_headers_in_any_form(fake_sts):
         assert event.delivery_id == GENUINE["expect"]["deliveryId"]
 
 
+def test_a_receiver_takes_the_delivery_as_it_arrives(fake_sts):
+    """http.server's headers (an email.message.Message) and the raw body, as a receiver reads them."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            try:
+                event = verify(headers=self.headers, body=body, sts_endpoint=fake_sts.url)
+                status, text = 200, event.caller.arn
+            except alv.VerificationError as e:
+                status, text = (503 if e.retryable else 401), e.reason
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(text.encode())
+
+    def verify(headers, body, **kw):
+        return alv.verify(headers, body, secrets=SECRET, audience=AUDIENCE, now=GENUINE["now"], **kw)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hooks/account-link"
+        fake_sts.serve(GENUINE["sts"])
+        ok = httpx.post(url, headers=GENUINE["headers"], content=body_of(GENUINE))
+        assert (ok.status_code, ok.text) == (200, GENUINE["expect"]["caller"])
+        fake_sts.serve(GENUINE["sts"])
+        forged = httpx.post(url, headers=GENUINE["headers"], content=body_of(GENUINE).replace(b"123456789012", b"210987654321"))
+        assert (forged.status_code, forged.text) == (401, "signature") and fake_sts.hits == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_secrets_as_a_list_or_space_separated(fake_sts):
     v = BY_NAME["callback/hmac-and-proof/receiver-holds-two-secrets"]
     for secrets in (v["config"]["secrets"], " ".join(v["config"]["secrets"])):

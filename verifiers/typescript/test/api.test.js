@@ -2,6 +2,7 @@
 // proofs sent at once, and the reassembler's bounds.
 
 import assert from 'node:assert/strict';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
@@ -68,6 +69,33 @@ describe('with a fake STS', () => {
       fake.serve(GENUINE.sts);
       const event = await verify(options({ headers, stsEndpoint: fake.url }));
       assert.equal(event.deliveryId, GENUINE.expect.deliveryId);
+    }
+  });
+
+  test("the README's node:http receiver takes the delivery as it arrives", async () => {
+    const server = createHttpServer(async (req, res) => {
+      const chunks = [];
+      for await (const c of req) chunks.push(c);
+      try {
+        const event = await verify({ headers: req.headers, body: Buffer.concat(chunks), secrets: SECRET, audience: AUDIENCE, now: GENUINE.now, stsEndpoint: fake.url });
+        res.writeHead(200).end(event.caller.arn);
+      } catch (e) {
+        res.writeHead(e.retryable ? 503 : 401).end(e.reason);
+      }
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${server.address().port}/hooks/account-link`;
+      fake.serve(GENUINE.sts);
+      const ok = await fetch(url, { method: 'POST', headers: GENUINE.headers, body: GENUINE.body });
+      assert.deepEqual([ok.status, await ok.text()], [200, GENUINE.expect.caller]);
+      fake.serve(GENUINE.sts);
+      const forged = await fetch(url, { method: 'POST', headers: GENUINE.headers, body: GENUINE.body.replace('123456789012', '210987654321') });
+      assert.deepEqual([forged.status, await forged.text()], [401, 'signature']);
+      assert.equal(fake.hits, 0);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 
