@@ -299,8 +299,18 @@ impl ProofVerifier {
         proof: &str,
         expected: &Expected<'_>,
     ) -> Result<VerifiedCaller, ProofError> {
+        self.verify_at(proof, expected, unix_now()).await
+    }
+
+    /// [`Self::verify`] with the clock given (Unix seconds), for test vectors signed at a fixed time.
+    pub async fn verify_at(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+        now: u64,
+    ) -> Result<VerifiedCaller, ProofError> {
         // Everything that needs no network first: a refused proof costs no STS call.
-        let replay = contract::check(proof, expected, unix_now())?;
+        let replay = contract::check(proof, expected, now)?;
         self.replay(replay, expected).await
     }
 
