@@ -104,8 +104,8 @@ impl Bucket {
 struct Limiter {
     global: Option<Bucket>,
     clients: HashMap<IpAddr, Bucket>,
-    /// SHA-256 of a refused proof: when it was refused, and why.
-    refused: HashMap<[u8; 32], (Instant, String)>,
+    /// SHA-256 of a refused proof: when it was refused, and why (its reason word and message).
+    refused: HashMap<[u8; 32], (Instant, (&'static str, String))>,
 }
 
 impl Default for VerifierOptions {
@@ -144,8 +144,11 @@ pub enum ProofError {
     Busy,
     #[error("too many proofs from this client or overall; try again in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    #[error("this proof was refused before: {0}")]
-    RefusedBefore(String),
+    #[error("this proof was refused before: {message}")]
+    RefusedBefore {
+        reason: &'static str,
+        message: String,
+    },
     #[error(
         "the proving role {role} does not match the receiver's --proof-role-pattern {pattern}"
     )]
@@ -156,7 +159,32 @@ pub enum ProofError {
     Override(String),
 }
 
+/// Reason words of the receiver's own policies (beside `link_contract::reason`'s, which every verifier
+/// shares): proofs over the rate limits, and a proving role outside `--proof-role-pattern`.
+pub const RATE_LIMITED: &str = "rate-limited";
+pub const PROOF_ROLE: &str = "proof-role";
+
 impl ProofError {
+    /// The stable reason word for this refusal (`link_contract::reason`, or the two above).
+    pub fn reason(&self) -> &'static str {
+        use link_contract::reason as r;
+        match self {
+            Self::Refused(e) => e.reason(),
+            Self::Redirected { .. } => r::STS_REDIRECT,
+            Self::Busy => r::BUSY,
+            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::RefusedBefore { reason, .. } => reason,
+            Self::RoleNotAllowed { .. } => PROOF_ROLE,
+            Self::StsRefused { code, .. } if code == "Throttling" => r::STS_UNAVAILABLE,
+            Self::StsRefused { .. } => r::STS_REFUSED,
+            Self::StsFailed { status, .. } if *status >= 500 || *status == 429 => {
+                r::STS_UNAVAILABLE
+            }
+            Self::StsFailed { .. } => r::STS_REFUSED,
+            Self::Unreachable { .. } | Self::Override(_) => r::STS_UNAVAILABLE,
+        }
+    }
+
     /// Worth another delivery later (answer 503): the proof may be fine, STS or this receiver was not.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -232,7 +260,7 @@ impl ProofVerifier {
         let result = self.replay(replay, expected).await;
         if let Err(e) = &result {
             if !e.is_retryable() {
-                self.remember(key, e.to_string());
+                self.remember(key, (e.reason(), e.to_string()));
             }
         }
         result
@@ -245,7 +273,10 @@ impl ProofVerifier {
         let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, why)) = l.refused.get(key) {
             if now.saturating_duration_since(*at) < self.remember_refusals {
-                return Err(ProofError::RefusedBefore(why.clone()));
+                return Err(ProofError::RefusedBefore {
+                    reason: why.0,
+                    message: why.1.clone(),
+                });
             }
         }
         let r = self.limits;
@@ -278,7 +309,7 @@ impl ProofVerifier {
         outcome.map_err(|retry_after_secs| ProofError::RateLimited { retry_after_secs })
     }
 
-    fn remember(&self, key: [u8; 32], why: String) {
+    fn remember(&self, key: [u8; 32], why: (&'static str, String)) {
         let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
         if l.refused.len() >= MAX_REMEMBERED {
             let keep = self.remember_refusals;
@@ -664,7 +695,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(
-                matches!(&again, ProofError::RefusedBefore(why) if why.contains("InvalidClientTokenId")),
+                matches!(&again, ProofError::RefusedBefore { reason: "sts-refused", message } if message.contains("InvalidClientTokenId")),
                 "{again}"
             );
             assert!(!again.is_retryable());

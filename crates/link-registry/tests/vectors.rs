@@ -186,15 +186,7 @@ fn part(event: &LinkEvent) -> Result<(), Refusal> {
 
 /// The reason word of the registry's proof errors (I/O included).
 fn proof_reason(e: &ProofError) -> &'static str {
-    match e {
-        ProofError::Refused(e) => e.reason(),
-        ProofError::Redirected { .. } => r::STS_REDIRECT,
-        ProofError::Busy => r::BUSY,
-        ProofError::Override(_) => panic!("the fake's URL is loopback"),
-        e if e.is_retryable() => r::STS_UNAVAILABLE,
-        ProofError::StsRefused { .. } | ProofError::StsFailed { .. } => r::STS_REFUSED,
-        ProofError::Unreachable { .. } => r::STS_UNAVAILABLE,
-    }
+    e.reason()
 }
 
 async fn prove(
