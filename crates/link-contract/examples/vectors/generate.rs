@@ -1494,6 +1494,12 @@ fn claims(out: &mut Vec<Delivery>) {
         ),
     );
     let mut e = linked();
+    e.timestamp = "2026-11-23T12:05:00.0009Z".into();
+    out.push(Builder::callback(Mode::HmacAndProof, &e.data.event_id, json(&e).as_bytes(), "aws").named(
+        "callback/hmac-and-proof/event-timestamp-ahead-by-less-than-a-millisecond",
+        "300.0009 s ahead: the timestamp is compared in whole milliseconds (as link-receiver stores it), still accepted",
+    ));
+    let mut e = linked();
     e.timestamp = "2026-11-20T08:00:00.123Z".into();
     out.push(Builder::callback(Mode::HmacAndProof, &e.data.event_id, json(&e).as_bytes(), "aws").named(
         "callback/hmac-and-proof/event-timestamp-days-ago",
