@@ -225,6 +225,9 @@ const SCALARS = {
 function checkShape(value, spec, path) {
   if (typeof spec === 'string') {
     if (!SCALARS[spec](value)) throw fail('event', `${path} must be ${spec}`);
+    const texts = spec === STR ? [value] : spec === STRMAP ? [...Object.keys(value), ...Object.values(value)] : [];
+    // serde_json refuses these in every field it decodes; JSON.parse keeps them.
+    if (!texts.every((t) => t.isWellFormed())) throw fail('event', `${path} holds a lone UTF-16 surrogate escape, which is not Unicode text`);
   } else if (spec.opt) {
     if (value !== null) checkShape(value, spec.opt, path);
   } else if (spec.dflt) {

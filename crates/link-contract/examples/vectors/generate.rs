@@ -1233,6 +1233,12 @@ fn events_and_parts(out: &mut Vec<Delivery>) {
             "an empty data.physicalResourceId",
         ),
         (
+            "event-lone-surrogate",
+            replaced(&text, "\"name\":\"prod\"", "\"name\":\"\\ud800prod\"").into_bytes(),
+            r::EVENT,
+            "a VPC name with a lone UTF-16 surrogate escape: JSON's syntax, not Unicode text",
+        ),
+        (
             "event-schema-version-2",
             replaced(&text, "\"schemaVersion\":\"1\"", "\"schemaVersion\":\"2\"").into_bytes(),
             r::SCHEMA_VERSION,

@@ -325,6 +325,13 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(s: str) -> bool:
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
 def _check_shape(value: Any, spec: Any, path: str) -> None:
     if isinstance(spec, dict):
         if not isinstance(value, dict):
@@ -363,6 +370,10 @@ def _check_shape(value: Any, spec: Any, path: str) -> None:
     }[spec](value)
     if not ok:
         raise fail(EVENT, f"{path} must be {spec}")
+    texts = (value,) if spec is _STR else (*value, *value.values()) if spec is _STRMAP else ()
+    if not all(_unicode(t) for t in texts):
+        # serde_json refuses these in every field it decodes; json.loads keeps them.
+        raise fail(EVENT, f"{path} holds a lone UTF-16 surrogate escape, which is not Unicode text")
 
 
 _RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|\+00:00)")
