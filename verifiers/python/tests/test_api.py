@@ -287,3 +287,14 @@ def test_parts_are_checked_before_they_are_held():
     with pytest.raises(alv.VerificationError) as e:
         r.add(bad, 10)
     assert e.value.reason == "part-set" and r.open_splits == 0
+
+
+def test_a_body_nested_too_deeply_is_refused_as_an_event():
+    """json.loads recurses: a body nested deeper than Python's recursion limit (an unknown field is enough) is
+    refused with `event`, never with RecursionError (a provider's handler would answer 500 to it)."""
+    from account_link_verify import _core
+    deep = "[" * 100_000 + "]" * 100_000
+    text = body_of(GENUINE)
+    with pytest.raises(alv.VerificationError) as e:
+        _core.parse_event(text.decode().replace('{"type":', '{"x":' + deep + ',"type":', 1))
+    assert e.value.reason == "event" and "nested too deeply" in str(e.value)

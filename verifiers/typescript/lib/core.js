@@ -222,30 +222,116 @@ const SCALARS = {
   [STRMAP]: (v) => isObject(v) && Object.values(v).every((x) => typeof x === 'string'),
 };
 
-function checkShape(value, spec, path) {
+/** The keys the objects of a JSON text repeat (the text is JSON: JSON.parse read it), as a tree that mirrors its
+ * value where a key repeats: `{ repeated: Set of keys, members: Map of key or index to the node below }`, or null.
+ * serde refuses a struct's field twice; JSON.parse keeps the last, and the tree describes that one. Iterative: a
+ * body nested however deep costs no stack. */
+export function repeatedKeys(text) {
+  const stack = [];
+  let root = null;
+  let expectKey = false;
+  let i = 0;
+  const nodeOf = (frame) => {
+    frame.node ??= { repeated: new Set(), members: new Map() };
+    return frame.node;
+  };
+  const done = (child) => {
+    const top = stack[stack.length - 1];
+    if (top === undefined) {
+      root = child;
+    } else if (top.keys === null) {
+      if (child !== null) nodeOf(top).members.set(top.index, child);
+      top.index += 1;
+    } else {
+      if (top.keys.has(top.key)) nodeOf(top).repeated.add(top.key);
+      top.keys.add(top.key);
+      if (child !== null) nodeOf(top).members.set(top.key, child);
+      else top.node?.members.delete(top.key);
+    }
+  };
+  // The index after the string that starts at i.
+  const stringEnd = () => {
+    for (let from = i + 1; ;) {
+      const quote = text.indexOf('"', from);
+      let backslashes = 0;
+      while (text.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes += 1;
+      if (backslashes % 2 === 0) return quote + 1;
+      from = quote + 1;
+    }
+  };
+  const n = text.length;
+  while (i < n) {
+    switch (text.charCodeAt(i)) {
+      case 0x7b: // {
+      case 0x5b: // [
+        expectKey = text.charCodeAt(i) === 0x7b;
+        stack.push({ keys: expectKey ? new Set() : null, key: '', index: 0, node: null });
+        i += 1;
+        break;
+      case 0x7d: // }
+      case 0x5d: // ]
+        expectKey = false;
+        i += 1;
+        done(stack.pop().node);
+        break;
+      case 0x2c: // ,
+        expectKey = stack[stack.length - 1].keys !== null;
+        i += 1;
+        break;
+      case 0x22: { // "
+        const end = stringEnd();
+        if (expectKey) {
+          const raw = text.slice(i + 1, end - 1);
+          stack[stack.length - 1].key = raw.includes('\\') ? JSON.parse(text.slice(i, end)) : raw;
+        } else {
+          done(null);
+        }
+        expectKey = false;
+        i = end;
+        break;
+      }
+      case 0x20: case 0x09: case 0x0a: case 0x0d: case 0x3a: // white space, :
+        i += 1;
+        break;
+      default: { // a number, true, false or null: up to the next delimiter
+        let c = text.charCodeAt(i);
+        while (i < n && c !== 0x2c && c !== 0x5d && c !== 0x7d && c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) {
+          i += 1;
+          c = text.charCodeAt(i);
+        }
+        done(null);
+      }
+    }
+  }
+  return root;
+}
+
+/** `repeats`: the node of `repeatedKeys` for `value` (null where nothing repeats). */
+function checkShape(value, spec, path, repeats) {
   if (typeof spec === 'string') {
     if (!SCALARS[spec](value)) throw fail('event', `${path} must be ${spec}`);
     const texts = spec === STR ? [value] : spec === STRMAP ? [...Object.keys(value), ...Object.values(value)] : [];
     // serde_json refuses these in every field it decodes; JSON.parse keeps them.
     if (!texts.every((t) => t.isWellFormed())) throw fail('event', `${path} holds a lone UTF-16 surrogate escape, which is not Unicode text`);
   } else if (spec.opt) {
-    if (value !== null) checkShape(value, spec.opt, path);
+    if (value !== null) checkShape(value, spec.opt, path, repeats);
   } else if (spec.dflt) {
-    checkShape(value, spec.dflt, path);
+    checkShape(value, spec.dflt, path, repeats);
   } else if (spec.list) {
     if (!Array.isArray(value)) throw fail('event', `${path} must be an array`);
-    value.forEach((item, i) => checkShape(item, spec.list, `${path}[${i}]`));
+    value.forEach((item, i) => checkShape(item, spec.list, `${path}[${i}]`, repeats?.members.get(i) ?? null));
   } else if (spec.oneOf) {
     if (!spec.oneOf.includes(value)) throw fail('event', `${path} must be one of ${spec.oneOf.join(', ')}`);
   } else {
     if (!isObject(value)) throw fail('event', `${path || 'the body'} must be an object`);
     for (const [key, sub] of Object.entries(spec)) {
       const where = path ? `${path}.${key}` : key;
+      if (repeats?.repeated.has(key)) throw fail('event', `${where} appears more than once`);
       if (!has(value, key)) {
         if (sub.opt || sub.dflt) continue;
         throw fail('event', `${where} is missing`);
       }
-      checkShape(value[key], sub, where);
+      checkShape(value[key], sub, where, repeats?.members.get(key) ?? null);
     }
   }
 }
@@ -277,7 +363,7 @@ export function parseEvent(text) {
   if (version !== SCHEMA) {
     throw fail('schema-version', `data.schemaVersion ${shown(version, 16)} is not supported (this verifier reads version ${SCHEMA})`);
   }
-  checkShape(value, EVENT, '');
+  checkShape(value, EVENT, '', repeatedKeys(text));
   if (rfc3339Millis(value.timestamp) === null) throw fail('event', 'timestamp is not an RFC 3339 UTC time');
   const idLen = Buffer.byteLength(value.data.physicalResourceId, 'utf8');
   if (idLen < 1 || idLen > 1024) throw fail('event', 'data.physicalResourceId must be 1 to 1024 characters');

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import { Reassembler, VerificationError, verify, verifySns } from '../index.js';
+import { parseEvent, repeatedKeys } from '../lib/core.js';
 import { limits } from '../lib/sts.js';
 import { VECTORS, bodyOf, startFakeSts } from './support.js';
 
@@ -229,4 +230,16 @@ describe('reassembler', () => {
     assert.throws(() => r.add(bad, 10), reason('part-set'));
     assert.equal(r.openSplits, 0);
   });
+});
+
+test('repeated keys are found however deep a body is nested, without recursion', () => {
+  const deep = `${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`;
+  const text = bodyOf(GENUINE).toString().replace('{"type":', `{"x":${deep},"type":`);
+  assert.equal(repeatedKeys(text), null);
+  assert.equal(parseEvent(text).data.accountId, '123456789012');
+  const repeated = repeatedKeys(`{"a":[{"b":1}, {"b":{"c":"\\"","c":2}}],"d":{"e":1},"d":{"f":1,"f":2}}`);
+  assert.deepEqual([...repeated.repeated], ['d']);
+  assert.deepEqual([...repeated.members.get('a').members.get(1).members.get('b').repeated], ['c']);
+  // The last of a repeated key is what JSON.parse keeps, and what the tree describes.
+  assert.deepEqual([...repeated.members.get('d').repeated], ['f']);
 });

@@ -1233,6 +1233,17 @@ fn events_and_parts(out: &mut Vec<Delivery>) {
             "an empty data.physicalResourceId",
         ),
         (
+            "event-repeated-field",
+            replaced(
+                &text,
+                "\"accountId\":\"123456789012\"",
+                "\"accountId\":\"210987654321\",\"accountId\":\"123456789012\"",
+            )
+            .into_bytes(),
+            r::EVENT,
+            "data.accountId twice (a parser that keeps the first would read another account): serde refuses a field twice",
+        ),
+        (
             "event-lone-surrogate",
             replaced(&text, "\"name\":\"prod\"", "\"name\":\"\\ud800prod\"").into_bytes(),
             r::EVENT,
@@ -1264,6 +1275,19 @@ fn events_and_parts(out: &mut Vec<Delivery>) {
                 .named(&format!("callback/hmac-and-proof/{name}"), about),
         );
     }
+    // What may repeat: a key of a map (roles) and an unknown field; the last one counts, as serde reads them.
+    let repeated = replaced(
+        &text,
+        "\"RemoteRole\":",
+        "\"RemoteRole\":\"arn:aws:iam::210987654321:role/victims-role\",\"RemoteRole\":",
+    );
+    let repeated = replaced(&repeated, "{\"type\":", "{\"x\":1,\"x\":2,\"type\":");
+    let mut b = base(mode);
+    b.body(repeated.as_bytes());
+    out.push(b.named(
+        "callback/hmac-and-proof/event-repeated-map-key-and-unknown-field",
+        "a data.roles key and an unknown field twice: accepted, the last of each counts (as serde_json and JSON parsers read them)",
+    ));
     // Parts whose bounds are wrong: each signed and proven for the delivery id it names.
     let m = &split()[0];
     let first: LinkEvent = serde_json::from_str(&m.json).expect("a part");

@@ -332,30 +332,35 @@ def _unicode(s: str) -> bool:
     return s.isascii() or _SURROGATE.search(s) is None
 
 
-def _check_shape(value: Any, spec: Any, path: str) -> None:
+def _check_shape(value: Any, spec: Any, path: str, repeats: Mapping[int, frozenset]) -> None:
+    """`repeats`: the keys each object of the body repeats, by id(); serde refuses a struct's field twice (a map's
+    keys and unknown fields may repeat: the last one counts, as json.loads keeps it)."""
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             raise fail(EVENT, f"{path or 'the body'} must be an object")
+        repeated = repeats.get(id(value), frozenset())
         for key, sub in spec.items():
             where = f"{path}.{key}" if path else key
+            if key in repeated:
+                raise fail(EVENT, f"{where} appears more than once")
             if key not in value:
                 if isinstance(sub, (_Opt, _Default)):
                     continue
                 raise fail(EVENT, f"{where} is missing")
-            _check_shape(value[key], sub, where)
+            _check_shape(value[key], sub, where, repeats)
         return
     if isinstance(spec, _Opt):
         if value is not None:
-            _check_shape(value, spec.spec, path)
+            _check_shape(value, spec.spec, path, repeats)
         return
     if isinstance(spec, _Default):
-        _check_shape(value, spec.spec, path)
+        _check_shape(value, spec.spec, path, repeats)
         return
     if isinstance(spec, _List):
         if not isinstance(value, list):
             raise fail(EVENT, f"{path} must be an array")
         for i, item in enumerate(value):
-            _check_shape(item, spec.spec, f"{path}[{i}]")
+            _check_shape(item, spec.spec, f"{path}[{i}]", repeats)
         return
     if isinstance(spec, tuple):
         if value not in spec:
@@ -402,17 +407,28 @@ def _no_constants(name: str) -> Any:
 def parse_event(text: str) -> dict:
     """The body as a link event: JSON, schema version (first: another version may have another shape),
     every field the contract defines with its type, an RFC 3339 UTC timestamp, a link id of 1 to 1024 bytes."""
+    repeats: dict[int, frozenset] = {}
+
+    def obj(pairs: list[tuple[str, Any]]) -> dict:
+        o = dict(pairs)
+        if len(o) != len(pairs):
+            seen: set[str] = set()
+            repeats[id(o)] = frozenset(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        return o
+
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=obj)
     except ValueError as e:
         raise fail(EVENT, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise fail(EVENT, "the body is not a link event: it is nested too deeply") from None
     data = value.get("data") if isinstance(value, dict) else None
     version = data.get("schemaVersion") if isinstance(data, dict) else None
     if not isinstance(version, str):
         raise fail(EVENT, "the body is not a link event: it has no data.schemaVersion")
     if version != SCHEMA:
         raise fail(SCHEMA_VERSION, f"data.schemaVersion {shown(version, 16)} is not supported (this verifier reads version {SCHEMA})")
-    _check_shape(value, _EVENT, "")
+    _check_shape(value, _EVENT, "", repeats)
     if rfc3339_millis(value["timestamp"]) is None:
         raise fail(EVENT, "timestamp is not an RFC 3339 UTC time")
     if not 1 <= len(data["physicalResourceId"].encode()) <= 1024:
