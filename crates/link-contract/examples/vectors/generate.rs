@@ -322,7 +322,7 @@ fn linked_cn() -> LinkEvent {
     )
 }
 
-/// The linked example in AWS GovCloud (US), which has FIPS endpoints.
+/// The linked example in AWS GovCloud (US).
 fn linked_gov() -> LinkEvent {
     linked_in(
         "aws-us-gov",
@@ -958,13 +958,13 @@ fn genuine(out: &mut Vec<Delivery>) {
         "aws-us-gov",
     );
     b.reprove(ProofParams {
-        host: "sts-fips.us-gov-west-1.amazonaws.com".into(),
+        host: "sts.us-gov-west-1.amazonaws.com".into(),
         region: "us-gov-west-1".into(),
         ..ProofParams::new(&gov.data.event_id, gov_body.as_bytes())
     });
     out.push(b.named(
-        "callback/hmac-and-proof/partition-aws-us-gov-fips",
-        "a link in AWS GovCloud (US), proven through its FIPS STS endpoint: an aws-us-gov caller",
+        "callback/hmac-and-proof/partition-aws-us-gov",
+        "a link in AWS GovCloud (US), proven through its regional STS endpoint (FIPS there): an aws-us-gov caller",
     ));
     for (text, what) in [(UPDATED, "updated"), (UNLINKED, "unlinked")] {
         // Sent when it was built (its timestamp is later than the linked example's).
