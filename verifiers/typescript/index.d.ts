@@ -6,7 +6,8 @@ export type Mode = 'hmac-and-proof' | 'proof-only' | 'hmac-only';
 
 /** The check a delivery failed: link-contract's words (`link_contract::reason`), the same in Rust and Python. */
 export type Reason =
-  | 'webhook-id' | 'timestamp' | 'signature' | 'event' | 'schema-version'
+  | 'webhook-id' | 'timestamp' | 'signature' | 'event' | 'schema-version' | 'timestamp-ahead'
+  | 'stack-id' | 'stack-mismatch' | 'logical-resource-id' | 'link-id' | 'role' | 'external-id' | 'vpc-id' | 'region'
   | 'part-count' | 'part-index' | 'part-set' | 'part-set-size' | 'part-envelope' | 'reassembly-full'
   | 'proof-missing' | 'proof-length' | 'proof-encoding' | 'proof-method' | 'proof-scheme' | 'proof-url' | 'proof-host'
   | 'proof-partition' | 'proof-body' | 'proof-header' | 'proof-header-value' | 'proof-header-missing'
@@ -18,6 +19,9 @@ export type Reason =
 export const REASONS: readonly Reason[];
 /** The reasons after which the same delivery may pass later: answer 503 so that the sender retries. */
 export const RETRYABLE: readonly Reason[];
+/** The claims that name another stack's link or contradict the event's own stack (`link-id`, `stack-mismatch`):
+ * refused after the proof; link-receiver keeps such an event apart and answers 409. */
+export const CONFLICTS: readonly Reason[];
 export const MODES: readonly Mode[];
 /** The envelope fields every part of one split carries unchanged. */
 export const ENVELOPE_FIELDS: readonly string[];
@@ -188,7 +192,7 @@ export interface VerifyOptions {
   mode?: Mode;
   /** A loopback http(s) URL that stands in for STS (tests only; anything else is refused). */
   stsEndpoint?: string;
-  /** Seconds webhook-timestamp may be from now (default 300). */
+  /** Seconds webhook-timestamp may be from now, and the event's timestamp ahead of now (default 300). */
   tolerance?: number;
   /** Unix seconds to verify at (tests; default now). */
   now?: number;
@@ -210,6 +214,8 @@ export interface VerifySnsOptions {
   attributes: Record<string, SnsAttribute | undefined>;
   audience: string;
   stsEndpoint?: string;
+  /** Seconds the event's timestamp may be ahead of now (default 300). */
+  tolerance?: number;
   now?: number;
   timeoutMs?: number;
 }
@@ -219,6 +225,10 @@ export function verifySns(options: VerifySnsOptions): Promise<VerifiedEvent>;
 
 /** `data.eventId`, or for a part `<eventId>-<set>-<index>of<count>`: a delivery's webhook-id. */
 export function deliveryId(event: LinkEvent): string;
+
+/** The link id (`data.physicalResourceId`) the function derives from a stack id and the resource's logical id:
+ * `link-` and 32 hex digits of SHA-256(stackId + "\n" + logicalResourceId). */
+export function linkId(stackId: string, logicalResourceId: string): string;
 
 export interface ReassemblerOptions {
   /** Splits held incomplete at once (default 256); a part of another is refused with `reassembly-full`. */

@@ -1,20 +1,23 @@
 // Verify account-link deliveries in Node with the same checks, in the same order, and with the same reason words
 // as link-receiver: the Standard Webhooks headers (webhook-id, the timestamp window, the signature's syntax), the
 // proof's presence, the signature (one HMAC per secret, compared in constant time), the event (JSON, schema
-// version, every field's type, webhook-id = its delivery id, the part's bounds), the proof of the account without
-// I/O (an STS endpoint of the event's partition, https, POST /, the GetCallerIdentity body, every header signed,
-// the bindings to audience, delivery id and body, the signing date and scope), and last one request to STS (no
-// redirects), whose answer must name data.accountId and an assumed-role session of it.
-// See docs/provider-events.md.
+// version, every field's type, webhook-id = its delivery id, a timestamp not ahead of the clock, the part's
+// bounds, its claims about its stack, link id, roles, external id, VPC and regions), the proof of the account
+// without I/O (an STS endpoint of the event's partition, https, POST /, the GetCallerIdentity body, every header
+// signed, the bindings to audience, delivery id and body, the signing date and scope), one request to STS (no
+// redirects), whose answer must name data.accountId and an assumed-role session of it, and last the claims that
+// name another stack's link (`link-id`, `stack-mismatch`: link-receiver answers those 409, once it knows who sent
+// them). See docs/provider-events.md.
 
 import {
-  LIMITS, PROOF_HEADER, REASONS, RETRYABLE, SNS_PROOF_ATTRIBUTE, VerificationError, bodyBytes, checkHeaders,
-  checkPart, checkProof, checkSignature, deliveryId, fail, headerMap, parseEvent, parseSecrets, shown, utf8Text,
+  CONFLICTS, LIMITS, PROOF_HEADER, REASONS, RETRYABLE, SNS_PROOF_ATTRIBUTE, VerificationError, bodyBytes,
+  checkHeaders, checkNotAhead, checkPart, checkProof, checkSignature, claimError, deliveryId, fail, headerMap,
+  linkId, parseEvent, parseSecrets, shown, utf8Text,
 } from './lib/core.js';
 import { ENVELOPE_FIELDS, Reassembler } from './lib/reassembler.js';
 import { checkEndpoint, send } from './lib/sts.js';
 
-export { ENVELOPE_FIELDS, LIMITS, REASONS, RETRYABLE, Reassembler, VerificationError, deliveryId };
+export { CONFLICTS, ENVELOPE_FIELDS, LIMITS, REASONS, RETRYABLE, Reassembler, VerificationError, deliveryId, linkId };
 
 /** `ProviderAuthMode`: what a delivery must carry. */
 export const MODES = Object.freeze(['hmac-and-proof', 'proof-only', 'hmac-only']);
@@ -38,6 +41,16 @@ function verified(event, id, caller) {
     deliveryId: { value: id, enumerable: false },
     caller: { value: caller, enumerable: false },
   });
+}
+
+/** After the delivery id: the timestamp, the part's bounds, the claims. Returns a conflicting claim, to be thrown
+ * after the proof (as link-receiver does), or null. */
+function checkEvent(event, now, tolerance) {
+  checkNotAhead(event, now, tolerance);
+  if (event.data.part != null) checkPart(event.data.part);
+  const error = claimError(event.data);
+  if (error !== null && !CONFLICTS.includes(error.reason)) throw error;
+  return error;
 }
 
 async function prove(proof, cfg, id, raw, event, now) {
@@ -66,8 +79,9 @@ export async function verify(options) {
   const event = parseEvent(text);
   const id = deliveryId(event);
   if (id !== signed.id) throw fail('webhook-id', `webhook-id ${shown(signed.id)} is not the delivery id the event names (${id})`);
-  if (event.data.part != null) checkPart(event.data.part);
+  const conflict = checkEvent(event, now, cfg.tolerance);
   const caller = cfg.proof ? await prove(proof, cfg, id, raw, event, now) : null;
+  if (conflict !== null) throw conflict;
   return verified(event, id, caller);
 }
 
@@ -90,7 +104,9 @@ export async function verifySns(options) {
   if (proof === undefined) throw fail('proof-missing', `missing ${SNS_PROOF_ATTRIBUTE} message attribute`);
   const raw = bodyBytes(options.message);
   const event = parseEvent(utf8Text(raw, 'the message'));
-  if (event.data.part != null) checkPart(event.data.part);
+  const conflict = checkEvent(event, now, cfg.tolerance);
   const id = deliveryId(event);
-  return verified(event, id, await prove(proof, cfg, id, raw, event, now));
+  const caller = await prove(proof, cfg, id, raw, event, now);
+  if (conflict !== null) throw conflict;
+  return verified(event, id, caller);
 }

@@ -199,6 +199,30 @@ pub enum ClaimError {
     },
 }
 
+impl ClaimError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::StackId(_) => r::STACK_ID,
+            Self::StackMismatch { .. } => r::STACK_MISMATCH,
+            Self::LinkId { .. } => r::LINK_ID,
+            Self::LogicalResourceId => r::LOGICAL_RESOURCE_ID,
+            Self::Role { .. } => r::ROLE,
+            Self::ExternalId(_) => r::EXTERNAL_ID,
+            Self::VpcId => r::VPC_ID,
+            Self::Region { .. } => r::REGION,
+        }
+    }
+
+    /// A claim about another stack's link, or one contradicting the event's own stack
+    /// ([`crate::reason::CONFLICTS`]): the sender may send events, but not about that link. A receiver
+    /// learns who sent it (the proof) before it refuses it, and keeps it apart (409) rather than dropping it.
+    pub fn is_conflict(&self) -> bool {
+        crate::reason::CONFLICTS.contains(&self.reason())
+    }
+}
+
 /// Role names in `data.roles` at most, and their length (the template passes three).
 const MAX_ROLES: usize = 16;
 const MAX_ROLE_KEY_LEN: usize = 64;
@@ -380,8 +404,20 @@ mod tests {
         for (field, edit) in cases {
             let mut d = example();
             edit(&mut d);
-            let e = d.check_claims().unwrap_err().to_string();
-            assert!(e.contains(field), "{field}: {e}");
+            let e = d.check_claims().unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+            // The conflicts are the claims about whose stack and link it is.
+            assert_eq!(
+                e.is_conflict(),
+                [
+                    "data.accountId",
+                    "data.region",
+                    "data.partition",
+                    "data.physicalResourceId"
+                ]
+                .contains(&field),
+                "{field}"
+            );
         }
     }
 

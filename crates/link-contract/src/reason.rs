@@ -1,6 +1,7 @@
 //! The stable, short machine words that name the check a delivery failed. The Rust errors give them with
 //! `reason()` ([`crate::signing::VerifyError::reason`], [`crate::proof::ProofError::reason`],
-//! [`crate::parts::PartError::reason`], [`crate::parts::ReassemblyError::reason`]); the Python and
+//! [`crate::parts::PartError::reason`], [`crate::parts::ReassemblyError::reason`],
+//! [`crate::event::ClaimError::reason`]); the Python and
 //! TypeScript verifiers (`verifiers/`) raise the same words, and `verifiers/vectors.json` expects them.
 //! A word is never renamed or reused for another check: receivers may branch and alert on it.
 
@@ -19,6 +20,25 @@ pub const PART_INDEX: &str = "part-index";
 pub const PART_SET: &str = "part-set";
 pub const PART_SET_SIZE: &str = "part-set-size";
 pub const PART_ENVELOPE: &str = "part-envelope";
+/// The event's `timestamp` is further ahead of the verifier's clock than the tolerance: it would win the
+/// ordering against every real event of its link to come.
+pub const TIMESTAMP_AHEAD: &str = "timestamp-ahead";
+/// `data.stackId` is not a CloudFormation stack ARN.
+pub const STACK_ID: &str = "stack-id";
+/// `data.partition`, `data.region` or `data.accountId` is not what `data.stackId` names.
+pub const STACK_MISMATCH: &str = "stack-mismatch";
+/// `data.logicalResourceId` is not 1 to 255 letters and digits.
+pub const LOGICAL_RESOURCE_ID: &str = "logical-resource-id";
+/// `data.physicalResourceId` is not the link id of `data.stackId` and `data.logicalResourceId`.
+pub const LINK_ID: &str = "link-id";
+/// A `data.roles` entry is not an IAM role of the event's account and partition (or there are too many).
+pub const ROLE: &str = "role";
+/// `data.externalId` is not what IAM accepts as `sts:ExternalId`.
+pub const EXTERNAL_ID: &str = "external-id";
+/// `data.vpcId` is not a VPC id.
+pub const VPC_ID: &str = "vpc-id";
+/// A `data.regions` entry is not a region of the event's partition (or there are too many).
+pub const REGION: &str = "region";
 /// A reassembler holds as many open splits (or bytes) as it may: retry later.
 pub const REASSEMBLY_FULL: &str = "reassembly-full";
 /// The delivery carries no proof of the account where one is required.
@@ -69,11 +89,20 @@ pub const ALL: &[(&str, &str)] = &[
     (SIGNATURE, "webhook-signature is missing, has no v1 signature of 32 bytes among its first entries, or none matches a secret"),
     (EVENT, "the body is not a UTF-8 JSON link event (the message names the field)"),
     (SCHEMA_VERSION, "data.schemaVersion is not a version this verifier reads"),
+    (TIMESTAMP_AHEAD, "the event's timestamp is further ahead of the verifier's clock than the tolerance"),
     (PART_COUNT, "data.part.count is not 1 to 64"),
     (PART_INDEX, "data.part.index is not 1 to data.part.count"),
     (PART_SET, "data.part.set is not 16 lowercase hex digits"),
     (PART_SET_SIZE, "the parts of one split carry more than 16 MiB"),
     (PART_ENVELOPE, "a part's envelope (type, timestamp, ids, account, stack, roles, count) differs from its split's other parts"),
+    (STACK_ID, "data.stackId is not a CloudFormation stack ARN (arn:<partition>:cloudformation:<region>:<account>:stack/<name>/<id>)"),
+    (STACK_MISMATCH, "data.partition, data.region or data.accountId is not the partition, region or account data.stackId names"),
+    (LOGICAL_RESOURCE_ID, "data.logicalResourceId is not 1 to 255 letters and digits"),
+    (LINK_ID, "data.physicalResourceId is not link- and the first 32 hex digits of SHA-256(stackId, newline, logicalResourceId)"),
+    (ROLE, "a data.roles entry is not an IAM role ARN of the event's account and partition, its key is not 1 to 64 letters and digits, or there are more than 16"),
+    (EXTERNAL_ID, "data.externalId is not 2 to 1224 letters, digits and _+=,.@:/- (what IAM accepts as sts:ExternalId)"),
+    (VPC_ID, "data.vpcId is not a VPC id (vpc- and 8 or 17 lowercase hex digits)"),
+    (REGION, "a data.regions entry is not a region name of the event's partition, or there are more than 64"),
     (REASSEMBLY_FULL, "the reassembler holds as many open splits or bytes as it may (retry later)"),
     (PROOF_MISSING, "there is no account-link-proof header (accountLinkProof attribute on SNS)"),
     (PROOF_LENGTH, "the proof is longer than 12 KiB"),
@@ -111,6 +140,12 @@ pub const ALL: &[(&str, &str)] = &[
 /// The reasons after which the same delivery may succeed later: answer 503 so the sender retries.
 pub const RETRYABLE: &[&str] = &[REASSEMBLY_FULL, STS_UNAVAILABLE, BUSY];
 
+/// The claims that name another stack's link or contradict the event's own stack: a sender that may send
+/// events at all attempts to change a link that is not its own. link-receiver checks them after the proof
+/// (so that it knows who tried), keeps the event apart and answers 409; every other claim is refused
+/// before the proof (400). [`crate::event::ClaimError::is_conflict`].
+pub const CONFLICTS: &[&str] = &[STACK_MISMATCH, LINK_ID];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +164,6 @@ mod tests {
             );
         }
         assert!(RETRYABLE.iter().all(|r| words.contains(r)));
+        assert!(CONFLICTS.iter().all(|r| words.contains(r)));
     }
 }

@@ -73,6 +73,48 @@ fn every_reason_has_a_hostile_vector() {
     assert!(missing.is_empty(), "reasons without a vector: {missing:?}");
 }
 
+/// Every accepted delivery's event holds together, and every vector refused for a claim is refused by
+/// `LinkData::check_claims` with that reason (its first failing claim), whatever the order around it.
+#[test]
+fn the_claim_vectors_are_check_claims_own() {
+    let v = committed();
+    let claim_words = [
+        reason::STACK_ID,
+        reason::STACK_MISMATCH,
+        reason::LINK_ID,
+        reason::LOGICAL_RESOURCE_ID,
+        reason::ROLE,
+        reason::EXTERNAL_ID,
+        reason::VPC_ID,
+        reason::REGION,
+    ];
+    let (mut genuine, mut claims) = (0, 0);
+    for d in v["deliveries"].as_array().expect("deliveries") {
+        let name = d["name"].as_str().expect("name");
+        let expected = d["expect"]["reason"].as_str();
+        let ok = d["expect"]["ok"] == true;
+        if !ok && !expected.is_some_and(|r| claim_words.contains(&r)) {
+            continue;
+        }
+        let e: LinkEvent = serde_json::from_str(d["body"].as_str().expect("a text body"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = e.data.check_claims().err();
+        if ok {
+            genuine += 1;
+            assert_eq!(got, None, "{name}");
+        } else {
+            claims += 1;
+            let got = got.unwrap_or_else(|| panic!("{name}: its claims hold"));
+            assert_eq!(Some(got.reason()), expected, "{name}: {got}");
+            assert_eq!(got.is_conflict(), reason::CONFLICTS.contains(&got.reason()));
+        }
+    }
+    assert!(
+        genuine >= 25 && claims >= 25,
+        "{genuine} genuine, {claims} refused for a claim"
+    );
+}
+
 /// What a reassembler does with one more part (the rules the Python and TypeScript reassemblers
 /// implement): bounds, the split's envelope, duplicates ignored, at most 16 MiB per split, and the whole
 /// event once every part has arrived.

@@ -150,15 +150,6 @@ fn reply(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// Claims that name another stack's link, or contradict the event's own stack: the sender may send
-/// events, but not about that link. Kept apart (409) rather than dropped, so operators see the attempt.
-fn is_conflict(e: &ClaimError) -> bool {
-    matches!(
-        e,
-        ClaimError::LinkId { .. } | ClaimError::StackMismatch { .. }
-    )
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -400,7 +391,9 @@ fn check(
     }
     let claims = match event.data.check_claims() {
         Ok(()) => Ok(()),
-        Err(e) if is_conflict(&e) => Err(e),
+        // Another stack's link, or its own stack under another account: kept apart (409) once the proof
+        // says who sent it, so operators see the attempt (`ClaimError::is_conflict`).
+        Err(e) if e.is_conflict() => Err(e),
         Err(e) => return Err(Rejected::Claims(e)),
     };
     Ok((event, body, claims))

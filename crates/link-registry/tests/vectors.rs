@@ -1,6 +1,8 @@
 //! Every delivery of `verifiers/vectors.json` through the Rust verification: link-contract's checks in
-//! the order link-receiver makes them, and the proof through [`ProofVerifier`] against a local fake STS
-//! that serves each vector's answer (and refuses, as STS does, a request that is not the one signed).
+//! the order link-receiver makes them (`receiver.rs`: signature, event, delivery id, a timestamp not
+//! ahead of the clock, the part's bounds, the event's claims; the proof; last the claims that name
+//! another stack's link), and the proof through [`ProofVerifier`] against a local fake STS that serves
+//! each vector's answer (and refuses, as STS does, a request that is not the one signed).
 //! The Python and TypeScript verifiers run the same file (`verifiers/python`, `verifiers/typescript`);
 //! `crates/link-contract/tests/vectors.rs` fails when the file is stale.
 
@@ -8,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
 
 use base64::Engine;
 use link_contract::event::{LinkEvent, SCHEMA_VERSION};
@@ -184,6 +187,27 @@ fn part(event: &LinkEvent) -> Result<(), Refusal> {
     }
 }
 
+/// A timestamp from the future would win the ordering against every real event: at most `tolerance`
+/// seconds ahead of `now` (link-receiver compares milliseconds).
+fn not_ahead(event: &LinkEvent, now: u64, tolerance: u64) -> Result<(), Refusal> {
+    let at = humantime::parse_rfc3339(&event.timestamp).map_err(|_| refused(r::EVENT))?;
+    let at_ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    if at_ms > (u128::from(now) + u128::from(tolerance)) * 1000 {
+        return Err(refused(r::TIMESTAMP_AHEAD));
+    }
+    Ok(())
+}
+
+/// The event's claims about itself: refused now, or, for a claim on another stack's link, once the proof
+/// said who sent it (the reason to give then).
+fn claims(event: &LinkEvent) -> Result<Option<&'static str>, Refusal> {
+    match event.data.check_claims() {
+        Ok(()) => Ok(None),
+        Err(e) if e.is_conflict() => Ok(Some(e.reason())),
+        Err(e) => Err(refused(e.reason())),
+    }
+}
+
 /// The reason word of the registry's proof errors (I/O included).
 fn proof_reason(e: &ProofError) -> &'static str {
     e.reason()
@@ -278,7 +302,9 @@ async fn callback(v: &Value, verifier: &ProofVerifier) -> Result<Accepted, Refus
     if event.data.delivery_id() != checked.id {
         return Err(refused(r::WEBHOOK_ID));
     }
+    not_ahead(&event, now, tolerance)?;
     part(&event)?;
+    let conflict = claims(&event)?;
     let caller = match proof {
         Some(proof) => {
             let audience = config["audience"].as_str().expect("an audience");
@@ -286,6 +312,9 @@ async fn callback(v: &Value, verifier: &ProofVerifier) -> Result<Accepted, Refus
         }
         None => None,
     };
+    if let Some(reason) = conflict {
+        return Err(refused(reason));
+    }
     Ok((checked.id, caller))
 }
 
@@ -294,12 +323,18 @@ async fn sns(v: &Value, verifier: &ProofVerifier) -> Result<Accepted, Refusal> {
     let proof = v["attributes"][SNS_ATTRIBUTE]
         .as_str()
         .ok_or(refused(r::PROOF_MISSING))?;
+    let tolerance = v["config"]["tolerance"].as_u64().expect("tolerance");
     let body = body(v);
     let event = event(&body)?;
+    not_ahead(&event, now, tolerance)?;
     part(&event)?;
+    let conflict = claims(&event)?;
     let id = event.data.delivery_id();
     let audience = v["config"]["audience"].as_str().expect("an audience");
     let caller = prove(verifier, proof, audience, &id, &body, &event, now).await?;
+    if let Some(reason) = conflict {
+        return Err(refused(reason));
+    }
     Ok((id, Some(caller)))
 }
 

@@ -76,7 +76,7 @@ def test_a_receiver_takes_the_delivery_as_it_arrives(fake_sts):
                 event = verify(headers=self.headers, body=body, sts_endpoint=fake_sts.url)
                 status, text = 200, event.caller.arn
             except alv.VerificationError as e:
-                status, text = (503 if e.retryable else 401), e.reason
+                status, text = (503 if e.retryable else 409 if e.reason in alv.CONFLICTS else 401), e.reason
             self.send_response(status)
             self.end_headers()
             self.wfile.write(text.encode())
@@ -94,6 +94,11 @@ def test_a_receiver_takes_the_delivery_as_it_arrives(fake_sts):
         fake_sts.serve(GENUINE["sts"])
         forged = httpx.post(url, headers=GENUINE["headers"], content=body_of(GENUINE).replace(b"123456789012", b"210987654321"))
         assert (forged.status_code, forged.text) == (401, "signature") and fake_sts.hits == 0
+        # Another stack's link, signed and proven: refused once STS said who sent it.
+        taking = BY_NAME["callback/hmac-and-proof/claim-link-id-of-another-stack"]
+        fake_sts.serve(taking["sts"])
+        conflict = httpx.post(url, headers=taking["headers"], content=body_of(taking))
+        assert (conflict.status_code, conflict.text) == (409, "link-id") and fake_sts.hits == 1
     finally:
         server.shutdown()
         server.server_close()
@@ -287,3 +292,14 @@ def test_parts_are_checked_before_they_are_held():
     with pytest.raises(alv.VerificationError) as e:
         r.add(bad, 10)
     assert e.value.reason == "part-set" and r.open_splits == 0
+
+
+def test_a_body_nested_too_deeply_is_refused_as_an_event():
+    """json.loads recurses: a body nested deeper than Python's recursion limit (an unknown field is enough) is
+    refused with `event`, never with RecursionError (a provider's handler would answer 500 to it)."""
+    from account_link_verify import _core
+    deep = "[" * 100_000 + "]" * 100_000
+    text = body_of(GENUINE)
+    with pytest.raises(alv.VerificationError) as e:
+        _core.parse_event(text.decode().replace('{"type":', '{"x":' + deep + ',"type":', 1))
+    assert e.value.reason == "event" and "nested too deeply" in str(e.value)

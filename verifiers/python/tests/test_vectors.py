@@ -74,6 +74,7 @@ def test_the_vectors_cover_the_contract():
     assert len(DELIVERIES) >= 100 and len(REASSEMBLY) >= 15
     assert {r["word"] for r in VECTORS["reasons"]} == alv.REASONS
     assert {r["word"] for r in VECTORS["reasons"] if r["retryable"]} == alv.RETRYABLE
+    assert alv.CONFLICTS <= alv.REASONS and alv.CONFLICTS == {"link-id", "stack-mismatch"}
     assert list(alv.ENVELOPE_FIELDS) == VECTORS["envelopeFields"]
     limits = VECTORS["limits"]
     assert (limits["toleranceSecs"], limits["maxIdLen"], limits["maxSignatureCandidates"],
@@ -84,7 +85,8 @@ def test_the_vectors_cover_the_contract():
 
 
 def test_the_sts_endpoints_are_link_contracts():
-    """The embedded partition table accepts exactly the STS hosts link-contract accepts."""
+    """The embedded partition table accepts exactly the STS hosts link-contract accepts, and refuses the ones it
+    refuses (FIPS names in partitions without FIPS, regions under another partition's suffix or in none)."""
     want = {e["host"]: (e["partition"], e["signingRegion"]) for e in VECTORS["stsEndpoints"]}
     got = {}
     for p in _partitions.PARTITIONS:
@@ -95,6 +97,9 @@ def test_the_sts_endpoints_are_link_contracts():
             if e is not None:
                 got[host] = (e[0].name, e[1])
     assert got == want
+    refused = VECTORS["stsHostsRefused"]
+    assert len(refused) >= 100 and "sts-fips.cn-north-1.amazonaws.com.cn" in refused
+    assert [h for h in refused if _partitions.sts_endpoint(h) is not None] == []
     for host in ("sts.zz-fake-9.amazonaws.com", "sts.eu-west-1.amazonaws.com.evil.example", "sts.amazonaws.com.cn",
                  "sts-fips.cn-north-1.amazonaws.com.cn", "sts.EU-WEST-1.amazonaws.com", "127.0.0.1", ""):
         assert _partitions.sts_endpoint(host) is None, host

@@ -1,5 +1,5 @@
-// Every check that needs no network, as link-contract makes them (signing.rs, proof.rs, parts.rs) and in
-// link-receiver's order. Each failure throws VerificationError with link-contract's reason word.
+// Every check that needs no network, as link-contract makes them (signing.rs, proof.rs, parts.rs, event.rs) and
+// in link-receiver's order. Each failure throws VerificationError with link-contract's reason word.
 
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -7,7 +7,8 @@ import * as partitions from './partitions.js';
 
 /** The reason words (link_contract::reason), each with whether the same delivery may pass later. */
 export const REASONS = Object.freeze([
-  'webhook-id', 'timestamp', 'signature', 'event', 'schema-version', 'part-count', 'part-index', 'part-set',
+  'webhook-id', 'timestamp', 'signature', 'event', 'schema-version', 'timestamp-ahead', 'stack-id', 'stack-mismatch',
+  'logical-resource-id', 'link-id', 'role', 'external-id', 'vpc-id', 'region', 'part-count', 'part-index', 'part-set',
   'part-set-size', 'part-envelope', 'reassembly-full', 'proof-missing', 'proof-length', 'proof-encoding',
   'proof-method', 'proof-scheme', 'proof-url', 'proof-host', 'proof-partition', 'proof-body', 'proof-header',
   'proof-header-value', 'proof-header-missing', 'proof-unsigned-header', 'proof-signed-header-absent',
@@ -16,6 +17,9 @@ export const REASONS = Object.freeze([
   'sts-unavailable', 'sts-answer', 'proof-account', 'proof-caller', 'busy',
 ]);
 export const RETRYABLE = Object.freeze(['reassembly-full', 'sts-unavailable', 'busy']);
+/** Claims that name another stack's link or contradict the event's own stack (link_contract::reason::CONFLICTS):
+ * refused after the proof, so that the caller STS named is known; link-receiver keeps them apart and answers 409. */
+export const CONFLICTS = Object.freeze(['stack-mismatch', 'link-id']);
 
 export const LIMITS = Object.freeze({
   toleranceSecs: 300,
@@ -29,6 +33,10 @@ export const LIMITS = Object.freeze({
   setLen: 16,
 });
 const SCHEMA = '1';
+const MAX_ROLES = 16;
+const MAX_ROLE_KEY_LEN = 64;
+const MAX_REGIONS = 64;
+const MAX_ARN_LEN = 2048;
 export const PROOF_HEADER = 'account-link-proof';
 export const SNS_PROOF_ATTRIBUTE = 'accountLinkProof';
 const AUDIENCE_HEADER = 'x-account-link-audience';
@@ -214,38 +222,131 @@ const SCALARS = {
   [STRMAP]: (v) => isObject(v) && Object.values(v).every((x) => typeof x === 'string'),
 };
 
-function checkShape(value, spec, path) {
+/** The keys the objects of a JSON text repeat (the text is JSON: JSON.parse read it), as a tree that mirrors its
+ * value where a key repeats: `{ repeated: Set of keys, members: Map of key or index to the node below }`, or null.
+ * serde refuses a struct's field twice; JSON.parse keeps the last, and the tree describes that one. Iterative: a
+ * body nested however deep costs no stack. */
+export function repeatedKeys(text) {
+  const stack = [];
+  let root = null;
+  let expectKey = false;
+  let i = 0;
+  const nodeOf = (frame) => {
+    frame.node ??= { repeated: new Set(), members: new Map() };
+    return frame.node;
+  };
+  const done = (child) => {
+    const top = stack[stack.length - 1];
+    if (top === undefined) {
+      root = child;
+    } else if (top.keys === null) {
+      if (child !== null) nodeOf(top).members.set(top.index, child);
+      top.index += 1;
+    } else {
+      if (top.keys.has(top.key)) nodeOf(top).repeated.add(top.key);
+      top.keys.add(top.key);
+      if (child !== null) nodeOf(top).members.set(top.key, child);
+      else top.node?.members.delete(top.key);
+    }
+  };
+  // The index after the string that starts at i.
+  const stringEnd = () => {
+    for (let from = i + 1; ;) {
+      const quote = text.indexOf('"', from);
+      let backslashes = 0;
+      while (text.charCodeAt(quote - 1 - backslashes) === 0x5c) backslashes += 1;
+      if (backslashes % 2 === 0) return quote + 1;
+      from = quote + 1;
+    }
+  };
+  const n = text.length;
+  while (i < n) {
+    switch (text.charCodeAt(i)) {
+      case 0x7b: // {
+      case 0x5b: // [
+        expectKey = text.charCodeAt(i) === 0x7b;
+        stack.push({ keys: expectKey ? new Set() : null, key: '', index: 0, node: null });
+        i += 1;
+        break;
+      case 0x7d: // }
+      case 0x5d: // ]
+        expectKey = false;
+        i += 1;
+        done(stack.pop().node);
+        break;
+      case 0x2c: // ,
+        expectKey = stack[stack.length - 1].keys !== null;
+        i += 1;
+        break;
+      case 0x22: { // "
+        const end = stringEnd();
+        if (expectKey) {
+          const raw = text.slice(i + 1, end - 1);
+          stack[stack.length - 1].key = raw.includes('\\') ? JSON.parse(text.slice(i, end)) : raw;
+        } else {
+          done(null);
+        }
+        expectKey = false;
+        i = end;
+        break;
+      }
+      case 0x20: case 0x09: case 0x0a: case 0x0d: case 0x3a: // white space, :
+        i += 1;
+        break;
+      default: { // a number, true, false or null: up to the next delimiter
+        let c = text.charCodeAt(i);
+        while (i < n && c !== 0x2c && c !== 0x5d && c !== 0x7d && c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) {
+          i += 1;
+          c = text.charCodeAt(i);
+        }
+        done(null);
+      }
+    }
+  }
+  return root;
+}
+
+/** `repeats`: the node of `repeatedKeys` for `value` (null where nothing repeats). */
+function checkShape(value, spec, path, repeats) {
   if (typeof spec === 'string') {
     if (!SCALARS[spec](value)) throw fail('event', `${path} must be ${spec}`);
+    const texts = spec === STR ? [value] : spec === STRMAP ? [...Object.keys(value), ...Object.values(value)] : [];
+    // serde_json refuses these in every field it decodes; JSON.parse keeps them.
+    if (!texts.every((t) => t.isWellFormed())) throw fail('event', `${path} holds a lone UTF-16 surrogate escape, which is not Unicode text`);
   } else if (spec.opt) {
-    if (value !== null) checkShape(value, spec.opt, path);
+    if (value !== null) checkShape(value, spec.opt, path, repeats);
   } else if (spec.dflt) {
-    checkShape(value, spec.dflt, path);
+    checkShape(value, spec.dflt, path, repeats);
   } else if (spec.list) {
     if (!Array.isArray(value)) throw fail('event', `${path} must be an array`);
-    value.forEach((item, i) => checkShape(item, spec.list, `${path}[${i}]`));
+    value.forEach((item, i) => checkShape(item, spec.list, `${path}[${i}]`, repeats?.members.get(i) ?? null));
   } else if (spec.oneOf) {
     if (!spec.oneOf.includes(value)) throw fail('event', `${path} must be one of ${spec.oneOf.join(', ')}`);
   } else {
     if (!isObject(value)) throw fail('event', `${path || 'the body'} must be an object`);
     for (const [key, sub] of Object.entries(spec)) {
       const where = path ? `${path}.${key}` : key;
+      if (repeats?.repeated.has(key)) throw fail('event', `${where} appears more than once`);
       if (!has(value, key)) {
         if (sub.opt || sub.dflt) continue;
         throw fail('event', `${where} is missing`);
       }
-      checkShape(value[key], sub, where);
+      checkShape(value[key], sub, where, repeats?.members.get(key) ?? null);
     }
   }
 }
 
-function isRfc3339(s) {
+/** Unix milliseconds of an RFC 3339 UTC time (a leap second counts as :59, the fraction is truncated, as
+ * link-receiver reads it), or null. */
+export function rfc3339Millis(s) {
   const m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|\+00:00)$/.exec(s);
-  if (!m) return false;
+  if (!m) return null;
   const [y, mo, d, h, mi, se] = m.slice(1, 7).map(Number);
   const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
   const days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-  return y >= 1970 && mo >= 1 && mo <= 12 && d >= 1 && d <= days[mo - 1] && h <= 23 && mi <= 59 && se <= 60;
+  if (!(y >= 1970 && mo >= 1 && mo <= 12 && d >= 1 && d <= days[mo - 1] && h <= 23 && mi <= 59 && se <= 60)) return null;
+  const millis = Number(`${(m[7] ?? '.').slice(1)}000`.slice(0, 3));
+  return (daysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + Math.min(se, 59)) * 1000 + millis;
 }
 
 /** The body as a link event: JSON, schema version (first: another version may have another shape), every field
@@ -262,8 +363,8 @@ export function parseEvent(text) {
   if (version !== SCHEMA) {
     throw fail('schema-version', `data.schemaVersion ${shown(version, 16)} is not supported (this verifier reads version ${SCHEMA})`);
   }
-  checkShape(value, EVENT, '');
-  if (!isRfc3339(value.timestamp)) throw fail('event', 'timestamp is not an RFC 3339 UTC time');
+  checkShape(value, EVENT, '', repeatedKeys(text));
+  if (rfc3339Millis(value.timestamp) === null) throw fail('event', 'timestamp is not an RFC 3339 UTC time');
   const idLen = Buffer.byteLength(value.data.physicalResourceId, 'utf8');
   if (idLen < 1 || idLen > 1024) throw fail('event', 'data.physicalResourceId must be 1 to 1024 characters');
   return value;
@@ -285,6 +386,121 @@ export function checkPart(part) {
   if (count < 1 || count > LIMITS.maxParts) throw fail('part-count', `data.part.count must be 1 to ${LIMITS.maxParts}, got ${count}`);
   if (index < 1 || index > count) throw fail('part-index', `data.part.index must be 1 to data.part.count (${count}), got ${index}`);
   if (typeof set !== 'string' || !/^[0-9a-f]{16}$/.test(set)) throw fail('part-set', `data.part.set must be ${LIMITS.setLen} lowercase hex digits`);
+}
+
+/** A timestamp from the future would win the ordering against every real event of its link: at most `tolerance`
+ * seconds ahead of `now` (link-receiver's check). */
+export function checkNotAhead(event, now, tolerance) {
+  const at = rfc3339Millis(event.timestamp);
+  if (at === null) throw fail('event', 'timestamp is not an RFC 3339 UTC time');
+  const ahead = at - Math.trunc(now) * 1000;
+  if (ahead > tolerance * 1000) {
+    throw fail('timestamp-ahead', `timestamp ${shown(event.timestamp, 40)} is ${Math.trunc(ahead / 1000)} s ahead of this verifier's clock (at most ${tolerance} s are accepted)`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The event's claims about itself (link_contract::event::LinkData::check_claims, link_contract::arn).
+
+const ALNUM = /^[A-Za-z0-9]+$/;
+
+/** `{partition, service, region, account, resource}` of `arn:<partition>:<service>:<region>:<account>:<resource>`
+ * with a known partition, a region of it (or none) and a 12-digit account (or none): link_contract::arn::Arn. */
+export function parseArn(s) {
+  if (Buffer.byteLength(s, 'utf8') > MAX_ARN_LEN) return null;
+  const fields = s.split(':');
+  if (fields.length < 6 || fields[0] !== 'arn') return null;
+  const [, partition, service, region, account] = fields;
+  const resource = fields.slice(5).join(':');
+  if (!/^[a-z0-9-]+$/.test(service) || !resource) return null;
+  const p = partitions.named(partition);
+  if (p === null || (region && !partitions.hasRegion(p, region)) || (account && !isAccountId(account))) return null;
+  return { partition: p, service, region, account, resource };
+}
+
+/** `[type, rest]` of an ARN's resource (`stack/name/id` gives `['stack', 'name/id']`), or null. */
+function resourceType(arn) {
+  const cut = arn.resource.search(/[/:]/);
+  if (cut <= 0 || cut === arn.resource.length - 1) return null;
+  return [arn.resource.slice(0, cut), arn.resource.slice(cut + 1)];
+}
+
+function isStack(arn) {
+  const kind = resourceType(arn);
+  if (arn.service !== 'cloudformation' || kind === null || kind[0] !== 'stack') return false;
+  const slash = kind[1].indexOf('/');
+  const [name, id] = [kind[1].slice(0, slash), kind[1].slice(slash + 1)];
+  return slash > 0 && id !== '' && !id.includes('/') && name !== '';
+}
+
+function roleName(arn) {
+  const kind = resourceType(arn);
+  if (arn.service !== 'iam' || kind === null || kind[0] !== 'role' || arn.region || !arn.account) return null;
+  const path = kind[1];
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  return name && name.length <= 64 && /^[A-Za-z0-9+=,.@_/-]+$/.test(path) ? name : null;
+}
+
+/** The link id (PhysicalResourceId) the function derives: `link-` and 32 hex digits of SHA-256 over the stack id,
+ * a newline and the logical id. */
+export function linkId(stackId, logicalResourceId) {
+  return `link-${createHash('sha256').update(`${stackId}\n${logicalResourceId}`, 'utf8').digest('hex').slice(0, 32)}`;
+}
+
+/** What IAM would refuse in an sts:ExternalId (2 to 1224 letters, digits and _+=,.@:/-), or null. */
+export function externalIdProblem(value) {
+  const chars = [...value];
+  if (chars.length < 2 || chars.length > 1224) return `is ${chars.length} characters long; IAM accepts 2 to 1224`;
+  const bad = chars.find((c) => !/^[A-Za-z0-9_+=,.@:/-]$/.test(c));
+  return bad === undefined ? null : `contains ${JSON.stringify(bad)}; IAM accepts only letters, digits and _+=,.@:/-`;
+}
+
+const isVpcId = (v) => /^vpc-([0-9a-f]{8}|[0-9a-f]{17})$/.test(v);
+const utf8Order = (a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+
+/** The first of the event's claims that does not hold, in link-contract's order, as a VerificationError (not
+ * thrown: a conflict, CONFLICTS, is refused only after the proof), or null. The stack ARN names data.partition,
+ * region and accountId; physicalResourceId is the link id of that stack and logicalResourceId; every role is an
+ * IAM role of that account and partition; externalId is what IAM accepts; vpcId is a VPC id; every region is one
+ * of the partition. */
+export function claimError(data) {
+  const arn = parseArn(data.stackId);
+  if (arn === null || !isStack(arn)) return fail('stack-id', 'data.stackId is not a CloudFormation stack ARN');
+  for (const [field, claimed, inStack] of [['partition', data.partition, arn.partition.name], ['region', data.region, arn.region],
+    ['accountId', data.accountId, arn.account]]) {
+    if (claimed !== inStack) return fail('stack-mismatch', `data.${field} is '${shown(claimed)}' but data.stackId names '${shown(inStack)}'`);
+  }
+  const logical = data.logicalResourceId;
+  if (logical.length > 255 || !ALNUM.test(logical)) {
+    return fail('logical-resource-id', 'data.logicalResourceId must be 1 to 255 letters and digits');
+  }
+  const expected = linkId(data.stackId, logical);
+  if (data.physicalResourceId !== expected) {
+    return fail('link-id', `data.physicalResourceId is not the link id of data.stackId and data.logicalResourceId (expected ${expected})`);
+  }
+  const names = Object.keys(data.roles).sort(utf8Order);
+  if (names.length > MAX_ROLES) return fail('role', `data.roles.*: at most ${MAX_ROLES} roles`);
+  for (const name of names) {
+    if (name.length > MAX_ROLE_KEY_LEN || !ALNUM.test(name)) {
+      return fail('role', `data.roles.${shown(name)}: role names are 1 to ${MAX_ROLE_KEY_LEN} letters and digits`);
+    }
+    const role = parseArn(data.roles[name]);
+    if (role === null || roleName(role) === null || role.account !== data.accountId || role.partition.name !== data.partition) {
+      return fail('role', `data.roles.${name}: '${shown(data.roles[name])}' is not an IAM role of account ${data.accountId} in partition ${data.partition}`);
+    }
+  }
+  const problem = data.externalId == null ? null : externalIdProblem(data.externalId);
+  if (problem !== null) return fail('external-id', `data.externalId ${problem}`);
+  if (data.vpcId != null && !isVpcId(data.vpcId)) return fail('vpc-id', 'data.vpcId is not a VPC id (vpc- and 8 or 17 hex digits)');
+  if (data.regions.length > MAX_REGIONS) {
+    return fail('region', `data.regions[${MAX_REGIONS}]: '(${data.regions.length} regions)' is not a region of partition ${arn.partition.name}`);
+  }
+  for (const [i, region] of data.regions.entries()) {
+    if (!partitions.hasRegion(arn.partition, region)) {
+      return fail('region', `data.regions[${i}]: '${shown(region)}' is not a region of partition ${arn.partition.name}`);
+    }
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------------------

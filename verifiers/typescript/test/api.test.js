@@ -6,7 +6,8 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
-import { Reassembler, VerificationError, verify, verifySns } from '../index.js';
+import { CONFLICTS, Reassembler, VerificationError, verify, verifySns } from '../index.js';
+import { parseEvent, repeatedKeys } from '../lib/core.js';
 import { limits } from '../lib/sts.js';
 import { VECTORS, bodyOf, startFakeSts } from './support.js';
 
@@ -80,7 +81,7 @@ describe('with a fake STS', () => {
         const event = await verify({ headers: req.headers, body: Buffer.concat(chunks), secrets: SECRET, audience: AUDIENCE, now: GENUINE.now, stsEndpoint: fake.url });
         res.writeHead(200).end(event.caller.arn);
       } catch (e) {
-        res.writeHead(e.retryable ? 503 : 401).end(e.reason);
+        res.writeHead(e.retryable ? 503 : CONFLICTS.includes(e.reason) ? 409 : 401).end(e.reason);
       }
     });
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -93,6 +94,12 @@ describe('with a fake STS', () => {
       const forged = await fetch(url, { method: 'POST', headers: GENUINE.headers, body: GENUINE.body.replace('123456789012', '210987654321') });
       assert.deepEqual([forged.status, await forged.text()], [401, 'signature']);
       assert.equal(fake.hits, 0);
+      // Another stack's link, signed and proven: refused once STS said who sent it.
+      const taking = byName['callback/hmac-and-proof/claim-link-id-of-another-stack'];
+      fake.serve(taking.sts);
+      const conflict = await fetch(url, { method: 'POST', headers: taking.headers, body: taking.body });
+      assert.deepEqual([conflict.status, await conflict.text()], [409, 'link-id']);
+      assert.equal(fake.hits, 1);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -229,4 +236,16 @@ describe('reassembler', () => {
     assert.throws(() => r.add(bad, 10), reason('part-set'));
     assert.equal(r.openSplits, 0);
   });
+});
+
+test('repeated keys are found however deep a body is nested, without recursion', () => {
+  const deep = `${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`;
+  const text = bodyOf(GENUINE).toString().replace('{"type":', `{"x":${deep},"type":`);
+  assert.equal(repeatedKeys(text), null);
+  assert.equal(parseEvent(text).data.accountId, '123456789012');
+  const repeated = repeatedKeys(`{"a":[{"b":1}, {"b":{"c":"\\"","c":2}}],"d":{"e":1},"d":{"f":1,"f":2}}`);
+  assert.deepEqual([...repeated.repeated], ['d']);
+  assert.deepEqual([...repeated.members.get('a').members.get(1).members.get('b').repeated], ['c']);
+  // The last of a repeated key is what JSON.parse keeps, and what the tree describes.
+  assert.deepEqual([...repeated.members.get('d').repeated], ['f']);
 });

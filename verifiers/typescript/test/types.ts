@@ -1,7 +1,8 @@
 // Type-checked by `tsc -p .` (never run): the declarations in index.d.ts describe the API as a receiver uses it.
 
 import {
-  ENVELOPE_FIELDS, LIMITS, MODES, REASONS, RETRYABLE, Reassembler, VerificationError, deliveryId, verify, verifySns,
+  CONFLICTS, ENVELOPE_FIELDS, LIMITS, MODES, REASONS, RETRYABLE, Reassembler, VerificationError, deliveryId, linkId,
+  verify, verifySns,
   type Caller, type LinkEvent, type Reason, type VerifiedEvent,
 } from '../index.js';
 
@@ -18,7 +19,8 @@ export async function receive(headers: Record<string, string | string[] | undefi
   } catch (e) {
     if (e instanceof VerificationError) {
       const reason: Reason = e.reason;
-      return e.retryable ? 503 : reason === 'event' ? 400 : 401;
+      if (CONFLICTS.includes(reason)) return 409;
+      return e.retryable ? 503 : reason === 'event' || reason === 'timestamp-ahead' ? 400 : 401;
     }
     throw e;
   }
@@ -27,10 +29,10 @@ export async function receive(headers: Record<string, string | string[] | undefi
 export async function sns(message: string): Promise<string> {
   const event = await verifySns({
     message, attributes: { accountLinkProof: { Type: 'String', Value: 'v1.x' } }, audience: 'https://hooks.example.com',
-    timeoutMs: 2000, now: 1795435200,
+    timeoutMs: 2000, now: 1795435200, tolerance: 60,
   });
   const sizes: number = LIMITS.maxSetBytes + ENVELOPE_FIELDS.length + MODES.length + REASONS.length + RETRYABLE.length;
-  return `${deliveryId(event)} ${event.data.part?.index ?? 0} ${sizes}`;
+  return `${deliveryId(event)} ${event.data.part?.index ?? 0} ${sizes} ${linkId(event.data.stackId, 'AccountLink')}`;
 }
 
 export function headersOfAMap(h: Map<string, string>, body: ArrayBuffer): Promise<VerifiedEvent> {

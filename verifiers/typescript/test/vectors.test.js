@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  ENVELOPE_FIELDS, LIMITS, REASONS, RETRYABLE, Reassembler, VerificationError, verify, verifySns,
+  CONFLICTS, ENVELOPE_FIELDS, LIMITS, REASONS, RETRYABLE, Reassembler, VerificationError, verify, verifySns,
 } from '../index.js';
 import { PARTITIONS, REGIONS, stsEndpoint } from '../lib/partitions.js';
 import { VECTORS, bodyOf, startFakeSts } from './support.js';
@@ -19,7 +19,9 @@ function run(v, stsEndpoint) {
       audience: config.audience ?? undefined, mode: config.mode, tolerance: config.tolerance, now: v.now, stsEndpoint,
     });
   }
-  return verifySns({ message: bodyOf(v), attributes: v.attributes, audience: config.audience, now: v.now, stsEndpoint });
+  return verifySns({
+    message: bodyOf(v), attributes: v.attributes, audience: config.audience, tolerance: config.tolerance, now: v.now, stsEndpoint,
+  });
 }
 
 describe('delivery vectors', () => {
@@ -75,6 +77,8 @@ test('the vectors cover the contract', () => {
   assert.ok(VECTORS.deliveries.length >= 100 && VECTORS.reassembly.length >= 15);
   assert.deepEqual(new Set(VECTORS.reasons.map((r) => r.word)), new Set(REASONS));
   assert.deepEqual(new Set(VECTORS.reasons.filter((r) => r.retryable).map((r) => r.word)), new Set(RETRYABLE));
+  assert.deepEqual(new Set(CONFLICTS), new Set(['link-id', 'stack-mismatch']));
+  assert.ok(CONFLICTS.every((r) => REASONS.includes(r)));
   assert.deepEqual([...ENVELOPE_FIELDS], VECTORS.envelopeFields);
   assert.deepEqual({ ...LIMITS }, VECTORS.limits);
 });
@@ -91,6 +95,9 @@ test("the STS endpoints are link-contract's", () => {
     }
   }
   assert.deepEqual(got, want);
+  const refused = VECTORS.stsHostsRefused;
+  assert.ok(refused.length >= 100 && refused.includes('sts-fips.cn-north-1.amazonaws.com.cn'));
+  assert.deepEqual(refused.filter((h) => stsEndpoint(h) !== null), []);
   for (const host of ['sts.zz-fake-9.amazonaws.com', 'sts.eu-west-1.amazonaws.com.evil.example', 'sts.amazonaws.com.cn',
     'sts-fips.cn-north-1.amazonaws.com.cn', 'sts.EU-WEST-1.amazonaws.com', '127.0.0.1', '']) {
     assert.equal(stsEndpoint(host), null, host);

@@ -17,7 +17,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use link_contract::event::LinkEvent;
+use link_contract::event::{link_id, LinkEvent};
 use link_contract::partition::{sts_endpoint, Partition};
 use link_contract::parts::{self, envelope_fields, MAX_PARTS, MAX_SET_BYTES, SET_LEN};
 use link_contract::proof::{
@@ -53,6 +53,8 @@ pub struct File {
     reasons: Vec<Reason>,
     envelope_fields: Vec<&'static str>,
     sts_endpoints: Vec<StsHost>,
+    /// Hosts shaped like STS endpoints that are none: a verifier must refuse every one (`proof-host`).
+    sts_hosts_refused: Vec<String>,
     fake_sts: &'static str,
     pub deliveries: Vec<Delivery>,
     pub reassembly: Vec<ReassemblyVector>,
@@ -227,6 +229,7 @@ pub fn file() -> File {
             .collect(),
         envelope_fields: envelope_fields(&linked()).iter().map(|(n, _)| *n).collect(),
         sts_endpoints: sts_endpoints(),
+        sts_hosts_refused: sts_hosts_refused(),
         fake_sts: "Answer a POST to / whose body is sts.request.body and which carries every header of sts.request.headers \
                    with that exact value with sts.status, sts.headers and sts.body; answer any other request with 403 and \
                    an ErrorResponse whose Code is SignatureDoesNotMatch, as STS does. Count the requests: none when sts is \
@@ -260,6 +263,37 @@ fn sts_endpoints() -> Vec<StsHost> {
     out
 }
 
+/// The regional and FIPS names of every region (and of a few that do not exist) under every partition's
+/// DNS suffix, and FIPS names without a region, that `sts_endpoint` refuses: FIPS in a partition without
+/// FIPS endpoints, a region under another partition's suffix, a region no partition has.
+fn sts_hosts_refused() -> Vec<String> {
+    let mut regions: Vec<&str> = Partition::all()
+        .iter()
+        .flat_map(|p| p.regions())
+        .copied()
+        .collect();
+    regions.extend([
+        "zz-fake-9",
+        "us-east-9",
+        "us-gov-north-7",
+        "cn-south-5",
+        "us-isof-south-1",
+    ]);
+    let mut out = Vec::new();
+    for suffix in Partition::dns_suffixes() {
+        out.push(format!("sts-fips.{suffix}"));
+        out.push(format!("sts.{suffix}"));
+        for r in &regions {
+            out.push(format!("sts.{r}.{suffix}"));
+            out.push(format!("sts-fips.{r}.{suffix}"));
+        }
+    }
+    out.retain(|h| sts_endpoint(h).is_none());
+    out.sort();
+    out.dedup();
+    out
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Fixed inputs.
 
@@ -281,14 +315,38 @@ fn linked() -> LinkEvent {
 
 /// The linked example in the China partition (its STS endpoint, ARNs and regions).
 fn linked_cn() -> LinkEvent {
+    linked_in(
+        "aws-cn",
+        ["cn-north-1", "cnn1-az", "cn-northwest-1"],
+        "msg_3c6e0b8a5f1d4e2a9b7c0d1e2f3a4b5c",
+    )
+}
+
+/// The linked example in AWS GovCloud (US).
+fn linked_gov() -> LinkEvent {
+    linked_in(
+        "aws-us-gov",
+        ["us-gov-west-1", "usgw1-az", "us-gov-east-1"],
+        "msg_5d8f2c1e7a9b4c3d8e6f0a1b2c3d4e5f",
+    )
+}
+
+/// The linked example in another partition: `[stack region, its AZ id prefix, the other listed region]`
+/// replace us-west-2, usw2-az and us-east-1.
+fn linked_in(partition: &str, [region, az, other]: [&str; 3], event_id: &str) -> LinkEvent {
     let text = LINKED
-        .replace("arn:aws:", "arn:aws-cn:")
-        .replace("\"partition\": \"aws\"", "\"partition\": \"aws-cn\"")
-        .replace("us-west-2", "cn-north-1")
-        .replace("usw2-az", "cnn1-az")
-        .replace("us-east-1", "cn-northwest-1");
+        .replace("arn:aws:", &format!("arn:{partition}:"))
+        .replace(
+            "\"partition\": \"aws\"",
+            &format!("\"partition\": \"{partition}\""),
+        )
+        .replace("us-west-2", region)
+        .replace("usw2-az", az)
+        .replace("us-east-1", other);
     let mut e = event(&text);
-    e.data.event_id = "msg_3c6e0b8a5f1d4e2a9b7c0d1e2f3a4b5c".into();
+    e.data.event_id = event_id.into();
+    // Another stack ARN is another link: the id the function derives for it.
+    e.data.physical_resource_id = link_id(&e.data.stack_id, &e.data.logical_resource_id);
     e
 }
 
@@ -308,6 +366,30 @@ fn split_in_three(e: &LinkEvent) -> Vec<parts::Message> {
         .map(|limit| parts::split(e, limit))
         .find(|messages| messages.len() == 3)
         .expect("some body limit splits the example in three")
+}
+
+/// Unix seconds of an RFC 3339 UTC time without fraction (`2026-11-23T12:30:00Z`, the examples').
+fn unix_seconds(t: &str) -> u64 {
+    let n = |range: std::ops::Range<usize>| -> u64 {
+        t.get(range)
+            .and_then(|s| s.parse().ok())
+            .expect("an RFC 3339 UTC time")
+    };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Howard Hinnant's days_from_civil, for dates after 1970.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+    assert_eq!(
+        amz_date(secs),
+        t.replace(['-', ':'], ""),
+        "{t} is YYYY-MM-DDTHH:MM:SSZ"
+    );
+    secs
 }
 
 /// `YYYYMMDDTHHMMSSZ` of Unix seconds.
@@ -528,7 +610,9 @@ impl Mode {
     }
 }
 
-/// The reasons given after STS answered; every other refusal comes before STS is called.
+/// The reasons given after STS answered; every other refusal comes before STS is called. The claims that
+/// name another stack's link ([`r::CONFLICTS`]) come after the proof, as in link-receiver, which records
+/// who attempted them.
 const STS_STAGE: &[&str] = &[
     r::STS_REDIRECT,
     r::STS_REFUSED,
@@ -536,6 +620,8 @@ const STS_STAGE: &[&str] = &[
     r::STS_ANSWER,
     r::PROOF_ACCOUNT,
     r::PROOF_CALLER,
+    r::STACK_MISMATCH,
+    r::LINK_ID,
 ];
 
 /// A delivery under construction: genuine until edited.
@@ -549,11 +635,18 @@ struct Builder {
     /// The proof as signed, when it is a [`SignedRequest`].
     proof: Option<SignedRequest>,
     partition: &'static str,
+    /// When it is sent (and verified): `now`, webhook-timestamp and the proof's date.
+    at: u64,
 }
 
 impl Builder {
     /// A genuine callback delivery of `body` with delivery id `id`, signed with secret A.
     fn callback(mode: Mode, id: &str, body: &[u8], partition: &'static str) -> Self {
+        Self::callback_at(mode, id, body, partition, NOW)
+    }
+
+    /// [`Self::callback`], sent and verified at `at` (an event built later than the examples' `NOW`).
+    fn callback_at(mode: Mode, id: &str, body: &[u8], partition: &'static str, at: u64) -> Self {
         let mut b = Self {
             d: Delivery {
                 name: String::new(),
@@ -569,7 +662,7 @@ impl Builder {
                     audience: mode.proof().then_some(AUDIENCE),
                     tolerance: DEFAULT_TOLERANCE_SECS,
                 },
-                now: NOW,
+                now: at,
                 headers: Some(BTreeMap::new()),
                 attributes: None,
                 body: None,
@@ -585,20 +678,25 @@ impl Builder {
             },
             mode,
             id: id.into(),
-            timestamp: NOW,
+            timestamp: at,
             body: body.to_vec(),
             proof: None,
             partition,
+            at,
         };
         b.header("content-type", "application/json");
         b.header("user-agent", "account-link/0.1.0");
         b.header(signing::HEADER_ID, id);
-        b.header(signing::HEADER_TIMESTAMP, &NOW.to_string());
+        b.header(signing::HEADER_TIMESTAMP, &at.to_string());
         if mode.hmac() {
             b.sign(&[secret_a()]);
         }
         if mode.proof() {
-            let req = ProofParams::new(id, body).sign();
+            let req = ProofParams {
+                signed_at: at,
+                ..ProofParams::new(id, body)
+            }
+            .sign();
             b.set_proof(req);
         }
         b
@@ -678,7 +776,10 @@ impl Builder {
             self.sign(&[secret_a()]);
         }
         if self.mode.proof() {
-            self.reprove(ProofParams::new(&self.id, body));
+            self.reprove(ProofParams {
+                signed_at: self.at,
+                ..ProofParams::new(&self.id, body)
+            });
         }
         self
     }
@@ -740,6 +841,7 @@ fn deliveries() -> Vec<Delivery> {
     genuine(&mut out);
     headers_and_signature(&mut out);
     events_and_parts(&mut out);
+    claims(&mut out);
     proofs(&mut out);
     sts(&mut out);
     sns(&mut out);
@@ -847,14 +949,33 @@ fn genuine(out: &mut Vec<Delivery>) {
         "callback/hmac-and-proof/partition-aws-cn",
         "a link in the China partition: its STS endpoint and an aws-cn caller",
     ));
+    let gov = linked_gov();
+    let gov_body = json(&gov);
+    let mut b = Builder::callback(
+        Mode::HmacAndProof,
+        &gov.data.event_id,
+        gov_body.as_bytes(),
+        "aws-us-gov",
+    );
+    b.reprove(ProofParams {
+        host: "sts.us-gov-west-1.amazonaws.com".into(),
+        region: "us-gov-west-1".into(),
+        ..ProofParams::new(&gov.data.event_id, gov_body.as_bytes())
+    });
+    out.push(b.named(
+        "callback/hmac-and-proof/partition-aws-us-gov",
+        "a link in AWS GovCloud (US), proven through its regional STS endpoint (FIPS there): an aws-us-gov caller",
+    ));
     for (text, what) in [(UPDATED, "updated"), (UNLINKED, "unlinked")] {
+        // Sent when it was built (its timestamp is later than the linked example's).
         let e = event(text);
         out.push(
-            Builder::callback(
+            Builder::callback_at(
                 Mode::HmacAndProof,
                 &e.data.event_id,
                 json(&e).as_bytes(),
                 "aws",
+                unix_seconds(&e.timestamp),
             )
             .named(
                 &format!("callback/hmac-and-proof/account-{what}"),
@@ -1112,6 +1233,23 @@ fn events_and_parts(out: &mut Vec<Delivery>) {
             "an empty data.physicalResourceId",
         ),
         (
+            "event-repeated-field",
+            replaced(
+                &text,
+                "\"accountId\":\"123456789012\"",
+                "\"accountId\":\"210987654321\",\"accountId\":\"123456789012\"",
+            )
+            .into_bytes(),
+            r::EVENT,
+            "data.accountId twice (a parser that keeps the first would read another account): serde refuses a field twice",
+        ),
+        (
+            "event-lone-surrogate",
+            replaced(&text, "\"name\":\"prod\"", "\"name\":\"\\ud800prod\"").into_bytes(),
+            r::EVENT,
+            "a VPC name with a lone UTF-16 surrogate escape: JSON's syntax, not Unicode text",
+        ),
+        (
             "event-schema-version-2",
             replaced(&text, "\"schemaVersion\":\"1\"", "\"schemaVersion\":\"2\"").into_bytes(),
             r::SCHEMA_VERSION,
@@ -1137,6 +1275,19 @@ fn events_and_parts(out: &mut Vec<Delivery>) {
                 .named(&format!("callback/hmac-and-proof/{name}"), about),
         );
     }
+    // What may repeat: a key of a map (roles) and an unknown field; the last one counts, as serde reads them.
+    let repeated = replaced(
+        &text,
+        "\"RemoteRole\":",
+        "\"RemoteRole\":\"arn:aws:iam::210987654321:role/victims-role\",\"RemoteRole\":",
+    );
+    let repeated = replaced(&repeated, "{\"type\":", "{\"x\":1,\"x\":2,\"type\":");
+    let mut b = base(mode);
+    b.body(repeated.as_bytes());
+    out.push(b.named(
+        "callback/hmac-and-proof/event-repeated-map-key-and-unknown-field",
+        "a data.roles key and an unknown field twice: accepted, the last of each counts (as serde_json and JSON parsers read them)",
+    ));
     // Parts whose bounds are wrong: each signed and proven for the delivery id it names.
     let m = &split()[0];
     let first: LinkEvent = serde_json::from_str(&m.json).expect("a part");
@@ -1195,6 +1346,213 @@ fn events_and_parts(out: &mut Vec<Delivery>) {
                 .named(&format!("callback/hmac-and-proof/{name}"), about),
         );
     }
+}
+
+/// A stack of another account (whose link an attacker would take over).
+const VICTIM_STACK: &str = "arn:aws:cloudformation:us-west-2:210987654321:stack/victim/1";
+const OTHER_ACCOUNT: &str = "210987654321";
+
+/// What a receiver checks of an event's own claims after its signature, id and part: its timestamp (not
+/// ahead of the clock) and `LinkData::check_claims`. Each edit is signed and proven as the sender would;
+/// the claims that name another stack's link are refused after STS answered (link-receiver's order).
+fn claims(out: &mut Vec<Delivery>) {
+    type Edit = fn(&mut LinkEvent);
+    let cases: Vec<(&str, Edit, &'static str, &str)> = vec![
+        ("event-timestamp-ahead", |e| e.timestamp = "2026-11-23T12:05:00.001Z".into(), r::TIMESTAMP_AHEAD,
+         "the event's timestamp 300.001 s ahead of now (its webhook-timestamp is now)"),
+        ("event-timestamp-year-9999", |e| e.timestamp = "9999-12-31T23:59:59.999Z".into(), r::TIMESTAMP_AHEAD,
+         "a timestamp that would win the ordering against every real event of the link"),
+        ("claim-stack-id-not-an-arn", |e| e.data.stack_id = "not-an-arn".into(), r::STACK_ID, "data.stackId that is not an ARN"),
+        ("claim-stack-id-a-role", |e| e.data.stack_id = "arn:aws:iam::123456789012:role/x".into(), r::STACK_ID,
+         "data.stackId that is an ARN, but not a stack's"),
+        ("claim-stack-id-without-stack-id", |e| e.data.stack_id = "arn:aws:cloudformation:us-west-2:123456789012:stack/account-link".into(),
+         r::STACK_ID, "a stack ARN without the stack's id"),
+        ("claim-region-not-the-stacks", |e| e.data.region = "eu-west-1".into(), r::STACK_MISMATCH,
+         "data.region is not the stack's region (refused after the proof: it contradicts its own stack)"),
+        ("claim-link-id-of-another-stack", |e| e.data.physical_resource_id = link_id(VICTIM_STACK, "AccountLink"), r::LINK_ID,
+         "the link id of another account's stack: a takeover (refused after the proof, which says who tried)"),
+        ("claim-link-id-of-another-resource", |e| e.data.logical_resource_id = "Other".into(), r::LINK_ID,
+         "another logicalResourceId than the one the link id was derived from"),
+        ("claim-link-id-before-role", |e| {
+            e.data.physical_resource_id = link_id(VICTIM_STACK, "AccountLink");
+            e.data.roles.insert("RemoteRole".into(), "arn:aws:iam::210987654321:role/victims-role".into());
+        }, r::LINK_ID, "another stack's link id and another account's role: the link id is checked first, after the proof"),
+        ("claim-logical-resource-id-not-alphanumeric", |e| e.data.logical_resource_id = "a/b".into(), r::LOGICAL_RESOURCE_ID,
+         "data.logicalResourceId with a slash"),
+        ("claim-logical-resource-id-256", |e| e.data.logical_resource_id = "L".repeat(256), r::LOGICAL_RESOURCE_ID,
+         "data.logicalResourceId of 256 characters"),
+        ("claim-role-of-another-account", |e| {
+            e.data.roles.insert("RemoteRole".into(), "arn:aws:iam::210987654321:role/victims-role".into());
+        }, r::ROLE, "a role of another account (shown to operators as the customer's)"),
+        ("claim-role-of-another-partition", |e| {
+            e.data.roles.insert("RemoteRole".into(), "arn:aws-cn:iam::123456789012:role/r".into());
+        }, r::ROLE, "a role ARN of another partition"),
+        ("claim-role-a-user", |e| {
+            e.data.roles.insert("RemoteRole".into(), "arn:aws:iam::123456789012:user/not-a-role".into());
+        }, r::ROLE, "an IAM user, not a role"),
+        ("claim-role-name-with-space", |e| {
+            e.data.roles.insert("RemoteRole".into(), "arn:aws:iam::123456789012:role/a b".into());
+        }, r::ROLE, "a role name IAM does not allow"),
+        ("claim-role-key-not-alphanumeric", |e| {
+            e.data.roles.insert("Remote-Role".into(), "arn:aws:iam::123456789012:role/r".into());
+        }, r::ROLE, "a data.roles key with a hyphen"),
+        ("claim-roles-17", |e| {
+            for i in 0..14 {
+                e.data.roles.insert(format!("Extra{i}"), format!("arn:aws:iam::123456789012:role/extra-{i}"));
+            }
+        }, r::ROLE, "17 roles (at most 16)"),
+        ("claim-external-id-nul", |e| e.data.external_id = Some("ext\u{0}id".into()), r::EXTERNAL_ID,
+         "data.externalId with a NUL character"),
+        ("claim-external-id-one-character", |e| e.data.external_id = Some("x".into()), r::EXTERNAL_ID,
+         "data.externalId of 1 character (IAM needs 2)"),
+        ("claim-external-id-1225", |e| e.data.external_id = Some("x".repeat(1225)), r::EXTERNAL_ID,
+         "data.externalId of 1225 characters (IAM accepts 1224)"),
+        ("claim-vpc-id-injection", |e| e.data.vpc_id = Some("vpc-'; DROP TABLE links".into()), r::VPC_ID,
+         "data.vpcId that is not a VPC id"),
+        ("claim-vpc-id-uppercase", |e| e.data.vpc_id = Some("vpc-0A1B2C3D".into()), r::VPC_ID,
+         "data.vpcId with uppercase hex digits"),
+        ("claim-region-of-another-partition", |e| e.data.regions[1] = "cn-north-1".into(), r::REGION,
+         "a listed region of another partition"),
+        ("claim-region-not-a-region-name", |e| e.data.regions[1] = "us-east-1a".into(), r::REGION,
+         "a listed region that is an availability zone's name"),
+        ("claim-regions-65", |e| e.data.regions = vec!["us-west-2".into(); 65], r::REGION, "65 listed regions (at most 64)"),
+    ];
+    for (name, edit, reason, about) in cases {
+        let mut e = linked();
+        edit(&mut e);
+        let mut b = Builder::callback(
+            Mode::HmacAndProof,
+            &e.data.event_id,
+            json(&e).as_bytes(),
+            "aws",
+        );
+        out.push(
+            b.fails(reason)
+                .named(&format!("callback/hmac-and-proof/{name}"), about),
+        );
+    }
+
+    // The same refusals in the other modes, and the order: a conflict waits for the proof, whatever else.
+    let mut e = linked();
+    e.data.physical_resource_id = link_id(VICTIM_STACK, "AccountLink");
+    for mode in [Mode::ProofOnly, Mode::HmacOnly] {
+        let mut b = Builder::callback(mode, &e.data.event_id, json(&e).as_bytes(), "aws");
+        out.push(b.fails(r::LINK_ID).named(
+            &format!("callback/{}/claim-link-id-of-another-stack", mode.name()),
+            "the link id of another account's stack",
+        ));
+    }
+    let mut b = Builder::callback(
+        Mode::HmacAndProof,
+        &e.data.event_id,
+        json(&e).as_bytes(),
+        "aws",
+    );
+    let elsewhere = edited(b.signed_proof(), |r| {
+        r.url = "https://hooks.evil.example/".into();
+        set_header(r, "host", "hooks.evil.example");
+    });
+    b.set_raw_proof(&elsewhere.encode());
+    out.push(b.fails(r::PROOF_HOST).named(
+        "callback/hmac-and-proof/claim-link-id-with-a-bad-proof",
+        "another stack's link id with a proof for another host: the proof is refused first (before STS)",
+    ));
+    let mut e = linked();
+    e.data.roles.insert(
+        "RemoteRole".into(),
+        "arn:aws:iam::210987654321:role/victims-role".into(),
+    );
+    let mut b = Builder::callback(
+        Mode::ProofOnly,
+        &e.data.event_id,
+        json(&e).as_bytes(),
+        "aws",
+    );
+    out.push(b.fails(r::ROLE).named(
+        "callback/proof-only/claim-role-of-another-account",
+        "a role of another account: refused before anything is sent to STS",
+    ));
+    let mut e = linked();
+    e.timestamp = "9999-12-31T23:59:59.999Z".into();
+    let mut b = Builder::callback(
+        Mode::ProofOnly,
+        &e.data.event_id,
+        json(&e).as_bytes(),
+        "aws",
+    );
+    out.push(b.fails(r::TIMESTAMP_AHEAD).named(
+        "callback/proof-only/event-timestamp-year-9999",
+        "a timestamp far in the future: refused before anything is sent to STS",
+    ));
+
+    // Account B names account A's stack and link, with B's own proof: B's accountId contradicts the stack.
+    let mut e = linked();
+    e.data.account_id = OTHER_ACCOUNT.into();
+    let mut b = Builder::callback(
+        Mode::HmacAndProof,
+        &e.data.event_id,
+        json(&e).as_bytes(),
+        "aws",
+    );
+    let req = b.signed_proof().clone();
+    b.sts(answer(
+        &req,
+        200,
+        identity_xml(
+            OTHER_ACCOUNT,
+            &caller_arn("aws").replace(ACCOUNT, OTHER_ACCOUNT),
+        ),
+    ));
+    out.push(b.fails(r::STACK_MISMATCH).named(
+        "callback/hmac-and-proof/claim-account-not-the-stacks",
+        "account 210987654321 proves itself and names account 123456789012's stack and link: a takeover",
+    ));
+
+    // What holds: limits reached, not passed.
+    let mut e = linked();
+    e.timestamp = "2026-11-23T12:05:00Z".into();
+    out.push(
+        Builder::callback(
+            Mode::HmacAndProof,
+            &e.data.event_id,
+            json(&e).as_bytes(),
+            "aws",
+        )
+        .named(
+            "callback/hmac-and-proof/event-timestamp-at-the-tolerance-ahead",
+            "the event's timestamp exactly 300 s ahead of now: still accepted",
+        ),
+    );
+    let mut e = linked();
+    e.timestamp = "2026-11-23T12:05:00.0009Z".into();
+    out.push(Builder::callback(Mode::HmacAndProof, &e.data.event_id, json(&e).as_bytes(), "aws").named(
+        "callback/hmac-and-proof/event-timestamp-ahead-by-less-than-a-millisecond",
+        "300.0009 s ahead: the timestamp is compared in whole milliseconds (as link-receiver stores it), still accepted",
+    ));
+    let mut e = linked();
+    e.timestamp = "2026-11-20T08:00:00.123Z".into();
+    out.push(Builder::callback(Mode::HmacAndProof, &e.data.event_id, json(&e).as_bytes(), "aws").named(
+        "callback/hmac-and-proof/event-timestamp-days-ago",
+        "an event built days before its delivery (a retried request): its timestamp orders it, nothing refuses it",
+    ));
+    let mut e = linked();
+    e.data.roles.clear();
+    for i in 0..16 {
+        e.data.roles.insert(
+            format!("{}{i:02}", "R".repeat(62)),
+            format!("arn:aws:iam::123456789012:role/path/to/role-{i}"),
+        );
+    }
+    e.data.regions = (0..64).map(|i| format!("ap-future-{}", i + 1)).collect();
+    e.data.external_id = Some(format!("{}_+=,.@:/-", "x".repeat(1224 - 9)));
+    e.data.vpc_id = Some("vpc-0a1b2c3d4e5f6a7b8".into());
+    e.data.logical_resource_id = "L".repeat(255);
+    e.data.physical_resource_id = link_id(&e.data.stack_id, &e.data.logical_resource_id);
+    out.push(Builder::callback(Mode::HmacAndProof, &e.data.event_id, json(&e).as_bytes(), "aws").named(
+        "callback/hmac-and-proof/claims-at-their-limits",
+        "16 roles with keys of 64 characters and paths, 64 regions (named like the partition's, if not yet in its table), \
+         an external id of 1224 characters with every punctuation IAM allows, a VPC id of 17 digits, a logical id of 255",
+    ));
 }
 
 fn proofs(out: &mut Vec<Delivery>) {
@@ -1279,6 +1637,21 @@ fn proofs(out: &mut Vec<Delivery>) {
             "an STS name under another domain",
         ),
         ("proof-host-iam", "iam.amazonaws.com", "another AWS service"),
+        (
+            "proof-host-fips-of-a-partition-without-fips",
+            "sts-fips.cn-north-1.amazonaws.com.cn",
+            "a FIPS STS name in aws-cn, which has no FIPS endpoints",
+        ),
+        (
+            "proof-host-fips-region-that-does-not-exist",
+            "sts-fips.us-west-9.amazonaws.com",
+            "a FIPS STS name of a region that does not exist",
+        ),
+        (
+            "proof-host-fips-global",
+            "sts-fips.amazonaws.com",
+            "a FIPS name without a region (the global endpoint has none)",
+        ),
     ] {
         case(
             name,
@@ -1709,6 +2082,42 @@ fn sns(out: &mut Vec<Delivery>) {
         b.fails(r::PROOF_ACCOUNT)
             .named("sns/sts-other-account", "STS names another account"),
     );
+    // The event's own claims, as on the callback: a conflict after STS, the rest before.
+    type Edit = fn(&mut LinkEvent);
+    let cases: [(&str, Edit, &'static str, &str); 3] = [
+        (
+            "sns/claim-link-id-of-another-stack",
+            |e| e.data.physical_resource_id = link_id(VICTIM_STACK, "AccountLink"),
+            r::LINK_ID,
+            "the link id of another account's stack (refused after the proof)",
+        ),
+        (
+            "sns/claim-role-of-another-account",
+            |e| {
+                e.data.roles.insert(
+                    "RemoteRole".into(),
+                    "arn:aws:iam::210987654321:role/victims-role".into(),
+                );
+            },
+            r::ROLE,
+            "a role of another account (refused before STS)",
+        ),
+        (
+            "sns/event-timestamp-ahead",
+            |e| e.timestamp = "2026-11-23T12:05:01Z".into(),
+            r::TIMESTAMP_AHEAD,
+            "a timestamp 301 s ahead of now (refused before STS)",
+        ),
+    ];
+    for (name, edit, reason, about) in cases {
+        let mut e = linked();
+        edit(&mut e);
+        out.push(
+            Builder::sns(&e.data.event_id, json(&e).as_bytes(), None)
+                .fails(reason)
+                .named(name, about),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Every check that needs no network, as link-contract makes them (signing.rs, proof.rs, parts.rs) and in
-link-receiver's order. Each failure raises VerificationError with link-contract's reason word."""
+"""Every check that needs no network, as link-contract makes them (signing.rs, proof.rs, parts.rs, event.rs)
+and in link-receiver's order. Each failure raises VerificationError with link-contract's reason word."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ TIMESTAMP = "timestamp"
 SIGNATURE = "signature"
 EVENT = "event"
 SCHEMA_VERSION = "schema-version"
+TIMESTAMP_AHEAD = "timestamp-ahead"
+STACK_ID = "stack-id"
+STACK_MISMATCH = "stack-mismatch"
+LOGICAL_RESOURCE_ID = "logical-resource-id"
+LINK_ID = "link-id"
+ROLE = "role"
+EXTERNAL_ID = "external-id"
+VPC_ID = "vpc-id"
+REGION = "region"
 PART_COUNT = "part-count"
 PART_INDEX = "part-index"
 PART_SET = "part-set"
@@ -63,7 +72,8 @@ PROOF_CALLER = "proof-caller"
 BUSY = "busy"
 
 REASONS = frozenset((
-    WEBHOOK_ID, TIMESTAMP, SIGNATURE, EVENT, SCHEMA_VERSION, PART_COUNT, PART_INDEX, PART_SET, PART_SET_SIZE,
+    WEBHOOK_ID, TIMESTAMP, SIGNATURE, EVENT, SCHEMA_VERSION, TIMESTAMP_AHEAD, STACK_ID, STACK_MISMATCH,
+    LOGICAL_RESOURCE_ID, LINK_ID, ROLE, EXTERNAL_ID, VPC_ID, REGION, PART_COUNT, PART_INDEX, PART_SET, PART_SET_SIZE,
     PART_ENVELOPE, REASSEMBLY_FULL, PROOF_MISSING, PROOF_LENGTH, PROOF_ENCODING, PROOF_METHOD, PROOF_SCHEME,
     PROOF_URL, PROOF_HOST, PROOF_PARTITION, PROOF_BODY, PROOF_HEADER, PROOF_HEADER_VALUE, PROOF_HEADER_MISSING,
     PROOF_UNSIGNED_HEADER, PROOF_SIGNED_HEADER_ABSENT, PROOF_HOST_HEADER, PROOF_CONTENT_TYPE, PROOF_AUTHORIZATION,
@@ -71,6 +81,9 @@ REASONS = frozenset((
     STS_REDIRECT, STS_REFUSED, STS_UNAVAILABLE, STS_ANSWER, PROOF_ACCOUNT, PROOF_CALLER, BUSY,
 ))
 RETRYABLE = frozenset((REASSEMBLY_FULL, STS_UNAVAILABLE, BUSY))
+#: Claims that name another stack's link or contradict the event's own stack (link_contract::reason::CONFLICTS):
+#: refused after the proof, so that the caller STS named is known; link-receiver keeps them apart and answers 409.
+CONFLICTS = frozenset((STACK_MISMATCH, LINK_ID))
 
 # Limits (link_contract::signing, proof, parts).
 DEFAULT_TOLERANCE = 300
@@ -83,6 +96,10 @@ MAX_PARTS = 64
 MAX_SET_BYTES = 16 * 1024 * 1024
 SET_LEN = 16
 SCHEMA = "1"
+MAX_ROLES = 16
+MAX_ROLE_KEY_LEN = 64
+MAX_REGIONS = 64
+MAX_ARN_LEN = 2048
 
 PROOF_HEADER_NAME = "account-link-proof"
 SNS_PROOF_ATTRIBUTE = "accountLinkProof"
@@ -308,30 +325,42 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_shape(value: Any, spec: Any, path: str) -> None:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(s: str) -> bool:
+    return s.isascii() or _SURROGATE.search(s) is None
+
+
+def _check_shape(value: Any, spec: Any, path: str, repeats: Mapping[int, frozenset]) -> None:
+    """`repeats`: the keys each object of the body repeats, by id(); serde refuses a struct's field twice (a map's
+    keys and unknown fields may repeat: the last one counts, as json.loads keeps it)."""
     if isinstance(spec, dict):
         if not isinstance(value, dict):
             raise fail(EVENT, f"{path or 'the body'} must be an object")
+        repeated = repeats.get(id(value), frozenset())
         for key, sub in spec.items():
             where = f"{path}.{key}" if path else key
+            if key in repeated:
+                raise fail(EVENT, f"{where} appears more than once")
             if key not in value:
                 if isinstance(sub, (_Opt, _Default)):
                     continue
                 raise fail(EVENT, f"{where} is missing")
-            _check_shape(value[key], sub, where)
+            _check_shape(value[key], sub, where, repeats)
         return
     if isinstance(spec, _Opt):
         if value is not None:
-            _check_shape(value, spec.spec, path)
+            _check_shape(value, spec.spec, path, repeats)
         return
     if isinstance(spec, _Default):
-        _check_shape(value, spec.spec, path)
+        _check_shape(value, spec.spec, path, repeats)
         return
     if isinstance(spec, _List):
         if not isinstance(value, list):
             raise fail(EVENT, f"{path} must be an array")
         for i, item in enumerate(value):
-            _check_shape(item, spec.spec, f"{path}[{i}]")
+            _check_shape(item, spec.spec, f"{path}[{i}]", repeats)
         return
     if isinstance(spec, tuple):
         if value not in spec:
@@ -346,19 +375,29 @@ def _check_shape(value: Any, spec: Any, path: str) -> None:
     }[spec](value)
     if not ok:
         raise fail(EVENT, f"{path} must be {spec}")
+    texts = (value,) if spec is _STR else (*value, *value.values()) if spec is _STRMAP else ()
+    if not all(_unicode(t) for t in texts):
+        # serde_json refuses these in every field it decodes; json.loads keeps them.
+        raise fail(EVENT, f"{path} holds a lone UTF-16 surrogate escape, which is not Unicode text")
 
 
 _RFC3339 = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(Z|\+00:00)")
 
 
-def _rfc3339(s: str) -> bool:
+def rfc3339_millis(s: str) -> int | None:
+    """Unix milliseconds of an RFC 3339 UTC time (a leap second counts as :59, the fraction is truncated, as
+    link-receiver reads it), or None."""
     m = _RFC3339.fullmatch(s)
     if not m:
-        return False
+        return None
     y, mo, d, h, mi, se = (int(g) for g in m.groups()[:6])
     leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
     days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-    return y >= 1970 and 1 <= mo <= 12 and 1 <= d <= days[mo - 1] and h <= 23 and mi <= 59 and se <= 60
+    if not (y >= 1970 and 1 <= mo <= 12 and 1 <= d <= days[mo - 1] and h <= 23 and mi <= 59 and se <= 60):
+        return None
+    millis = int(((m.group(7) or ".")[1:] + "000")[:3])
+    secs = _days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + min(se, 59)
+    return secs * 1000 + millis
 
 
 def _no_constants(name: str) -> Any:
@@ -368,18 +407,29 @@ def _no_constants(name: str) -> Any:
 def parse_event(text: str) -> dict:
     """The body as a link event: JSON, schema version (first: another version may have another shape),
     every field the contract defines with its type, an RFC 3339 UTC timestamp, a link id of 1 to 1024 bytes."""
+    repeats: dict[int, frozenset] = {}
+
+    def obj(pairs: list[tuple[str, Any]]) -> dict:
+        o = dict(pairs)
+        if len(o) != len(pairs):
+            seen: set[str] = set()
+            repeats[id(o)] = frozenset(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        return o
+
     try:
-        value = json.loads(text, parse_constant=_no_constants)
+        value = json.loads(text, parse_constant=_no_constants, object_pairs_hook=obj)
     except ValueError as e:
         raise fail(EVENT, f"the body is not JSON: {e}") from None
+    except RecursionError:
+        raise fail(EVENT, "the body is not a link event: it is nested too deeply") from None
     data = value.get("data") if isinstance(value, dict) else None
     version = data.get("schemaVersion") if isinstance(data, dict) else None
     if not isinstance(version, str):
         raise fail(EVENT, "the body is not a link event: it has no data.schemaVersion")
     if version != SCHEMA:
         raise fail(SCHEMA_VERSION, f"data.schemaVersion {shown(version, 16)} is not supported (this verifier reads version {SCHEMA})")
-    _check_shape(value, _EVENT, "")
-    if not _rfc3339(value["timestamp"]):
+    _check_shape(value, _EVENT, "", repeats)
+    if rfc3339_millis(value["timestamp"]) is None:
         raise fail(EVENT, "timestamp is not an RFC 3339 UTC time")
     if not 1 <= len(data["physicalResourceId"].encode()) <= 1024:
         raise fail(EVENT, "data.physicalResourceId must be 1 to 1024 characters")
@@ -406,6 +456,144 @@ def check_part(part: Mapping) -> None:
         raise fail(PART_INDEX, f"data.part.index must be 1 to data.part.count ({count}), got {index}")
     if not (isinstance(part_set, str) and len(part_set) == SET_LEN and all(c in "0123456789abcdef" for c in part_set)):
         raise fail(PART_SET, f"data.part.set must be {SET_LEN} lowercase hex digits")
+
+
+def check_not_ahead(event: Mapping, now: int, tolerance: int) -> None:
+    """A timestamp from the future would win the ordering against every real event of its link: at most
+    `tolerance` seconds ahead of `now` (link-receiver's check)."""
+    at = rfc3339_millis(event["timestamp"])
+    if at is None:
+        raise fail(EVENT, "timestamp is not an RFC 3339 UTC time")
+    ahead = at - now * 1000
+    if ahead > tolerance * 1000:
+        raise fail(TIMESTAMP_AHEAD, f"timestamp {shown(event['timestamp'], 40)} is {ahead // 1000} s ahead of this "
+                                    f"verifier's clock (at most {tolerance} s are accepted)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The event's claims about itself (link_contract::event::LinkData::check_claims, link_contract::arn).
+
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
+_SERVICE = re.compile(r"[a-z0-9-]+")
+_ROLE_PATH = re.compile(r"[A-Za-z0-9+=,.@_/-]+")
+_EXTERNAL_ID_CHAR = re.compile(r"[A-Za-z0-9_+=,.@:/-]")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+@dataclass
+class Arn:
+    """`arn:<partition>:<service>:<region>:<account>:<resource>` with a known partition, a region of it (or
+    none) and a 12-digit account (or none): link_contract::arn::Arn."""
+    partition: _partitions.Partition
+    service: str
+    region: str
+    account: str
+    resource: str
+
+    @staticmethod
+    def parse(s: str) -> "Arn | None":
+        if len(s.encode()) > MAX_ARN_LEN:
+            return None
+        fields = s.split(":", 5)
+        if len(fields) != 6 or fields[0] != "arn":
+            return None
+        _, partition, service, region, account, resource = fields
+        if not _SERVICE.fullmatch(service) or not resource:
+            return None
+        p = _partitions.named(partition)
+        if p is None or (region and not _partitions.has_region(p, region)) or (account and not is_account_id(account)):
+            return None
+        return Arn(p, service, region, account, resource)
+
+    def resource_type(self) -> tuple[str, str] | None:
+        cut = min((i for i in (self.resource.find("/"), self.resource.find(":")) if i >= 0), default=-1)
+        if cut <= 0 or cut == len(self.resource) - 1:
+            return None
+        return self.resource[:cut], self.resource[cut + 1:]
+
+    def stack(self) -> tuple[str, str] | None:
+        kind = self.resource_type()
+        if self.service != "cloudformation" or kind is None or kind[0] != "stack":
+            return None
+        name, slash, stack_id = kind[1].partition("/")
+        return (name, stack_id) if slash and name and stack_id and "/" not in stack_id else None
+
+    def role_name(self) -> str | None:
+        kind = self.resource_type()
+        if self.service != "iam" or kind is None or kind[0] != "role" or self.region or not self.account:
+            return None
+        path = kind[1]
+        name = path.rsplit("/", 1)[-1]
+        return name if name and len(name) <= 64 and _ROLE_PATH.fullmatch(path) else None
+
+
+def link_id(stack_id: str, logical_resource_id: str) -> str:
+    """The link id (PhysicalResourceId) the function derives: `link-` and 32 hex digits of SHA-256 over the
+    stack id, a newline and the logical id."""
+    digest = hashlib.sha256(f"{stack_id}\n{logical_resource_id}".encode()).hexdigest()
+    return f"link-{digest[:32]}"
+
+
+def external_id_problem(value: str) -> str | None:
+    """What IAM would refuse in an sts:ExternalId: 2 to 1224 letters, digits and _+=,.@:/-."""
+    if not 2 <= len(value) <= 1224:
+        return f"is {len(value)} characters long; IAM accepts 2 to 1224"
+    bad = next((c for c in value if not _EXTERNAL_ID_CHAR.fullmatch(c)), None)
+    return None if bad is None else f"contains {bad!r}; IAM accepts only letters, digits and _+=,.@:/-"
+
+
+def _is_vpc_id(value: str) -> bool:
+    digits = value[len("vpc-"):] if value.startswith("vpc-") else None
+    return digits is not None and len(digits) in (8, 17) and bool(_HEX.fullmatch(digits))
+
+
+def claim_error(data: Mapping) -> VerificationError | None:
+    """The first of the event's claims that does not hold, in link-contract's order, or None: the stack ARN
+    names data.partition, region and accountId; physicalResourceId is the link id of that stack and
+    logicalResourceId; every role is an IAM role of that account and partition; externalId is what IAM
+    accepts; vpcId is a VPC id; every region is one of the partition. Returned, not raised: a conflict
+    (CONFLICTS) is refused only after the proof."""
+    arn = Arn.parse(data["stackId"])
+    if arn is None or arn.stack() is None:
+        return fail(STACK_ID, "data.stackId is not a CloudFormation stack ARN")
+    for field, claimed, in_stack in (("partition", data["partition"], arn.partition.name),
+                                     ("region", data["region"], arn.region),
+                                     ("accountId", data["accountId"], arn.account)):
+        if claimed != in_stack:
+            return fail(STACK_MISMATCH, f"data.{field} is '{shown(claimed)}' but data.stackId names '{shown(in_stack)}'")
+    logical = data["logicalResourceId"]
+    if not (len(logical) <= 255 and _ALNUM.fullmatch(logical)):
+        return fail(LOGICAL_RESOURCE_ID, "data.logicalResourceId must be 1 to 255 letters and digits")
+    expected = link_id(data["stackId"], logical)
+    if data["physicalResourceId"] != expected:
+        return fail(LINK_ID, "data.physicalResourceId is not the link id of data.stackId and data.logicalResourceId "
+                             f"(expected {expected})")
+    roles = data["roles"]
+    if len(roles) > MAX_ROLES:
+        return fail(ROLE, f"data.roles.*: at most {MAX_ROLES} roles")
+    for name in sorted(roles, key=lambda k: k.encode()):
+        if not (len(name) <= MAX_ROLE_KEY_LEN and _ALNUM.fullmatch(name)):
+            return fail(ROLE, f"data.roles.{shown(name)}: role names are 1 to {MAX_ROLE_KEY_LEN} letters and digits")
+        role = Arn.parse(roles[name])
+        if (role is None or role.role_name() is None or role.account != data["accountId"]
+                or role.partition.name != data["partition"]):
+            return fail(ROLE, f"data.roles.{name}: '{shown(roles[name])}' is not an IAM role of account "
+                              f"{data['accountId']} in partition {data['partition']}")
+    external_id = data.get("externalId")
+    problem = external_id_problem(external_id) if external_id is not None else None
+    if problem is not None:
+        return fail(EXTERNAL_ID, f"data.externalId {problem}")
+    vpc_id = data.get("vpcId")
+    if vpc_id is not None and not _is_vpc_id(vpc_id):
+        return fail(VPC_ID, "data.vpcId is not a VPC id (vpc- and 8 or 17 hex digits)")
+    regions = data["regions"]
+    if len(regions) > MAX_REGIONS:
+        return fail(REGION, f"data.regions[{MAX_REGIONS}]: '({len(regions)} regions)' is not a region of partition "
+                            f"{arn.partition.name}")
+    for i, region in enumerate(regions):
+        if not _partitions.has_region(arn.partition, region):
+            return fail(REGION, f"data.regions[{i}]: '{shown(region)}' is not a region of partition {arn.partition.name}")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
