@@ -1219,7 +1219,6 @@ mod tests {
                 events_per_hour: 2,
                 bytes_per_hour: 0,
             },
-            ..StoreOptions::default()
         };
         let store = store("quota", options).await;
         let d = |id: &str| Work::Deliver(delivery("link-a", id, "2026-11-29T10:00:00.000Z", false));
