@@ -7,9 +7,11 @@
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
 //! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
 //! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
-//!   `auth`: who may use either (bearer token, session cookie, loopback) and CSRF.
+//!   `auth`: who may use either (bearer token, console sessions, loopback) and CSRF; `client`: the client's
+//!   address and scheme, through trusted proxies.
 //!
-//! Receivers keep no state of their own: several can share one PostgreSQL behind a load balancer.
+//! Receivers keep no state of their own (console sessions are in the database too; only failed logins are
+//! counted in memory): several can share one PostgreSQL behind a load balancer.
 
 pub mod config;
 pub mod proof;
@@ -18,6 +20,7 @@ mod store;
 
 mod api;
 mod auth;
+mod client;
 mod console;
 mod receiver;
 mod server;
@@ -51,7 +54,9 @@ pub(crate) struct App {
     /// Set when the registry stops, so that open change streams end.
     pub(crate) closing: watch::Sender<bool>,
     pub(crate) console: Console,
-    pub(crate) keys: auth::Keys,
+    pub(crate) sessions: auth::Sessions,
+    /// Peers whose forwarding headers name the client (`client`).
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Present when deliveries must prove their account.
     pub(crate) proofs: Option<proof::ProofVerifier>,
 }
@@ -108,7 +113,12 @@ impl Registry {
         let secure_cookie = settings.console.public_url.scheme() == "https";
         let app = Arc::new(App {
             store,
-            keys: auth::Keys::new(settings.api_token.as_deref(), secure_cookie),
+            sessions: auth::Sessions::new(
+                settings.api_token.as_deref(),
+                settings.sessions,
+                secure_cookie,
+            ),
+            trusted_proxies: settings.trusted_proxies,
             auth: settings.auth,
             limits: settings.limits,
             api_token: settings.api_token,
@@ -119,6 +129,7 @@ impl Registry {
             console: settings.console,
             proofs,
         });
+        auth::purge_expired(app.clone());
         let api = api::router().layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api::require_access,

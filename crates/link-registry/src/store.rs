@@ -26,6 +26,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+mod sessions;
+
 /// Deliveries committed together at most.
 const MAX_BATCH: usize = 128;
 /// Deliveries waiting for the writer at most; beyond that, `ingest` waits (backpressure).
