@@ -53,7 +53,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 pub(crate) enum Access {
     Bearer,
     /// A console session: its stored hash (to end it) and its pages' CSRF token.
-    Session { hash: String, csrf: String },
+    Session {
+        hash: String,
+        csrf: String,
+    },
     /// No token configured: loopback only.
     Loopback,
 }
@@ -161,7 +164,9 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .find(|c| c.name() == SESSION_COOKIE)
         .map(|c| c.value().to_string())
         .filter(|v| {
-            v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -359,7 +364,11 @@ impl LoginThrottle {
         if !clients.contains_key(&key) && clients.len() >= LOGIN_CLIENTS {
             clients.retain(|_, w| now.duration_since(w.started) < LOGIN_WINDOW);
             if clients.len() >= LOGIN_CLIENTS {
-                if let Some(oldest) = clients.iter().min_by_key(|(_, w)| w.started).map(|(k, _)| *k) {
+                if let Some(oldest) = clients
+                    .iter()
+                    .min_by_key(|(_, w)| w.started)
+                    .map(|(k, _)| *k)
+                {
                     clients.remove(&oldest);
                 }
             }
@@ -453,7 +462,9 @@ mod tests {
         }
         assert_eq!(t.len(), LOGIN_CLIENTS);
         // The newest clients are still counted.
-        let last = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + LOGIN_CLIENTS as u32 + 99));
+        let last = IpAddr::V4(std::net::Ipv4Addr::from(
+            0x0a00_0000 + LOGIN_CLIENTS as u32 + 99,
+        ));
         for _ in 1..LOGIN_FAILURES {
             t.attempt(last, now + Duration::from_secs(1)).unwrap();
         }
@@ -469,11 +480,16 @@ mod tests {
             format!("other=1; {SESSION_COOKIE}={id}").parse().unwrap(),
         );
         assert_eq!(session_id(&h), Some(id));
-        h.insert(header::COOKIE, format!("{SESSION_COOKIE}=short").parse().unwrap());
+        h.insert(
+            header::COOKIE,
+            format!("{SESSION_COOKIE}=short").parse().unwrap(),
+        );
         assert_eq!(session_id(&h), None);
         h.insert(
             header::COOKIE,
-            format!("{SESSION_COOKIE}={}", "a".repeat(43)).parse().unwrap(),
+            format!("{SESSION_COOKIE}={}", "a".repeat(43))
+                .parse()
+                .unwrap(),
         );
         assert!(session_id(&h).is_some());
     }

@@ -241,7 +241,10 @@ mod tests {
             ],
             &["10.0.0.0/16"],
         );
-        assert_eq!((c.ip, c.https, c.peer), (ip("203.0.113.9"), false, ip("203.0.113.9")));
+        assert_eq!(
+            (c.ip, c.https, c.peer),
+            (ip("203.0.113.9"), false, ip("203.0.113.9"))
+        );
         let c = client("10.0.3.4", &[], &["10.0.0.0/16"]);
         assert_eq!((c.ip, c.https), (ip("10.0.3.4"), false));
     }
@@ -252,10 +255,16 @@ mod tests {
         // What the client wrote comes first; each proxy appends what it saw.
         let c = client(
             "10.0.1.5",
-            &[("x-forwarded-for", "1.2.3.4, 198.51.100.7"), ("x-forwarded-proto", "https")],
+            &[
+                ("x-forwarded-for", "1.2.3.4, 198.51.100.7"),
+                ("x-forwarded-proto", "https"),
+            ],
             &alb,
         );
-        assert_eq!((c.ip, c.https, c.peer), (ip("198.51.100.7"), true, ip("10.0.1.5")));
+        assert_eq!(
+            (c.ip, c.https, c.peer),
+            (ip("198.51.100.7"), true, ip("10.0.1.5"))
+        );
         // Two trusted hops (CloudFront-like edge in the VPC, then the ALB), repeated headers, ports.
         let c = client(
             "10.0.1.5",
@@ -268,14 +277,26 @@ mod tests {
         );
         assert_eq!((c.ip, c.https), (ip("198.51.100.7"), true));
         // Every hop trusted: the left-most is the client. Garbage stops the walk at the proxy that wrote it.
-        let c = client("10.0.1.5", &[("x-forwarded-for", "10.0.7.7, 10.0.1.6")], &alb);
+        let c = client(
+            "10.0.1.5",
+            &[("x-forwarded-for", "10.0.7.7, 10.0.1.6")],
+            &alb,
+        );
         assert_eq!(c.ip, ip("10.0.7.7"));
-        let c = client("10.0.1.5", &[("x-forwarded-for", "1.2.3.4, unknown, 10.0.1.6")], &alb);
+        let c = client(
+            "10.0.1.5",
+            &[("x-forwarded-for", "1.2.3.4, unknown, 10.0.1.6")],
+            &alb,
+        );
         assert_eq!(c.ip, ip("10.0.1.6"));
         let c = client("10.0.1.5", &[("x-forwarded-for", "")], &alb);
         assert_eq!(c.ip, ip("10.0.1.5"));
         // An IPv4 peer seen through an IPv6 socket is the same address.
-        let c = client("::ffff:10.0.1.5", &[("x-forwarded-for", "::ffff:198.51.100.7")], &alb);
+        let c = client(
+            "::ffff:10.0.1.5",
+            &[("x-forwarded-for", "::ffff:198.51.100.7")],
+            &alb,
+        );
         assert_eq!((c.ip, c.peer), (ip("198.51.100.7"), ip("10.0.1.5")));
         // No X-Forwarded-Proto: not https.
         let c = client("10.0.1.5", &[("x-forwarded-for", "198.51.100.7")], &alb);
@@ -297,17 +318,27 @@ mod tests {
         // Quoted commas and semicolons do not split; parameter names are case-insensitive.
         let c = client(
             "127.0.0.1",
-            &[("forwarded", "For=\"_hidden,;x\";Proto=https, FOR=198.51.100.3;PROTO=HTTPS")],
+            &[(
+                "forwarded",
+                "For=\"_hidden,;x\";Proto=https, FOR=198.51.100.3;PROTO=HTTPS",
+            )],
             &lb,
         );
         assert_eq!((c.ip, c.https), (ip("198.51.100.3"), true));
         // An obfuscated node stops at the trusted proxy that reported it, with its scheme.
-        let c = client("127.0.0.1", &[("forwarded", "for=198.51.100.3, for=_gazonk;proto=https")], &lb);
+        let c = client(
+            "127.0.0.1",
+            &[("forwarded", "for=198.51.100.3, for=_gazonk;proto=https")],
+            &lb,
+        );
         assert_eq!((c.ip, c.https), (ip("127.0.0.1"), true));
         // X-Forwarded-For wins: a client behind an ALB cannot choose its address with Forwarded.
         let c = client(
             "127.0.0.1",
-            &[("forwarded", "for=192.0.2.1"), ("x-forwarded-for", "198.51.100.4")],
+            &[
+                ("forwarded", "for=192.0.2.1"),
+                ("x-forwarded-for", "198.51.100.4"),
+            ],
             &lb,
         );
         assert_eq!(c.ip, ip("198.51.100.4"));
@@ -315,9 +346,19 @@ mod tests {
 
     #[test]
     fn proxy_headers_are_recognised() {
-        for name in ["forwarded", "via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "X-Forwarded-Port"] {
+        for name in [
+            "forwarded",
+            "via",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "X-Forwarded-Port",
+        ] {
             let mut h = HeaderMap::new();
-            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), "x".parse().unwrap());
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "x".parse().unwrap(),
+            );
             assert!(proxy_header(&h).is_some(), "{name}");
         }
         let mut h = HeaderMap::new();

@@ -335,7 +335,11 @@ impl Cli {
         }
         if self.session_lifetime == 0 || self.session_idle == 0 {
             return Err(err(
-                if self.session_lifetime == 0 { "--session-lifetime" } else { "--session-idle" },
+                if self.session_lifetime == 0 {
+                    "--session-lifetime"
+                } else {
+                    "--session-idle"
+                },
                 "must be at least 1 second",
             ));
         }

@@ -241,11 +241,7 @@ struct LoginForm {
 }
 
 /// Checks the token (at most `auth::LOGIN_FAILURES` tries per client per minute) and starts a session.
-async fn login(
-    State(app): State<Arc<App>>,
-    client: Client,
-    Form(f): Form<LoginForm>,
-) -> Response {
+async fn login(State(app): State<Arc<App>>, client: Client, Form(f): Form<LoginForm>) -> Response {
     if app.api_token.is_none() {
         return Redirect::to("/").into_response();
     }

@@ -377,7 +377,10 @@ async fn sessions_are_random_own_their_csrf_token_and_end_at_logout() {
     assert_eq!(b.start_link(&a, &csrf_a).await, 303, "to the login form");
     assert!(b.signed_in(&c).await, "the other session goes on");
     // A made-up session id opens nothing either.
-    assert!(!b.signed_in("link_console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await);
+    assert!(
+        !b.signed_in("link_console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -403,7 +406,10 @@ async fn an_idle_session_expires_and_use_keeps_it_alive() {
     assert!(b.signed_in(&s).await, "6 s after login, used all along");
     // ... and left alone longer than the limit, it is refused.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    assert!(!b.signed_in(&s).await, "idle for longer than --session-idle");
+    assert!(
+        !b.signed_in(&s).await,
+        "idle for longer than --session-idle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
