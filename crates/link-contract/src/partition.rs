@@ -117,6 +117,19 @@ const PARTITIONS: &[Partition] = &[
 ];
 
 impl Partition {
+    /// Every partition (for tools that export the table, such as the verifiers' test vectors).
+    pub fn all() -> &'static [Partition] {
+        PARTITIONS
+    }
+
+    /// The regions of this partition that exist, sorted ([`Self::region_exists`]).
+    pub fn regions(&self) -> &'static [&'static str] {
+        crate::regions::REGIONS
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map_or(&[], |(_, regions)| regions)
+    }
+
     /// The partition named `name` (as in an ARN).
     pub fn named(name: &str) -> Option<&'static Partition> {
         PARTITIONS.iter().find(|p| p.name == name)
@@ -153,10 +166,7 @@ impl Partition {
     /// Whether `region` is a region of this partition that exists, by the SDKs' endpoint data
     /// ([`crate::regions`], from botocore). The registry sends proofs only to STS endpoints of these.
     pub fn region_exists(&self, region: &str) -> bool {
-        crate::regions::REGIONS
-            .iter()
-            .find(|(name, _)| *name == self.name)
-            .is_some_and(|(_, regions)| regions.binary_search(&region).is_ok())
+        self.regions().binary_search(&region).is_ok()
     }
 }
 

@@ -121,6 +121,20 @@ pub enum PartError {
     Envelope { field: &'static str, set: String },
 }
 
+impl PartError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::Count(_) | Self::TooMany(_) => r::PART_COUNT,
+            Self::Index { .. } => r::PART_INDEX,
+            Self::Set => r::PART_SET,
+            Self::TooLarge { .. } => r::PART_SET_SIZE,
+            Self::Envelope { .. } => r::PART_ENVELOPE,
+        }
+    }
+}
+
 /// The bounds every part must keep, checked before anything of it is stored or kept.
 pub fn check_part(part: &Part) -> Result<(), PartError> {
     if part.count == 0 || part.count > MAX_PARTS {
@@ -216,6 +230,18 @@ pub enum ReassemblyError {
     Numbering { count: usize, got: Vec<usize> },
     #[error(transparent)]
     Part(#[from] PartError),
+}
+
+impl ReassemblyError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::Empty | Self::Numbering { .. } => r::PART_INDEX,
+            Self::Mismatch { .. } => r::PART_ENVELOPE,
+            Self::Part(e) => e.reason(),
+        }
+    }
 }
 
 /// Puts a split event back together one part at a time, in order of `index`: each part's inventory is

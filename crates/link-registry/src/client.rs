@@ -107,7 +107,8 @@ pub(crate) fn proxy_header(headers: &HeaderMap) -> Option<&HeaderName> {
     })
 }
 
-fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+/// Whether `ip` (canonical: an IPv4-mapped IPv6 address as IPv4) is a trusted proxy.
+pub(crate) fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 

@@ -116,6 +116,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
 
+    /// Connections one client (a peer address; an IPv6 /64) may hold at once; more are answered 429.
+    /// Peers that are trusted proxies are not held to it (they carry many clients).
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_client: usize,
+
     /// Seconds a client has to send a request's headers, from its first byte (or from connecting).
     #[arg(long, default_value_t = 10)]
     pub header_timeout: u64,
@@ -130,9 +135,49 @@ pub struct Cli {
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
 
+    /// Bytes per second a request body must average once --body-rate-grace has passed; a slower body is
+    /// cut with 408 (0: only --body-timeout applies).
+    #[arg(long, default_value_t = 1024)]
+    pub min_body_rate: u64,
+
+    /// Seconds a request body may take before --min-body-rate applies (latency, a stall on a bad link).
+    #[arg(long, default_value_t = 5)]
+    pub body_rate_grace: u64,
+
     /// Replaces AWS STS for proof checks: loopback URLs only (tests, local runs).
     #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
     pub sts_endpoint: Option<Url>,
+
+    /// Only sessions of roles whose name matches may prove an event (`*` matches anything), e.g.
+    /// `*-BasicLambdaRole-*`, the customer stack's function role. Default: any assumed role of the account.
+    #[arg(long, env = "LINK_RECEIVER_PROOF_ROLE_PATTERN")]
+    pub proof_role_pattern: Option<String>,
+
+    /// Proofs sent to STS per second from one client (bursts of 4x); more are answered 429.
+    #[arg(long, default_value_t = 5.0)]
+    pub proof_rate_per_client: f64,
+
+    /// Proofs sent to STS per second by this receiver in all (bursts of 2x); more are answered 429.
+    #[arg(long, default_value_t = 100.0)]
+    pub proof_rate: f64,
+
+    /// Deliveries one AWS account may have stored per hour (0: no limit); more are answered 429 with
+    /// Retry-After until the hour ends.
+    #[arg(
+        long,
+        env = "LINK_REGISTRY_ACCOUNT_EVENTS_PER_HOUR",
+        default_value_t = 3600
+    )]
+    pub account_events_per_hour: u64,
+
+    /// Bytes of deliveries one AWS account may have stored per hour (0: no limit).
+    #[arg(long, env = "LINK_REGISTRY_ACCOUNT_BYTES_PER_HOUR", default_value_t = 256 * 1024 * 1024)]
+    pub account_bytes_per_hour: u64,
+
+    /// Delete deliveries (and rejected ones) received more than this many days ago, except the one
+    /// holding a link's current inventory. Default: keep everything.
+    #[arg(long, env = "LINK_REGISTRY_RETAIN_EVENTS_DAYS")]
+    pub retain_events_days: Option<u64>,
 
     /// The registry's public origin (https://links.example.com): the callback URL in quick-create links
     /// is <public-url>/hooks/account-link, and console cookies are Secure when it is https. Default:
@@ -180,9 +225,13 @@ pub struct Cli {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average after `body_rate_grace` (0: no minimum).
+    pub min_body_rate: u64,
+    pub body_rate_grace: Duration,
     /// The request line and headers together.
     pub max_header_bytes: usize,
 }
@@ -192,9 +241,12 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_connections: 512,
+            max_connections_per_client: 32,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            body_rate_grace: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
         }
     }
@@ -209,6 +261,9 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub limits: Limits,
     pub console: Console,
+    pub store: crate::store::StoreOptions,
+    /// Deliveries older than this are deleted (see `--retain-events-days`).
+    pub retain_events: Option<Duration>,
     /// Peers whose forwarding headers name the client.
     pub trusted_proxies: Vec<IpNet>,
     pub sessions: SessionLimits,
@@ -257,6 +312,8 @@ pub struct Auth {
     pub audience: Option<String>,
     pub tolerance_secs: u64,
     pub sts_endpoint: Option<Url>,
+    pub proof_role_pattern: Option<String>,
+    pub proof_limits: crate::proof::RateLimits,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -349,6 +406,36 @@ impl Cli {
         if self.max_connections == 0 {
             return Err(err("--max-connections", "must be at least 1"));
         }
+        let proof_role_pattern = self.proof_role_pattern.filter(|p| !p.is_empty());
+        if let Some(p) = &proof_role_pattern {
+            if p.len() > 64
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-*".contains(&b))
+            {
+                return Err(err(
+                    "--proof-role-pattern",
+                    "must be an IAM role name with * wildcards (at most 64 characters)",
+                ));
+            }
+        }
+        for (flag, rate) in [
+            ("--proof-rate-per-client", self.proof_rate_per_client),
+            ("--proof-rate", self.proof_rate),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(err(flag, "must be a number of proofs per second above 0"));
+            }
+        }
+        if self.retain_events_days == Some(0) {
+            return Err(err(
+                "--retain-events-days",
+                "must be at least 1 (leave it out to keep every delivery)",
+            ));
+        }
+        if self.max_connections_per_client == 0 {
+            return Err(err("--max-connections-per-client", "must be at least 1"));
+        }
         let console = Console {
             public_url: match self.public_url {
                 Some(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
@@ -405,7 +492,23 @@ impl Cli {
                 audience,
                 tolerance_secs: self.tolerance,
                 sts_endpoint: self.sts_endpoint,
+                proof_role_pattern,
+                proof_limits: crate::proof::RateLimits {
+                    per_client_per_second: self.proof_rate_per_client,
+                    per_client_burst: (self.proof_rate_per_client * 4.0).max(1.0),
+                    global_per_second: self.proof_rate,
+                    global_burst: (self.proof_rate * 2.0).max(1.0),
+                },
             },
+            store: crate::store::StoreOptions {
+                quotas: crate::store::Quotas {
+                    events_per_hour: self.account_events_per_hour,
+                    bytes_per_hour: self.account_bytes_per_hour,
+                },
+            },
+            retain_events: self
+                .retain_events_days
+                .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
             api_token,
             trusted_proxies,
             sessions: SessionLimits {
@@ -415,9 +518,12 @@ impl Cli {
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+                min_body_rate: self.min_body_rate,
+                body_rate_grace: Duration::from_secs(self.body_rate_grace),
                 ..Limits::default()
             },
         })
@@ -507,6 +613,9 @@ mod tests {
         assert_eq!(s.auth.mode, AuthMode::HmacAndProof);
         assert!(s.listen.ip().is_loopback());
         assert_eq!(s.database, "sqlite://link-registry.db");
+        assert_eq!(s.limits.max_connections_per_client, 32);
+        assert_eq!(s.limits.min_body_rate, 1024);
+        assert_eq!(s.limits.body_rate_grace, Duration::from_secs(5));
         assert!(cli(&["--auth-mode", "hmac-only", "--secret", SECRET]).is_ok());
         assert!(cli(&["--auth-mode", "proof-only", "--audience", "a"]).is_ok());
     }
@@ -555,6 +664,12 @@ mod tests {
                 .unwrap_err()
                 .flag,
             "--template-url"
+        );
+        assert_eq!(
+            with(&["--max-connections-per-client", "0"])
+                .unwrap_err()
+                .flag,
+            "--max-connections-per-client"
         );
         let ok = with(&["--stack-param", "ProviderAccountId=111122223333"]).unwrap();
         assert_eq!(

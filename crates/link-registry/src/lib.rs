@@ -2,7 +2,8 @@
 //! verifies who sent them, stores them durably, and serves what it knows.
 //!
 //! - [`config`]: the command line, checked at start (what would expose data or weaken checks is refused).
-//! - `server`: the listener and its limits (connections, header size and time).
+//! - `server`: the listener and its limits (connections, each client's share, header size and time, body
+//!   rate).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
 //! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
@@ -88,6 +89,18 @@ pub struct Registry {
     app: Arc<App>,
 }
 
+/// Deletes what is no longer kept, once an hour (jittered, so receivers sharing a database spread out).
+async fn purge_every_hour(store: Store, retain: Option<std::time::Duration>) {
+    loop {
+        let jitter = u64::from(auth::random_bytes(2)[0]) * 4;
+        tokio::time::sleep(std::time::Duration::from_secs(3600 - 512 + jitter)).await;
+        match store.purge(retain).await {
+            Ok(n) => tracing::info!(deleted = n, "purged expired rows"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; retried in an hour"),
+        }
+    }
+}
+
 impl Registry {
     /// Opens the database (migrating it) and binds the listen address.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
@@ -95,13 +108,16 @@ impl Registry {
             true => Some(proof::ProofVerifier::with_options(
                 proof::VerifierOptions {
                     endpoint_override: settings.auth.sts_endpoint.as_ref().map(|u| u.to_string()),
+                    limits: settings.auth.proof_limits,
+                    role_pattern: settings.auth.proof_role_pattern.clone(),
                     ..proof::VerifierOptions::default()
                 },
             )?),
             false => None,
         };
-        let store = Store::open(&settings.database).await?;
+        let store = Store::open_with(&settings.database, settings.store.clone()).await?;
         tracing::info!(engine = ?store.engine(), "database ready, migrations applied");
+        tokio::spawn(purge_every_hour(store.clone(), settings.retain_events));
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -162,6 +178,13 @@ impl Registry {
             // Pages following changes hold their connections open: end them so shutdown can finish.
             let _ = app.closing.send(true);
         };
-        server::serve(self.listener, self.router, self.limits, shutdown).await;
+        // Trusted proxies (--trusted-proxy) carry many clients: exempt from the per-client connection cap.
+        let trusted = self.app.trusted_proxies.clone();
+        let exempt: server::Exempt = if trusted.is_empty() {
+            server::nobody_exempt()
+        } else {
+            Arc::new(move |ip| client::is_trusted(&trusted, ip.to_canonical()))
+        };
+        server::serve(self.listener, self.router, self.limits, exempt, shutdown).await;
     }
 }
