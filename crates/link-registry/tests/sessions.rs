@@ -483,3 +483,60 @@ async fn sessions_are_shared_by_receivers_on_postgres_stored_hashed_and_purged()
     );
     assert!(b2.signed_in(&fresh).await);
 }
+
+/// A connection to `receiver` from the loopback address `from` (all of 127.0.0.0/8 is loopback on Linux).
+async fn connect_from(receiver: &Receiver, from: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let to = receiver.url.trim_start_matches("http://").parse().unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// How many of `conns` the receiver closes within `at_most` (reading what they are sent).
+async fn closed_within(conns: &mut [tokio::net::TcpStream], at_most: Duration) -> usize {
+    use tokio::io::AsyncReadExt;
+    let ends = futures::future::join_all(conns.iter_mut().map(|tcp| async move {
+        let mut buf = vec![0u8; 4096];
+        let started = std::time::Instant::now();
+        while started.elapsed() < at_most {
+            match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                _ => {}
+            }
+        }
+        false
+    }))
+    .await;
+    ends.into_iter().filter(|closed| *closed).count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxy_is_not_held_to_the_per_client_connection_cap() {
+    // A load balancer carries many clients' connections: --trusted-proxy exempts it from the per-client
+    // cap; any other peer is held to it.
+    let receiver = Receiver::start(
+        &support::sqlite_url("sessions-proxy-connections"),
+        &[
+            "--api-token",
+            TOKEN,
+            "--trusted-proxy",
+            "127.0.0.2",
+            "--max-connections-per-client",
+            "2",
+            "--header-timeout",
+            "60",
+        ],
+    );
+    let mut proxy = Vec::new();
+    let mut other = Vec::new();
+    for _ in 0..4 {
+        proxy.push(connect_from(&receiver, [127, 0, 0, 2]).await);
+        other.push(connect_from(&receiver, [127, 0, 0, 3]).await);
+    }
+    let (proxy_closed, other_closed) = tokio::join!(
+        closed_within(&mut proxy, Duration::from_secs(3)),
+        closed_within(&mut other, Duration::from_secs(3)),
+    );
+    assert_eq!(proxy_closed, 0, "the trusted proxy keeps its 4 connections");
+    assert_eq!(other_closed, 2, "another peer is held to 2");
+}
