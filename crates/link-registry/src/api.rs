@@ -14,7 +14,7 @@ use link_contract::inventory::RegionInventory;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{self, Access};
+use crate::auth::{self, Access, Refused};
 use crate::store::{LinkQuery, Selection};
 use crate::App;
 
@@ -46,14 +46,27 @@ pub(crate) async fn require_access(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(access) = auth::access(&app, req.headers()) else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "send Authorization: Bearer <the registry's API token>",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-        return r;
+    let access = match auth::access(&app, req.headers()).await {
+        Ok(a) => a,
+        Err(Refused::NotSignedIn) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "send Authorization: Bearer <the registry's API token>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            return r;
+        }
+        Err(Refused::BehindProxy(h)) => {
+            return error(StatusCode::FORBIDDEN, &Refused::proxy_message(&h))
+        }
+        Err(Refused::Unavailable(e)) => {
+            tracing::error!(error = %e, "api: sessions unavailable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the registry's database is unavailable",
+            );
+        }
     };
     req.extensions_mut().insert(access);
     next.run(req).await
@@ -247,7 +260,7 @@ async fn save_selection(
     Path(link_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if !auth::csrf_ok(&app, access, &headers, None) {
+    if !auth::csrf_ok(&app, &access, &headers, None) {
         return csrf_refused();
     }
     let selection: Selection = match serde_json::from_slice(&body) {
@@ -308,7 +321,7 @@ async fn create_request(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !auth::csrf_ok(&app, access, &headers, None) {
+    if !auth::csrf_ok(&app, &access, &headers, None) {
         return csrf_refused();
     }
     let asked: NewRequest = if body.iter().all(u8::is_ascii_whitespace) {

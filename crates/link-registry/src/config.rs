@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
 use link_contract::signing::SigningSecret;
 use url::Url;
 
@@ -81,6 +82,26 @@ pub struct Cli {
     /// Bearer token for the read API and the console. Without it they answer only on a loopback address.
     #[arg(long, env = "LINK_REGISTRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+
+    /// A load balancer or proxy in front whose forwarding headers (X-Forwarded-For, X-Forwarded-Proto,
+    /// Forwarded) are believed: an address or CIDR; repeat, or comma-separate in the environment. Behind an
+    /// AWS ALB: the VPC's CIDR (its nodes' addresses change). From any other peer these headers are ignored.
+    /// Needs --api-token.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LINK_REGISTRY_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Seconds a console session lasts from its login, however much it is used.
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub session_lifetime: u64,
+
+    /// Seconds a console session may go unused before it ends.
+    #[arg(long, default_value_t = 30 * 60)]
+    pub session_idle: u64,
 
     /// Accepted distance in seconds between webhook-timestamp and this host's clock.
     #[arg(long, default_value_t = link_contract::signing::DEFAULT_TOLERANCE_SECS)]
@@ -243,6 +264,27 @@ pub struct Settings {
     pub store: crate::store::StoreOptions,
     /// Deliveries older than this are deleted (see `--retain-events-days`).
     pub retain_events: Option<Duration>,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: Vec<IpNet>,
+    pub sessions: SessionLimits,
+}
+
+/// How long a console session lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// From its login.
+    pub lifetime: Duration,
+    /// Without use.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(12 * 3600),
+            idle: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// What the console offers a provider's customer.
@@ -338,6 +380,24 @@ impl Cli {
                      without a token they are served on a loopback address only",
                     self.listen
                 ),
+            ));
+        }
+        let trusted_proxies = parse_proxies(&self.trusted_proxies)?;
+        if !trusted_proxies.is_empty() && api_token.is_none() {
+            return Err(err(
+                "--trusted-proxy",
+                "needs --api-token: without a token the registry trusts requests that name a loopback host, \
+                 which every request through a proxy can do",
+            ));
+        }
+        if self.session_lifetime == 0 || self.session_idle == 0 {
+            return Err(err(
+                if self.session_lifetime == 0 {
+                    "--session-lifetime"
+                } else {
+                    "--session-idle"
+                },
+                "must be at least 1 second",
             ));
         }
         if self.max_body_bytes < 16 * 1024 {
@@ -450,6 +510,11 @@ impl Cli {
                 .retain_events_days
                 .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
             api_token,
+            trusted_proxies,
+            sessions: SessionLimits {
+                lifetime: Duration::from_secs(self.session_lifetime),
+                idle: Duration::from_secs(self.session_idle),
+            },
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
@@ -463,6 +528,32 @@ impl Cli {
             },
         })
     }
+}
+
+/// `--trusted-proxy` values: CIDRs or single addresses.
+fn parse_proxies(raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let net = r
+                .parse::<IpNet>()
+                .or_else(|_| r.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    err(
+                        "--trusted-proxy",
+                        format!("'{r}' is not an address or a CIDR such as 10.0.0.0/16"),
+                    )
+                })?;
+            if net.prefix_len() == 0 {
+                return Err(err(
+                    "--trusted-proxy",
+                    format!("'{r}' would trust every client to name its own address"),
+                ));
+            }
+            Ok(net.trunc())
+        })
+        .collect()
 }
 
 fn parse_stack_param(raw: &str) -> Result<(String, String), ConfigError> {
@@ -586,6 +677,36 @@ mod tests {
             [("ProviderAccountId".to_string(), "111122223333".to_string())]
         );
         assert_eq!(ok.console.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            with(&["--trusted-proxy", "10.0.0.0/16"]).unwrap_err().flag,
+            "--trusted-proxy",
+            "a proxy needs a token"
+        );
+        let token = ["--api-token", "0123456789abcdef0123"];
+        let proxied = |p: &str| with(&[token[0], token[1], "--trusted-proxy", p]);
+        for bad in ["0.0.0.0/0", "::/0", "10.0.0.0/33", "nginx"] {
+            let e = proxied(bad).unwrap_err();
+            assert_eq!(e.flag, "--trusted-proxy", "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let ok = with(&[
+            token[0],
+            token[1],
+            "--trusted-proxy",
+            "10.0.7.9/16",
+            "--trusted-proxy",
+            "127.0.0.1,2001:db8::/56",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.trusted_proxies,
+            ["10.0.0.0/16", "127.0.0.1/32", "2001:db8::/56"].map(|n| n.parse::<IpNet>().unwrap())
+        );
+        assert_eq!(ok.sessions, SessionLimits::default());
+        assert_eq!(
+            with(&["--session-idle", "0"]).unwrap_err().flag,
+            "--session-idle"
+        );
         let e = cli(&["--auth-mode", "hmac-only", "--secret", "whsec_AAAA"]).unwrap_err();
         assert_eq!(e.flag, "--secret");
         assert!(!e.to_string().contains("AAAA"), "{e}");

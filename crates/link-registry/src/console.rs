@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,7 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{self, Access};
+use crate::auth::{self, Access, Refused};
+use crate::client::Client;
 use crate::store::{LinkQuery, LinkRequest, LinkView, RejectedView, RequestAccounts, StoreError};
 use crate::App;
 
@@ -184,7 +186,10 @@ fn secure_headers(h: &mut HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Markup {
+/// A page. `access`: how its viewer came in (None: not signed in, e.g. the login page, which then carries
+/// no CSRF token).
+fn layout(app: &App, access: Option<&Access>, title: &str, body: Markup) -> Markup {
+    let csrf = access.and_then(|a| auth::page_csrf(app, a));
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -195,12 +200,13 @@ fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Marku
                 link rel="stylesheet" href="/console/assets/console.css";
                 script src="/console/assets/console.js" defer {}
             }
-            body data-csrf=(app.keys.csrf()) {
+            body data-csrf=[csrf] {
                 header.top {
                     a.brand href="/" { "Account links" }
-                    @if access == Some(Access::Session) {
+                    @if let Some(Access::Session { csrf, .. }) = access {
                         form.inline method="post" action="/logout" {
-                            button.link type="submit" { "Log out" }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button.link #logout type="submit" { "Log out" }
                         }
                     }
                 }
@@ -211,12 +217,19 @@ fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Marku
 }
 
 /// The caller, or the way to the login form.
-fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Box<Response>> {
-    auth::access(app, headers).ok_or_else(|| {
-        Box::new(if app.api_token.is_some() {
-            Redirect::to("/login").into_response()
-        } else {
-            (StatusCode::FORBIDDEN, "use a loopback address").into_response()
+async fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Box<Response>> {
+    auth::access(app, headers).await.map_err(|why| {
+        Box::new(match why {
+            Refused::NotSignedIn if app.api_token.is_some() => {
+                Redirect::to("/login").into_response()
+            }
+            Refused::NotSignedIn => {
+                (StatusCode::FORBIDDEN, "use a loopback address").into_response()
+            }
+            Refused::BehindProxy(h) => {
+                (StatusCode::FORBIDDEN, Refused::proxy_message(&h)).into_response()
+            }
+            Refused::Unavailable(e) => unavailable(e),
         })
     })
 }
@@ -267,28 +280,92 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
+/// Checks the token (at most `auth::LOGIN_FAILURES` tries per client per minute) and starts a session.
+async fn login(State(app): State<Arc<App>>, client: Client, Form(f): Form<LoginForm>) -> Response {
     if app.api_token.is_none() {
         return Redirect::to("/").into_response();
     }
+    if let Err(wait) = app
+        .sessions
+        .throttle
+        .attempt(client.ip, std::time::Instant::now())
+    {
+        let secs = auth::retry_after_secs(wait);
+        tracing::warn!(client = %client.ip, peer = %client.peer, "console login refused: too many failed attempts");
+        let mut r = login_page(
+            &app,
+            Some(&format!(
+                "Too many failed logins from your address: try again in {secs} s."
+            )),
+        );
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
     if !auth::token_matches(&app, &f.token) {
+        tracing::warn!(client = %client.ip, peer = %client.peer, "console login refused: not the API token");
         let mut r = login_page(&app, Some("That is not the registry's API token."));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
     }
+    app.sessions.throttle.succeeded(client.ip);
+    let cookie = match auth::start_session(&app, &client).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    tracing::info!(client = %client.ip, "console login");
     let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&app.keys.session_cookie()) {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
 }
 
-async fn logout(State(app): State<Arc<App>>) -> Response {
-    let mut r = Redirect::to("/login").into_response();
-    if let Ok(v) = HeaderValue::from_str(&app.keys.clear_cookie()) {
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+/// Ends the session, on the server, when the page's CSRF token comes with it (else a cross-site form
+/// could log an operator out).
+async fn logout(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let access = match auth::access(&app, &headers).await {
+        Ok(a) => a,
+        Err(Refused::Unavailable(e)) => return unavailable(e),
+        // Nothing to end: whatever the browser holds is worth nothing.
+        Err(_) => return cleared(Redirect::to("/login").into_response()),
+    };
+    if !matches!(access, Access::Session { .. }) {
+        return Redirect::to("/").into_response();
+    }
+    let given = form.as_ref().ok().map(|Form(f)| f.csrf.as_str());
+    if !auth::csrf_ok(&app, &access, &headers, given) {
+        return stale_form();
+    }
+    if let Err(e) = auth::end_session(&app, &access).await {
+        return unavailable(e);
+    }
+    cleared(Redirect::to("/login").into_response())
+}
+
+fn cleared(mut r: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+fn stale_form() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "The form is stale: reload the page and try again.",
+    )
+        .into_response()
 }
 
 // ---- accounts ----
@@ -303,7 +380,7 @@ async fn accounts(
     headers: HeaderMap,
     Query(p): Query<AccountsParams>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -324,7 +401,7 @@ async fn accounts(
         section.actions {
             h1 { "AWS accounts" }
             form method="post" action="/console/requests" {
-                input type="hidden" name="csrf" value=(app.keys.csrf());
+                input type="hidden" name="csrf" value=(auth::page_csrf(&app, &access).unwrap_or_default());
                 button #start-link type="submit" { "Link an AWS account" }
                 details.inline #several {
                     summary { "For several accounts (StackSets)" }
@@ -371,7 +448,7 @@ async fn accounts(
             (rejected_table(&rejected.items))
         }
     };
-    html_page(layout(&app, Some(access), "Accounts", body))
+    html_page(layout(&app, Some(&access), "Accounts", body))
 }
 
 /// Deliveries refused because they named another stack's link: who sent them and why.
@@ -447,16 +524,12 @@ async fn start_link(
     headers: HeaderMap,
     Form(f): Form<StartForm>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    if !auth::csrf_ok(&app, access, &headers, Some(&f.csrf)) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form is stale: reload the page and try again.",
-        )
-            .into_response();
+    if !auth::csrf_ok(&app, &access, &headers, Some(&f.csrf)) {
+        return stale_form();
     }
     let expected: Vec<String> = f
         .expected_accounts
@@ -482,7 +555,7 @@ async fn request_page(
     headers: HeaderMap,
     Path(external_id): Path<String>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -533,7 +606,7 @@ async fn request_page(
             }
         }
     };
-    html_page(layout(&app, Some(access), "Link an AWS account", body))
+    html_page(layout(&app, Some(&access), "Link an AWS account", body))
 }
 
 fn status_text(r: &LinkRequest) -> String {
@@ -551,7 +624,7 @@ async fn link_page(
     headers: HeaderMap,
     Path(link_id): Path<String>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -613,7 +686,7 @@ async fn link_page(
     };
     html_page(layout(
         &app,
-        Some(access),
+        Some(&access),
         &format!("Account {}", l.account_id),
         body,
     ))
@@ -622,8 +695,14 @@ async fn link_page(
 // ---- live changes ----
 
 async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if auth::access(&app, &headers).is_none() {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(why) = auth::access(&app, &headers).await {
+        return match why {
+            Refused::BehindProxy(h) => {
+                (StatusCode::FORBIDDEN, Refused::proxy_message(&h)).into_response()
+            }
+            Refused::Unavailable(e) => unavailable(e),
+            Refused::NotSignedIn => StatusCode::UNAUTHORIZED.into_response(),
+        };
     }
     let Ok(permit) = app.followers.clone().try_acquire_owned() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

@@ -8,9 +8,11 @@
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
 //! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
 //! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
-//!   `auth`: who may use either (bearer token, session cookie, loopback) and CSRF.
+//!   `auth`: who may use either (bearer token, console sessions, loopback) and CSRF; `client`: the client's
+//!   address and scheme, through trusted proxies.
 //!
-//! Receivers keep no state of their own: several can share one PostgreSQL behind a load balancer.
+//! Receivers keep no state of their own (console sessions are in the database too; only failed logins are
+//! counted in memory): several can share one PostgreSQL behind a load balancer.
 
 pub mod config;
 pub mod proof;
@@ -19,6 +21,7 @@ mod store;
 
 mod api;
 mod auth;
+mod client;
 mod console;
 mod receiver;
 mod server;
@@ -52,7 +55,9 @@ pub(crate) struct App {
     /// Set when the registry stops, so that open change streams end.
     pub(crate) closing: watch::Sender<bool>,
     pub(crate) console: Console,
-    pub(crate) keys: auth::Keys,
+    pub(crate) sessions: auth::Sessions,
+    /// Peers whose forwarding headers name the client (`client`).
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Present when deliveries must prove their account.
     pub(crate) proofs: Option<proof::ProofVerifier>,
 }
@@ -124,7 +129,12 @@ impl Registry {
         let secure_cookie = settings.console.public_url.scheme() == "https";
         let app = Arc::new(App {
             store,
-            keys: auth::Keys::new(settings.api_token.as_deref(), secure_cookie),
+            sessions: auth::Sessions::new(
+                settings.api_token.as_deref(),
+                settings.sessions,
+                secure_cookie,
+            ),
+            trusted_proxies: settings.trusted_proxies,
             auth: settings.auth,
             limits: settings.limits,
             api_token: settings.api_token,
@@ -135,6 +145,7 @@ impl Registry {
             console: settings.console,
             proofs,
         });
+        auth::purge_expired(app.clone());
         let api = api::router().layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api::require_access,
@@ -167,14 +178,13 @@ impl Registry {
             // Pages following changes hold their connections open: end them so shutdown can finish.
             let _ = app.closing.send(true);
         };
-        // Trusted proxies are exempt from the per-client connection cap (none yet).
-        server::serve(
-            self.listener,
-            self.router,
-            self.limits,
-            server::nobody_exempt(),
-            shutdown,
-        )
-        .await;
+        // Trusted proxies (--trusted-proxy) carry many clients: exempt from the per-client connection cap.
+        let trusted = self.app.trusted_proxies.clone();
+        let exempt: server::Exempt = if trusted.is_empty() {
+            server::nobody_exempt()
+        } else {
+            Arc::new(move |ip| client::is_trusted(&trusted, ip.to_canonical()))
+        };
+        server::serve(self.listener, self.router, self.limits, exempt, shutdown).await;
     }
 }

@@ -15,6 +15,7 @@
 //! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it
 //!   applied; an older event arriving late is kept in the history and changes nothing.
 
+mod sessions;
 mod write;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
