@@ -18,12 +18,12 @@
 //! Everything in an event is input from an account the provider does not control: a good signature or
 //! proof says who sent it, not that its counts, ids, names and times are sane.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,6 +34,7 @@ use link_contract::signing::{self, SigningSecret, VerifyError, WebhookHeaders};
 use tracing::Instrument;
 
 use crate::store::{event_millis, now_millis, Delivery, Outcome, Refusal, StoreError};
+use crate::client::Client;
 use crate::App;
 use link_contract::proof::Expected;
 
@@ -159,19 +160,20 @@ fn unix_now() -> u64 {
 /// The axum handler.
 pub(crate) async fn receive(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let webhook_id = text(signing::HEADER_ID).unwrap_or_default();
+    // The client as a trusted proxy reports it (the peer otherwise): what per-client limits count.
     let span = tracing::info_span!(
         "delivery",
-        %peer,
+        client = %client.ip,
         webhook_id = link_contract_id(webhook_id),
     );
     async move {
-        match accept(&app, peer, &headers, body).await {
+        match accept(&app, client.ip, &headers, body).await {
             Ok(message) => {
                 tracing::info!(outcome = %message, "delivery accepted");
                 reply(StatusCode::OK, &message)
@@ -201,7 +203,7 @@ fn link_contract_id(id: &str) -> String {
 
 async fn accept(
     app: &App,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<String, Rejected> {
@@ -282,7 +284,7 @@ async fn accept(
                 partition: &event.data.partition,
                 account_id: &event.data.account_id,
             };
-            match verifier.verify_from(peer.ip(), &proof, &expected).await {
+            match verifier.verify_from(client, &proof, &expected).await {
                 Ok(caller) => Some(caller.arn),
                 Err(crate::proof::ProofError::RateLimited { retry_after_secs }) => {
                     return Err(Rejected::ProofRateLimited(retry_after_secs))
