@@ -36,9 +36,10 @@ lint:
 unit-test: venv system-deps
 	cargo test --locked --workspace
 
-# The contract tests also validate the events a real run delivered (written by `cargo test`).
+# The contract tests also validate the events a real run delivered (written by `cargo test`); tests/bench checks
+# that BENCHMARKS.md's registry figures are rendered from the committed results file.
 template-test: venv
-	ACCOUNT_LINK_EVENTS_FILE=target/test-output/link-events.jsonl $(PY) -m pytest tests/template tests/contract -q
+	ACCOUNT_LINK_EVENTS_FILE=target/test-output/link-events.jsonl $(PY) -m pytest tests/template tests/contract tests/bench -q
 
 # The console in headless Chromium against link-receiver, the function and moto. The binaries are the ones
 # `cargo test` builds (the same features, so nothing is compiled again after unit-test).

@@ -9,8 +9,10 @@ of the Rust SDK the function uses).
       prints what boto3 lists, in detail: {region: {vpcId: {"cidrBlock", "isDefault", "ownerId",
       "subnets": {subnetId: {"cidrBlock", "availabilityZone", "availabilityZoneId",
       "availableIpAddressCount", "mapPublicIpOnLaunch"}}, "routeTables": [ids]}}}
-  moto_fixture.py --endpoint URL presign --bucket B --key K     prints a pre-signed PUT URL (creates B)
-  moto_fixture.py --endpoint URL read --bucket B --key K        prints the object (exit 1 if absent)
+  moto_fixture.py --endpoint URL presign --bucket B --key K     prints a pre-signed PUT URL (creates B, with
+      versioning, so that every PUT to K is kept)
+  moto_fixture.py --endpoint URL read --bucket B --key K        prints the object; exit 1 if absent or if K
+      was PUT more than once (CloudFormation reads one answer; a second PUT would overwrite the first)
   moto_fixture.py --endpoint URL sns-topic --name N             creates a topic and an SQS queue subscribed
       to it (raw delivery); prints {"topicArn", "queueUrl"}
   moto_fixture.py --endpoint URL sqs-drain --queue-url Q        prints every message body as a JSON list
@@ -162,15 +164,20 @@ def presign(args):
         s3.create_bucket(Bucket=args.bucket)
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
+    # Every PUT becomes a version of its own: `read` counts them.
+    s3.put_bucket_versioning(Bucket=args.bucket, VersioningConfiguration={"Status": "Enabled"})
     print(s3.generate_presigned_url("put_object", Params={"Bucket": args.bucket, "Key": args.key}, ExpiresIn=3600))
 
 
 def read(args):
     s3 = client("s3", args.endpoint, "us-east-1")
-    try:
-        sys.stdout.write(s3.get_object(Bucket=args.bucket, Key=args.key)["Body"].read().decode())
-    except s3.exceptions.NoSuchKey:
-        sys.exit(1)
+    listed = s3.list_object_versions(Bucket=args.bucket, Prefix=args.key)
+    versions = [v for v in listed.get("Versions", []) if v["Key"] == args.key]
+    if not versions:
+        sys.exit(f"read: nothing was PUT to {args.bucket}/{args.key}")
+    if len(versions) > 1:
+        sys.exit(f"read: {args.bucket}/{args.key} was PUT {len(versions)} times; exactly one answer is expected")
+    sys.stdout.write(s3.get_object(Bucket=args.bucket, Key=args.key)["Body"].read().decode())
 
 
 def sns_topic(args):

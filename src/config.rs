@@ -26,19 +26,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 const MIN_MAX_BODY_BYTES: usize = 16 * 1024;
 const MAX_AUDIENCE_LEN: usize = 256;
 
-/// Every variable the function reads besides the AWS SDK's standard ones (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL*`, credentials) and the runtime's.
-pub const ENV_VARS: &[&str] = &[
-    CALLBACK_URL_ENV,
-    SIGNING_SECRET_ENV,
-    SIGNING_SECRET_ARN_ENV,
-    SNS_TOPIC_ENV,
-    MAX_BODY_ENV,
-    AUTH_MODE_ENV,
-    AUDIENCE_ENV,
-    ALLOW_LOOPBACK_ENV,
-];
-
 /// Variables for local runs only: a stack must never set them (tests/template_contract.rs checks).
 pub const LOCAL_ONLY_ENV_VARS: &[&str] = &[SIGNING_SECRET_ENV, ALLOW_LOOPBACK_ENV];
 

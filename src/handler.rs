@@ -311,7 +311,7 @@ async fn answer(
     } else {
         "FAILED"
     };
-    tracing::info!(status, reason = %answer.reason, physical_resource_id = %answer.physical_resource_id, "answering CloudFormation");
+    tracing::info!(status, reason = %answer.reason, physical_resource_id = %answer.physical_resource_id, time_left_ms = deadline.remaining().as_millis() as u64, "answering CloudFormation");
     let body = cfn::render(reply, &answer);
     let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match cfn::put_answer(

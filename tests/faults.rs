@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use account_link::config::Callback;
 use account_link::deadline::Deadline;
@@ -13,7 +13,7 @@ use account_link::handler::{handle_payload, http_client, HandlerError, ANSWER_MA
 use account_link::notify::{webhook_retry_status, Channels, Webhook};
 use account_link::App;
 use common::http::{Recorded, Reply, Server};
-use common::{Listening, SECRET};
+use common::SECRET;
 use link_contract::signing::SigningSecret;
 use serde_json::Value;
 
@@ -171,20 +171,24 @@ async fn ec2_throttling_then_success_is_retried_by_the_sdk() {
 
 #[tokio::test]
 async fn a_three_second_deadline_with_hanging_ec2() {
+    common::capture_logs();
     let ec2 = Server::always(Reply::hang()).await;
     let app = app_with(&ec2, None).await;
-    let started = Instant::now();
-    let (result, answers, deadline) =
-        run(app, "create.json", Duration::from_secs(3), ok_s3().await).await;
-    assert!(result.is_ok());
-    assert_eq!(answers.len(), 1);
-    assert_eq!(answers[0]["Status"], "FAILED");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    assert!(
-        deadline.remaining() >= ANSWER_MARGIN - Duration::from_millis(200),
-        "answered with {:?} left",
-        deadline.remaining()
-    );
+    let s3 = ok_s3().await;
+    let mut payload = common::event("create.json", &s3.url(&format!("/bucket/3s?{S3_SECRET}")));
+    let id = common::own_request_id(&mut payload, "three-seconds");
+    let deadline = Deadline::after(Duration::from_secs(3));
+    let result = handle_payload(app, payload, common::FUNCTION_ARN, deadline).await;
+    assert!(result.is_ok(), "{result:?}");
+    let reqs = s3.requests();
+    assert_eq!(reqs.len(), 1);
+    let answer: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+    assert_eq!(answer["Status"], "FAILED");
+    // Compared with the deadline the function was given: the answer started with the margin left (by
+    // its own clock), and arrived before the deadline.
+    let left = common::time_left_when_answering(&id);
+    assert!(left >= ANSWER_MARGIN, "answered with {left:?} left");
+    assert!(reqs[0].at < deadline.instant().into_std());
 }
 
 #[tokio::test]
@@ -239,15 +243,16 @@ async fn response_url_unreachable_is_an_error_not_a_hang() {
 }
 
 #[tokio::test]
-async fn provider_answering_just_before_the_attempt_timeout_is_a_success() {
+async fn a_provider_answering_late_within_the_attempt_timeout_is_a_success() {
+    // Answers 3 s into a 5 s attempt timeout: slow, but in time (2 s to spare even on a loaded machine).
     let ec2 = Server::start(|_, r| ec2_reply(r, None)).await;
-    let provider = Server::always(Reply::status(200).delay(Duration::from_millis(800))).await;
+    let provider = Server::always(Reply::status(200).delay(Duration::from_secs(3))).await;
     let app = app_with(
         &ec2,
-        Some(webhook(&provider.url("/hook"), Duration::from_secs(1))),
+        Some(webhook(&provider.url("/hook"), Duration::from_secs(5))),
     )
     .await;
-    let (_, answers, _) = run(app, "create.json", Duration::from_secs(10), ok_s3().await).await;
+    let (_, answers, _) = run(app, "create.json", Duration::from_secs(20), ok_s3().await).await;
     assert_eq!(answers[0]["Status"], "SUCCESS", "{}", answers[0]);
     assert_eq!(provider.requests().len(), 1, "no second attempt");
 }
@@ -277,36 +282,6 @@ async fn redirects_are_not_followed() {
         elsewhere.requests().is_empty(),
         "the event went nowhere else"
     );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_same_create_twice_is_one_link() {
-    let ec2 = Server::start(|_, r| ec2_reply(r, None)).await;
-    let out = common::temp_path("twice.jsonl");
-    let receiver = Listening::py_receiver(SECRET, &out);
-    let app = app_with(&ec2, Some(webhook(&receiver.url, Duration::from_secs(2)))).await;
-    let (_, first, _) = run(
-        app.clone(),
-        "create.json",
-        Duration::from_secs(10),
-        ok_s3().await,
-    )
-    .await;
-    let (_, second, _) = run(app, "create.json", Duration::from_secs(10), ok_s3().await).await;
-    assert_eq!(first[0]["Status"], "SUCCESS");
-    assert_eq!(
-        first[0]["PhysicalResourceId"],
-        second[0]["PhysicalResourceId"]
-    );
-    assert_eq!(
-        first[0]["Data"]["EventId"], second[0]["Data"]["EventId"],
-        "same webhook-id"
-    );
-    let ids: std::collections::BTreeSet<String> = common::json_lines(&out)
-        .iter()
-        .map(|l| l["webhookId"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ids.len(), 1, "the provider can record one link: {ids:?}");
 }
 
 #[tokio::test]

@@ -151,9 +151,11 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
     let ec2 = Server::always(Reply::hang()).await;
     let sdk = common::sdk_config(&ec2.url("")).await;
     let s3 = s3().await;
-    let payload = common::event("create.json", &s3.url("/bucket/key?X-Amz-Signature=SECRET"));
-    let started = Instant::now();
-    let deadline = Deadline::after(Duration::from_secs(4));
+    let mut payload = common::event("create.json", &s3.url("/bucket/key?X-Amz-Signature=SECRET"));
+    let id = common::own_request_id(&mut payload, "hanging-ec2");
+    // Long enough that the work's reserve (a tenth of the time, at most 1 s) dwarfs a loaded machine's
+    // scheduling delays.
+    let deadline = Deadline::after(Duration::from_secs(10));
     handle_payload(
         app(aws_sdk_ec2::Config::from(&sdk), Arc::new(Silent)),
         payload,
@@ -163,15 +165,13 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
     .await
     .unwrap();
     let answer = answer_of(&s3);
-    let answered_at = s3.requests()[0].at;
+    // The answer started with the margin left, by the function's own clock, and CloudFormation had it
+    // before the deadline.
+    let left = common::time_left_when_answering(&id);
+    assert!(left >= ANSWER_MARGIN, "answered with {left:?} left");
     assert!(
-        deadline
-            .instant()
-            .into_std()
-            .saturating_duration_since(answered_at)
-            >= ANSWER_MARGIN,
-        "answered {:?} after start",
-        answered_at - started
+        s3.requests()[0].at < deadline.instant().into_std(),
+        "the answer arrived before the deadline"
     );
     assert_eq!(answer["Status"], "FAILED");
     let reason = answer["Reason"].as_str().unwrap();
@@ -188,6 +188,71 @@ async fn hanging_ec2_still_gets_an_answer_before_the_deadline() {
         .unwrap()
         .starts_with("create-failed-"));
     common::assert_no_secrets_in_logs(&["SECRET"]);
+}
+
+/// EC2 that panics inside the SDK call, in every region.
+fn panicking_ec2() -> aws_sdk_ec2::Config {
+    let rules = [
+        mock!(Client::describe_vpcs)
+            .then_compute_output(|_| -> DescribeVpcsOutput { panic!("bug while listing VPCs") }),
+        mock!(Client::describe_subnets).then_output(|| DescribeSubnetsOutput::builder().build()),
+        mock!(Client::describe_route_tables)
+            .then_output(|| DescribeRouteTablesOutput::builder().build()),
+    ];
+    mock_client!(
+        aws_sdk_ec2,
+        RuleMode::MatchAny,
+        &[&rules[0], &rules[1], &rules[2]]
+    )
+    .config()
+    .clone()
+}
+
+#[tokio::test]
+async fn a_delete_whose_own_work_panics_or_hangs_still_succeeds_saying_what_was_not_done() {
+    // A panic inside the Delete's own work (listing the networks), not after its answer.
+    let told = Arc::new(common::Recorder::default());
+    let s3 = s3().await;
+    handle_payload(
+        app(panicking_ec2(), told.clone()),
+        common::event("delete.json", &s3.url("/b/k")),
+        common::FUNCTION_ARN,
+        Deadline::after(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let answer = answer_of(&s3);
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("unlink not confirmed: the function failed unexpectedly"),
+        "{reason}"
+    );
+    assert_eq!(answer["PhysicalResourceId"], "link-0db000940c03d4ff693e45fe7cd81351");
+
+    // EC2 hangs during the Delete: cut off at the work deadline, still SUCCESS, naming what it waited for.
+    let ec2 = Server::always(Reply::hang()).await;
+    let sdk = common::sdk_config(&ec2.url("")).await;
+    let s3 = s3().await;
+    handle_payload(
+        app(aws_sdk_ec2::Config::from(&sdk), told.clone()),
+        common::event("delete.json", &s3.url("/b/k")),
+        common::FUNCTION_ARN,
+        Deadline::after(Duration::from_secs(4)),
+    )
+    .await
+    .unwrap();
+    let answer = answer_of(&s3);
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "unlink not confirmed: the function ran out of time waiting for ec2:Describe"
+        ),
+        "{reason}"
+    );
+    // Neither Delete finished its work, so neither told the provider anything.
+    assert!(told.0.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -292,4 +357,70 @@ async fn unanswerable_events_are_errors_and_invalid_ones_answer_failed() {
         answer["Reason"].as_str().unwrap().contains("Regions[1]"),
         "{answer}"
     );
+}
+
+#[tokio::test]
+async fn a_misconfigured_function_fails_create_and_update_naming_the_variable_and_deletes() {
+    use account_link::config::Config;
+    // Built as main.rs builds it: the configuration read from the environment, then the app. Nothing
+    // here reaches EC2 or the provider (a misconfigured function does neither), so their endpoints are
+    // unreachable on purpose.
+    let sdk = common::sdk_config("http://127.0.0.1:1").await;
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("PROVIDER_AUTH_MODE", "hmac")], "PROVIDER_AUTH_MODE"),
+        (
+            &[("PROVIDER_CALLBACK_URL", "https://hooks.provider.example/aws")],
+            "PROVIDER_SIGNING_SECRET_ARN",
+        ),
+        (
+            &[
+                ("PROVIDER_CALLBACK_URL", "https://hooks.provider.example/aws"),
+                ("PROVIDER_SIGNING_SECRET", common::SECRET),
+                (
+                    "PROVIDER_SIGNING_SECRET_ARN",
+                    "arn:aws:secretsmanager:us-west-2:123456789012:secret:s-AbCdEf",
+                ),
+            ],
+            "PROVIDER_SIGNING_SECRET",
+        ),
+        (&[("PROVIDER_SNS_TOPIC_ARN", "links")], "PROVIDER_SNS_TOPIC_ARN"),
+    ];
+    for (vars, var) in cases {
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let config = Config::from_lookup(env);
+        assert!(config.is_err(), "{vars:?}");
+        let mut app = Arc::new(App::new(&sdk, config));
+        // The tests' fake S3 is on loopback, which only the (here unread) local-runs switch allows.
+        Arc::get_mut(&mut app).unwrap().outbound =
+            account_link::outbound::OutboundPolicy::new(true);
+        for (request, status) in [
+            ("create.json", "FAILED"),
+            ("update.json", "FAILED"),
+            ("delete.json", "SUCCESS"),
+        ] {
+            let s3 = s3().await;
+            handle_payload(
+                app.clone(),
+                common::event(request, &s3.url("/b/k")),
+                common::FUNCTION_ARN,
+                Deadline::after(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+            let answer = answer_of(&s3);
+            assert_eq!(answer["Status"], status, "{var}, {request}: {answer}");
+            let reason = answer["Reason"].as_str().unwrap();
+            assert!(
+                reason.contains(&format!(
+                    "the function is misconfigured: environment variable {var} "
+                )),
+                "{var}, {request}: {reason}"
+            );
+            assert!(!reason.contains("MfKQ"), "{reason}");
+        }
+    }
 }

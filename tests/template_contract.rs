@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use account_link::config::{ENV_VARS, LOCAL_ONLY_ENV_VARS, SIGNING_SECRET_ENV};
+use account_link::config::{Config, LOCAL_ONLY_ENV_VARS, SIGNING_SECRET_ENV};
 use account_link::outbound::ALLOW_LOOPBACK_ENV;
 use account_link::peering;
 use account_link::properties::PROPERTY_NAMES;
@@ -44,10 +45,9 @@ fn template_passes_exactly_what_the_handler_reads() {
             "template.yaml sets {local}, which is for local runs only"
         );
     }
-    let handler_env: BTreeSet<String> = ENV_VARS
-        .iter()
-        .filter(|v| !LOCAL_ONLY_ENV_VARS.contains(v))
-        .map(|s| s.to_string())
+    let handler_env: BTreeSet<String> = variables_the_function_reads()
+        .into_iter()
+        .filter(|v| !LOCAL_ONLY_ENV_VARS.contains(&v.as_str()))
         .collect();
     assert_eq!(template_env, handler_env);
     let handler_props: BTreeSet<String> = PROPERTY_NAMES.iter().map(|s| s.to_string()).collect();
@@ -57,4 +57,48 @@ fn template_passes_exactly_what_the_handler_reads() {
         .map(|s| s.to_string())
         .collect();
     assert_eq!(set(&contract["peeringProperties"]), peering_props);
+}
+
+/// Every variable the function's configuration asks its environment for, recorded from the lookup
+/// itself (not from a list kept by hand): the union over environments that reach every branch of it.
+fn variables_the_function_reads() -> BTreeSet<String> {
+    let asked = RefCell::new(BTreeSet::new());
+    let environments: [&[(&str, &str)]; 4] = [
+        &[],
+        &[
+            ("PROVIDER_CALLBACK_URL", "https://hooks.provider.example/aws"),
+            (
+                "PROVIDER_SIGNING_SECRET_ARN",
+                "arn:aws:secretsmanager:us-west-2:123456789012:secret:s-AbCdEf",
+            ),
+        ],
+        &[
+            ("PROVIDER_CALLBACK_URL", "http://127.0.0.1:9/aws"),
+            ("PROVIDER_SIGNING_SECRET", common::SECRET),
+            ("ACCOUNT_LINK_ALLOW_LOOPBACK", "true"),
+            ("PROVIDER_MAX_BODY_BYTES", "65536"),
+            ("PROVIDER_AUTH_MODE", "hmac-only"),
+        ],
+        &[
+            (
+                "PROVIDER_SNS_TOPIC_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:links",
+            ),
+            ("PROVIDER_AUDIENCE", "https://hooks.provider.example"),
+            ("PROVIDER_AUTH_MODE", "proof-only"),
+        ],
+    ];
+    for vars in environments {
+        let config = Config::from_lookup(|k| {
+            asked.borrow_mut().insert(k.to_string());
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        });
+        assert!(config.is_ok(), "{vars:?}: {config:?}");
+    }
+    let asked = asked.into_inner();
+    // Sanity: the lookup was really recorded (the environments above set some of what it asks for).
+    assert!(asked.contains("PROVIDER_CALLBACK_URL") && asked.contains("PROVIDER_AUDIENCE"));
+    asked
 }

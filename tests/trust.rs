@@ -213,17 +213,27 @@ fn answer(s3: &Server) -> Value {
     serde_json::from_slice(&reqs[0].body).unwrap()
 }
 
-async fn create(app: &Arc<App>, s3: &Server, function_arn: &str, patch: impl Fn(&mut Value)) {
+/// Sends a Create (patched) as `function_arn`; the answer the function says it sent, which must be the one
+/// the fake S3 received, once.
+async fn create(
+    app: &Arc<App>,
+    s3: &Server,
+    function_arn: &str,
+    patch: impl Fn(&mut Value),
+) -> Value {
     let mut payload = common::event("create.json", &s3.url("/answer"));
     payload["ResourceProperties"]["Regions"] = json!(["us-west-2"]);
     patch(&mut payload);
-    let _ = handle_payload(
+    let sent = handle_payload(
         app.clone(),
         payload,
         function_arn,
         Deadline::after(Duration::from_secs(30)),
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("the answer was not delivered: {e}"));
+    assert_eq!(answer(s3), sent, "the answer the function sent is the one received");
+    sent
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,9 +397,26 @@ async fn hmac_only_sends_no_proof() {
         ])),
     ));
     let s3 = Server::always(Reply::status(200)).await;
-    create(&app, &s3, common::FUNCTION_ARN, |_| {}).await;
-    let d = &provider.requests()[0];
+    let answer = create(&app, &s3, common::FUNCTION_ARN, |_| {}).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let delivered = provider.requests();
+    assert_eq!(delivered.len(), 1);
+    let d = &delivered[0];
     assert!(d.header(proof::HEADER).is_none() && d.header(signing::HEADER_SIGNATURE).is_some());
+    // ... and that signature is valid: the provider can accept the event without a proof.
+    assert!(signing::verify(
+        &SigningSecret::parse_list(SECRET).unwrap(),
+        d.header(signing::HEADER_ID),
+        d.header(signing::HEADER_TIMESTAMP),
+        d.header(signing::HEADER_SIGNATURE),
+        &d.body,
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        300
+    )
+    .is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -451,11 +478,13 @@ async fn the_signing_secret_comes_from_secrets_manager_once_per_process() {
         &rotated,
     ]);
     let s3 = Server::always(Reply::status(200)).await;
-    create(&app, &s3, common::FUNCTION_ARN, |_| {}).await;
+    let a = create(&app, &s3, common::FUNCTION_ARN, |_| {}).await;
+    assert_eq!(a["Status"], "SUCCESS", "{a}");
     assert!(signed_with(&provider.requests()[1], SECRET));
     let fresh = new_app().await;
     let s3 = Server::always(Reply::status(200)).await;
-    create(&fresh, &s3, common::FUNCTION_ARN, |_| {}).await;
+    let a = create(&fresh, &s3, common::FUNCTION_ARN, |_| {}).await;
+    assert_eq!(a["Status"], "SUCCESS", "{a}");
     assert!(signed_with(&provider.requests()[2], &rotated));
     assert!(!signed_with(&provider.requests()[2], SECRET));
 

@@ -176,3 +176,74 @@ async fn answer(
     }
     resp.body(Full::new(Bytes::from(reply.body))).unwrap()
 }
+
+/// A loopback listener that records the first line of every connection made to it (a request line, or a
+/// proxy's `CONNECT host:443`) and closes it. Used as the proxy of an HTTP client, it sees every request
+/// that client makes to any host, so "nothing was sent" is an observation, not an assumption.
+pub struct Trap {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Trap {
+    pub async fn start() -> Self {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = 0;
+                    // Whatever arrives within a second; a connection is recorded even if nothing does.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while got < buf.len() && !buf[..got].contains(&b'\n') {
+                            match stream.read(&mut buf[got..]).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => got += n,
+                            }
+                        }
+                    })
+                    .await;
+                    let text = String::from_utf8_lossy(&buf[..got]);
+                    log.lock()
+                        .unwrap()
+                        .push(text.lines().next().unwrap_or("").to_string());
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    /// An HTTP client that sends every request through this trap, except to loopback addresses (the
+    /// tests' own fakes).
+    pub fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let proxy = reqwest::Proxy::all(format!("http://{}", self.addr))
+            .unwrap()
+            .no_proxy(reqwest::NoProxy::from_string("127.0.0.1,localhost"));
+        reqwest::Client::builder()
+            .proxy(proxy)
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap()
+    }
+
+    /// The first line of every connection so far.
+    pub async fn seen(&self) -> Vec<String> {
+        // A connection accepted just now is recorded once its first line is read.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -458,3 +458,36 @@ impl account_link::notify::Notifier for Recorder {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// Gives the request a RequestId of its own (so its log lines can be told from other tests'), and
+/// returns it.
+pub fn own_request_id(payload: &mut Value, tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let id = format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    payload["RequestId"] = id.clone().into();
+    id
+}
+
+/// The time the function had left, by its own clock, when it started answering request `request_id`
+/// (its "answering CloudFormation" log line; logs must be captured). Compared with
+/// `handler::ANSWER_MARGIN`, this checks the deadline the function was given, not how fast a loaded
+/// machine then delivered the answer.
+pub fn time_left_when_answering(request_id: &str) -> Duration {
+    let lines: Vec<Value> = logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "answering CloudFormation")
+        .filter(|l| {
+            l["spans"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["cfn_request_id"] == request_id))
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "one answer logged for {request_id}");
+    Duration::from_millis(
+        lines[0]["fields"]["time_left_ms"]
+            .as_u64()
+            .expect("the answer's log line says how much time was left"),
+    )
+}

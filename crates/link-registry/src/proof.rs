@@ -491,17 +491,17 @@ mod tests {
         }
     }
 
-    /// Now as SigV4's X-Amz-Date (`20261129T120000Z`).
-    fn amz_now() -> String {
-        humantime::format_rfc3339_seconds(SystemTime::now())
+    /// `at` as SigV4's X-Amz-Date (`20261129T120000Z`).
+    fn amz(at: SystemTime) -> String {
+        humantime::format_rfc3339_seconds(at)
             .to_string()
             .replace(['-', ':'], "")
     }
 
-    /// A proof that passes every sans-IO check (its signature is a placeholder: only STS checks it).
-    fn proof(access_key: &str) -> String {
+    /// A request that passes every sans-IO check (its signature is a placeholder: only STS checks it).
+    fn request(access_key: &str) -> SignedRequest {
         let host = "sts.us-west-2.amazonaws.com";
-        let date = amz_now();
+        let date = amz(SystemTime::now());
         let mut headers = BTreeMap::new();
         headers.insert("host".to_string(), host.to_string());
         headers.insert("content-type".into(), CONTENT_TYPE.into());
@@ -529,7 +529,10 @@ mod tests {
             headers,
             body: STS_BODY.into(),
         }
-        .encode()
+    }
+
+    fn proof(access_key: &str) -> String {
+        request(access_key).encode()
     }
 
     /// A loopback server answering every connection with `response` (raw HTTP), after `delay`.
@@ -619,6 +622,117 @@ mod tests {
         )
         .await;
         let v = verifier(&url);
+        let with = |f: &dyn Fn(&mut SignedRequest)| {
+            let mut r = request("ASIAX");
+            f(&mut r);
+            r.encode()
+        };
+        let set = |r: &mut SignedRequest, k: &str, v: &str| {
+            r.headers.insert(k.into(), v.into());
+        };
+        let edit_auth = |r: &mut SignedRequest, from: &str, to: &str| {
+            let a = r.headers["authorization"].replace(from, to);
+            r.headers.insert("authorization".into(), a);
+        };
+        let stale = amz(SystemTime::now() - Duration::from_secs(1800));
+        let cases: Vec<(String, &str)> = vec![
+            (
+                with(&|r| {
+                    r.url = "https://evil.example/".into();
+                    set(r, "host", "evil.example");
+                }),
+                "not an STS endpoint",
+            ),
+            (
+                with(&|r| r.url = "https://169.254.169.254/".into()),
+                "not an STS endpoint",
+            ),
+            (
+                with(&|r| r.url = "http://sts.us-west-2.amazonaws.com/".into()),
+                "must use https",
+            ),
+            (
+                with(&|r| r.url = "https://sts.us-west-2.amazonaws.com:444/".into()),
+                "https://<STS host>/",
+            ),
+            (
+                with(&|r| {
+                    r.url = "https://sts.us-west-2.amazonaws.com/x?Action=AssumeRole".into()
+                }),
+                "https://<STS host>/",
+            ),
+            (
+                with(&|r| {
+                    r.url = "https://sts.cn-north-1.amazonaws.com.cn/".into();
+                    set(r, "host", "sts.cn-north-1.amazonaws.com.cn");
+                }),
+                "partition aws-cn",
+            ),
+            (with(&|r| r.method = "GET".into()), "only POST"),
+            (
+                with(&|r| r.body = "Action=AssumeRole&Version=2011-06-15".into()),
+                "body must be exactly",
+            ),
+            (
+                with(&|r| {
+                    r.headers.remove("x-account-link-audience");
+                }),
+                "has no x-account-link-audience header",
+            ),
+            (
+                with(&|r| edit_auth(r, "x-account-link-event-id;", "")),
+                "x-account-link-event-id is not signed",
+            ),
+            (
+                with(&|r| set(r, "x-account-link-audience", "https://other.example")),
+                "audience 'https://other.example'",
+            ),
+            (
+                with(&|r| set(r, "x-account-link-event-id", "msg_2")),
+                "event id 'msg_2'",
+            ),
+            (
+                with(&|r| {
+                    set(
+                        r,
+                        "x-account-link-body-sha256",
+                        &link_contract::proof::sha256_hex(b"another body"),
+                    )
+                }),
+                "not this delivery's",
+            ),
+            (with(&|r| set(r, "x-amz-date", &stale)), "signed 1800 s away"),
+            (
+                with(&|r| edit_auth(r, "us-west-2/sts", "eu-west-1/sts")),
+                "region eu-west-1",
+            ),
+            (
+                with(&|r| edit_auth(r, "/sts/", "/iam/")),
+                "service iam",
+            ),
+            (
+                with(&|r| set(r, "transfer-encoding", "chunked")),
+                "may not carry",
+            ),
+            (
+                with(&|r| set(r, "x-amz-security-token", "a\r\nX-Injected: 1")),
+                "invalid value",
+            ),
+            (
+                with(&|r| set(r, "host", "sts.us-east-1.amazonaws.com")),
+                "differs from its URL's host",
+            ),
+            ("v1.!!".into(), "not encoded as expected"),
+            ("garbage".into(), "not encoded as expected"),
+        ];
+        for (i, (p, why)) in cases.iter().enumerate() {
+            let e = v.verify(p, &expected("123456789012")).await.unwrap_err();
+            assert!(
+                matches!(e, ProofError::Refused(_)) && e.to_string().contains(why),
+                "case {i} ({why}): {e}"
+            );
+        }
+        // A proof bound to another audience than the receiver expects.
         let mut other = expected("123456789012");
         other.audience = "https://another-provider.example";
         let e = v.verify(&proof("ASIAX"), &other).await.unwrap_err();
@@ -629,7 +743,14 @@ mod tests {
             ),
             "{e}"
         );
-        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "no refused proof reached STS"
+        );
+        // The same proof, untouched, does reach it: the counter counts.
+        let _ = v.verify(&proof("ASIAX"), &expected("123456789012")).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -214,3 +214,66 @@ async fn ten_thousand_subnets_arrive_in_parts_and_reassemble() {
     assert!(parts.len() > 1, "the event came in parts: {}", parts.len());
     assert!(parts.iter().all(|p| p["part"].is_string()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_create_twice_is_one_link() {
+    // CloudFormation (or Lambda's retry of the invocation) delivers the same Create twice.
+    let receiver = Receiver::start(&support::sqlite_url("e2e-twice"), &["--api-token", TOKEN]);
+    let callback = Callback {
+        url: url::Url::parse(&receiver.hook_url()).unwrap(),
+        secret: None,
+        max_body_bytes: account_link::config::DEFAULT_MAX_BODY_BYTES,
+    };
+    let app = common::app_on(
+        common::one_vpc_ec2(),
+        Arc::new(Channels {
+            webhook: Some(Webhook::new(
+                http_client(),
+                callback,
+                common::hmac_auth(support::secrets()),
+            )),
+            sns: None,
+        }),
+    );
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let s3 = common::http::Server::always(common::http::Reply::status(200)).await;
+        let sent = handle_payload(
+            app.clone(),
+            common::event("create.json", &s3.url("/bucket/key")),
+            common::FUNCTION_ARN,
+            Deadline::after(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+        let puts = s3.requests();
+        assert_eq!(puts.len(), 1, "exactly one answer");
+        let answer: Value = serde_json::from_slice(&puts[0].body).unwrap();
+        assert_eq!(answer, sent);
+        assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0]["PhysicalResourceId"],
+        answers[1]["PhysicalResourceId"]
+    );
+    assert_eq!(
+        answers[0]["Data"]["EventId"], answers[1]["Data"]["EventId"],
+        "the same webhook-id"
+    );
+    let (_, links) = get(&http(), &format!("{}/api/links", receiver.url), Some(TOKEN)).await;
+    let links = links["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "one link: {links:?}");
+    let link_id = links[0]["linkId"].as_str().unwrap();
+    assert_eq!(link_id, answers[0]["PhysicalResourceId"]);
+    assert_eq!(links[0]["state"], "linked");
+    let (_, events) = get(
+        &http(),
+        &format!("{}/api/links/{link_id}/events", receiver.url),
+        Some(TOKEN),
+    )
+    .await;
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "one event row: {events:?}");
+    assert_eq!(events[0]["webhookId"], answers[0]["Data"]["EventId"]);
+}

@@ -169,6 +169,11 @@ async fn exercise(database: &str) {
         200
     );
 
+    // Two splits of one event (the same Create sent again after a subnet appeared: same event id, other
+    // inventory; and the same event split at another size), their parts interleaved: the link ends with
+    // one split's inventory, whole, never a mix of both.
+    two_splits_never_mix(&http, &hook, &api).await;
+
     // Replay protection is the database's: after a restart the same delivery is still a duplicate.
     receiver.kill();
     let receiver = Receiver::start(database, &["--api-token", TOKEN]);
@@ -178,6 +183,108 @@ async fn exercise(database: &str) {
         (200, true),
         "{message}"
     );
+}
+
+/// `vpcs` VPCs of `subnets` subnets each, ids starting with `tag`.
+fn inventory(tag: u8, vpcs: usize, subnets: usize) -> Vec<RegionInventory> {
+    vec![RegionInventory {
+        region: "us-west-2".into(),
+        vpcs: (0..vpcs)
+            .map(|v| Vpc {
+                vpc_id: format!("vpc-{tag:02x}{v:015x}"),
+                subnets: (0..subnets)
+                    .map(|s| Subnet {
+                        subnet_id: format!("subnet-{tag:02x}{v:02x}{s:013x}"),
+                        cidr_block: Some(format!("10.{v}.{}.{}/28", s / 16, (s % 16) * 16)),
+                        availability_zone: Some("us-west-2a".into()),
+                        available_ip_address_count: Some(11),
+                        ..Subnet::default()
+                    })
+                    .collect(),
+                ..Vpc::default()
+            })
+            .collect(),
+    }]
+}
+
+/// Sends the parts of `a` and `b` alternately (a1, b1, a2, b2, ...), then checks the link holds exactly
+/// one of the two inventories.
+async fn interleave(
+    http: &reqwest::Client,
+    hook: &str,
+    api: &dyn Fn(&str) -> String,
+    link: &str,
+    a: &[parts::Message],
+    b: &[parts::Message],
+    inventories: [&Vec<RegionInventory>; 2],
+) {
+    assert!(a.len() > 1 && b.len() > 1, "{} and {} parts", a.len(), b.len());
+    let n = a.len().max(b.len());
+    let order = (0..n).flat_map(|i| [a.get(i), b.get(i)]).flatten();
+    for m in order {
+        let (status, message) =
+            post(http, hook, &Signed::raw(&m.delivery_id, m.json.clone())).await;
+        assert_eq!(status, 200, "{}: {message}", m.delivery_id);
+    }
+    let (status, body) = get(http, &api(&format!("/links/{link}")), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<RegionInventory> = serde_json::from_value(body["inventory"].clone()).unwrap();
+    assert!(
+        got == *inventories[0] || got == *inventories[1],
+        "the inventory is one split's, whole: {} subnets",
+        got.iter().flat_map(|r| &r.vpcs).map(|v| v.subnets.len()).sum::<usize>()
+    );
+    assert_eq!(
+        body["subnetCount"],
+        got.iter().flat_map(|r| &r.vpcs).map(|v| v.subnets.len()).sum::<usize>()
+    );
+}
+
+async fn two_splits_never_mix(
+    http: &reqwest::Client,
+    hook: &str,
+    api: &dyn Fn(&str) -> String,
+) {
+    // The same event id with two inventories: two sets.
+    let link = "link-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    let mut first = event_at("linked", link, "msg_resent", "2026-11-29T11:30:00.000Z");
+    first.data.inventory = inventory(0xa, 4, 2000);
+    let mut again = first.clone();
+    again.data.inventory = inventory(0xb, 3, 2600);
+    let a = parts::split(&first, 256 * 1024);
+    let b = parts::split(&again, 256 * 1024);
+    assert_ne!(
+        a[0].delivery_id, b[0].delivery_id,
+        "each split is its own set of deliveries"
+    );
+    interleave(
+        http,
+        hook,
+        api,
+        link,
+        &a,
+        &b,
+        [&first.data.inventory, &again.data.inventory],
+    )
+    .await;
+
+    // One event split at two sizes: the same contents, other part boundaries and counts.
+    let link = "link-dddddddddddddddddddddddddddddddd";
+    let mut event = event_at("linked", link, "msg_two_sizes", "2026-11-29T11:40:00.000Z");
+    event.data.inventory = inventory(0xc, 4, 2000);
+    let a = parts::split(&event, 256 * 1024);
+    let b = parts::split(&event, 400 * 1024);
+    assert_ne!(a.len(), b.len());
+    interleave(
+        http,
+        hook,
+        api,
+        link,
+        &a,
+        &b,
+        [&event.data.inventory, &event.data.inventory],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +298,7 @@ async fn postgres_registry() {
     let db = pg.database("registry");
     exercise(&db).await;
     // One row per link and per delivery, checked in the database itself.
-    assert_eq!(pg.query("registry", "SELECT count(*) FROM links"), "2");
+    assert_eq!(pg.query("registry", "SELECT count(*) FROM links"), "4");
     assert_eq!(
         pg.query(
             "registry",
