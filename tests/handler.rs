@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use account_link::deadline::Deadline;
 use account_link::deadline::InFlight;
@@ -212,37 +212,40 @@ fn panicking_ec2() -> aws_sdk_ec2::Config {
 async fn a_delete_whose_own_work_panics_or_hangs_still_succeeds_saying_what_was_not_done() {
     // A panic inside the Delete's own work (listing the networks), not after its answer.
     let told = Arc::new(common::Recorder::default());
-    let s3 = s3().await;
+    let fake_s3 = s3().await;
     handle_payload(
         app(panicking_ec2(), told.clone()),
-        common::event("delete.json", &s3.url("/b/k")),
+        common::event("delete.json", &fake_s3.url("/b/k")),
         common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(10)),
     )
     .await
     .unwrap();
-    let answer = answer_of(&s3);
+    let answer = answer_of(&fake_s3);
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let reason = answer["Reason"].as_str().unwrap();
     assert!(
         reason.starts_with("unlink not confirmed: the function failed unexpectedly"),
         "{reason}"
     );
-    assert_eq!(answer["PhysicalResourceId"], "link-0db000940c03d4ff693e45fe7cd81351");
+    assert_eq!(
+        answer["PhysicalResourceId"],
+        "link-0db000940c03d4ff693e45fe7cd81351"
+    );
 
     // EC2 hangs during the Delete: cut off at the work deadline, still SUCCESS, naming what it waited for.
     let ec2 = Server::always(Reply::hang()).await;
     let sdk = common::sdk_config(&ec2.url("")).await;
-    let s3 = s3().await;
+    let fake_s3 = s3().await;
     handle_payload(
         app(aws_sdk_ec2::Config::from(&sdk), told.clone()),
-        common::event("delete.json", &s3.url("/b/k")),
+        common::event("delete.json", &fake_s3.url("/b/k")),
         common::FUNCTION_ARN,
         Deadline::after(Duration::from_secs(4)),
     )
     .await
     .unwrap();
-    let answer = answer_of(&s3);
+    let answer = answer_of(&fake_s3);
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     let reason = answer["Reason"].as_str().unwrap();
     assert!(
@@ -369,12 +372,18 @@ async fn a_misconfigured_function_fails_create_and_update_naming_the_variable_an
     let cases: [(&[(&str, &str)], &str); 4] = [
         (&[("PROVIDER_AUTH_MODE", "hmac")], "PROVIDER_AUTH_MODE"),
         (
-            &[("PROVIDER_CALLBACK_URL", "https://hooks.provider.example/aws")],
+            &[(
+                "PROVIDER_CALLBACK_URL",
+                "https://hooks.provider.example/aws",
+            )],
             "PROVIDER_SIGNING_SECRET_ARN",
         ),
         (
             &[
-                ("PROVIDER_CALLBACK_URL", "https://hooks.provider.example/aws"),
+                (
+                    "PROVIDER_CALLBACK_URL",
+                    "https://hooks.provider.example/aws",
+                ),
                 ("PROVIDER_SIGNING_SECRET", common::SECRET),
                 (
                     "PROVIDER_SIGNING_SECRET_ARN",
@@ -383,7 +392,10 @@ async fn a_misconfigured_function_fails_create_and_update_naming_the_variable_an
             ],
             "PROVIDER_SIGNING_SECRET",
         ),
-        (&[("PROVIDER_SNS_TOPIC_ARN", "links")], "PROVIDER_SNS_TOPIC_ARN"),
+        (
+            &[("PROVIDER_SNS_TOPIC_ARN", "links")],
+            "PROVIDER_SNS_TOPIC_ARN",
+        ),
     ];
     for (vars, var) in cases {
         let env = |k: &str| {

@@ -320,19 +320,43 @@ async fn a_401_fails_the_create_with_what_the_provider_said() {
 }
 
 #[tokio::test]
-async fn delete_succeeds_when_the_provider_is_down_or_has_no_such_link() {
+async fn delete_succeeds_when_the_provider_is_down() {
+    common::capture_logs();
     let port = common::free_port();
     let app = mocked_app(Some(webhook(
         &format!("http://127.0.0.1:{port}/hook"),
         Duration::from_secs(1),
     )));
-    let (answer, _, _) = run(app, "delete.json", Duration::from_secs(6)).await;
+    let s3 = Server::always(Reply::status(200)).await;
+    let mut payload = common::event("delete.json", &s3.url("/b/k"));
+    let id = common::own_request_id(&mut payload, "provider-down");
+    handle_payload(
+        app,
+        payload,
+        common::FUNCTION_ARN,
+        Deadline::after(Duration::from_secs(6)),
+    )
+    .await
+    .unwrap();
+    let answers = s3.requests();
+    assert_eq!(answers.len(), 1, "exactly one answer");
+    let answer: Value = serde_json::from_slice(&answers[0].body).unwrap();
     assert_eq!(answer["Status"], "SUCCESS");
     assert_eq!(
         answer["Reason"],
         "unlinked; the provider is told once this answer is accepted"
     );
-
+    // After the answer, the unlink was tried, retried, and given up on without holding the stack back.
+    assert!(
+        unlink_outcome(&id).starts_with("provider not told of the unlink"),
+        "{}",
+        unlink_outcome(&id)
+    );
+    let retries = request_logs(&id)
+        .iter()
+        .filter(|l| l["fields"]["message"] == "retrying")
+        .count();
+    assert!(retries >= 1, "the unlink was retried");
 }
 
 #[tokio::test]
@@ -357,7 +381,11 @@ async fn a_404_or_410_to_an_unlink_counts_as_done_and_is_never_retried() {
         let answer: Value = serde_json::from_slice(&answers[0].body).unwrap();
         assert_eq!(answer["Status"], "SUCCESS");
         let told = gone.requests();
-        assert_eq!(told.len(), 1, "HTTP {status}: the provider is told once, never again");
+        assert_eq!(
+            told.len(),
+            1,
+            "HTTP {status}: the provider is told once, never again"
+        );
         assert!(
             told[0].at > answers[0].at,
             "the unlink goes out after the answer"
@@ -368,9 +396,9 @@ async fn a_404_or_410_to_an_unlink_counts_as_done_and_is_never_retried() {
     }
 }
 
-/// What the handler logged about the unlink of request `request_id` once the answer was accepted.
-fn unlink_outcome(request_id: &str) -> String {
-    let outcomes: Vec<String> = common::logs()
+/// The log lines of request `request_id` (logs must be captured).
+fn request_logs(request_id: &str) -> Vec<Value> {
+    common::logs()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| {
@@ -378,6 +406,13 @@ fn unlink_outcome(request_id: &str) -> String {
                 .as_array()
                 .is_some_and(|s| s.iter().any(|s| s["cfn_request_id"] == request_id))
         })
+        .collect()
+}
+
+/// What the handler logged about the unlink of request `request_id` once the answer was accepted.
+fn unlink_outcome(request_id: &str) -> String {
+    let outcomes: Vec<String> = request_logs(request_id)
+        .iter()
         .filter_map(|l| l["fields"]["message"].as_str().map(str::to_string))
         .filter(|m| m.contains("of the unlink"))
         .collect();

@@ -66,7 +66,10 @@ fn variables_the_function_reads() -> BTreeSet<String> {
     let environments: [&[(&str, &str)]; 4] = [
         &[],
         &[
-            ("PROVIDER_CALLBACK_URL", "https://hooks.provider.example/aws"),
+            (
+                "PROVIDER_CALLBACK_URL",
+                "https://hooks.provider.example/aws",
+            ),
             (
                 "PROVIDER_SIGNING_SECRET_ARN",
                 "arn:aws:secretsmanager:us-west-2:123456789012:secret:s-AbCdEf",

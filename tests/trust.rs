@@ -232,7 +232,11 @@ async fn create(
     )
     .await
     .unwrap_or_else(|e| panic!("the answer was not delivered: {e}"));
-    assert_eq!(answer(s3), sent, "the answer the function sent is the one received");
+    assert_eq!(
+        answer(s3),
+        sent,
+        "the answer the function sent is the one received"
+    );
     sent
 }
 

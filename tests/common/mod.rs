@@ -464,7 +464,11 @@ impl account_link::notify::Notifier for Recorder {
 pub fn own_request_id(payload: &mut Value, tag: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let id = format!("{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let id = format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
     payload["RequestId"] = id.clone().into();
     id
 }

@@ -656,9 +656,7 @@ mod tests {
                 "https://<STS host>/",
             ),
             (
-                with(&|r| {
-                    r.url = "https://sts.us-west-2.amazonaws.com/x?Action=AssumeRole".into()
-                }),
+                with(&|r| r.url = "https://sts.us-west-2.amazonaws.com/x?Action=AssumeRole".into()),
                 "https://<STS host>/",
             ),
             (
@@ -701,15 +699,15 @@ mod tests {
                 }),
                 "not this delivery's",
             ),
-            (with(&|r| set(r, "x-amz-date", &stale)), "signed 1800 s away"),
+            (
+                with(&|r| set(r, "x-amz-date", &stale)),
+                "signed 1800 s away",
+            ),
             (
                 with(&|r| edit_auth(r, "us-west-2/sts", "eu-west-1/sts")),
                 "region eu-west-1",
             ),
-            (
-                with(&|r| edit_auth(r, "/sts/", "/iam/")),
-                "service iam",
-            ),
+            (with(&|r| edit_auth(r, "/sts/", "/iam/")), "service iam"),
             (
                 with(&|r| set(r, "transfer-encoding", "chunked")),
                 "may not carry",

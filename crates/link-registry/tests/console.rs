@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use link_contract::event::LinkEvent;
 use link_contract::inventory::{RegionInventory, Subnet, Vpc};
@@ -45,8 +45,10 @@ async fn requests_connect_expire_or_stay_unsolicited() {
         &[
             "--api-token",
             TOKEN,
+            // Long enough never to run out while the requests below are connected, however loaded the
+            // machine; expiry is shown on a receiver of its own (further down).
             "--pending-ttl",
-            "2",
+            "600",
             "--template-url",
             "https://templates.s3.eu-west-1.amazonaws.com/account-link/1.0.0/template.yaml",
             "--stack-region",
@@ -130,36 +132,55 @@ async fn requests_connect_expire_or_stay_unsolicited() {
         .unwrap();
     assert!(row[..row.find("</tr>").unwrap()].contains("unsolicited"));
 
-    // A request that waited past its time expires, and its external id no longer connects.
-    let late_id = second["externalId"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The second request, never used, is still pending.
     let (_, r) = get(
         &http,
-        &format!("{base}/api/link-requests/{late_id}"),
+        &format!(
+            "{base}/api/link-requests/{}",
+            second["externalId"].as_str().unwrap()
+        ),
         Some(TOKEN),
     )
     .await;
+    assert_eq!(r["status"], "pending");
+
+    // A request that waited past its time expires, and its external id no longer connects. Its own
+    // receiver with a 1 s time to live; the test waits until the request's own expiresAt (the deadline
+    // the receiver gave it) has passed, by the same clock, so nothing depends on how fast this runs.
+    let short = Receiver::start(
+        &support::sqlite_url("console-expiry"),
+        &["--api-token", TOKEN, "--pending-ttl", "1"],
+    );
+    let late_request = create_request(&short.url).await;
+    let late_id = late_request["externalId"].as_str().unwrap();
+    let expires_at = humantime::parse_rfc3339(late_request["expiresAt"].as_str().unwrap())
+        .expect("expiresAt is an RFC 3339 time");
+    while SystemTime::now() <= expires_at + Duration::from_millis(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let request_url = format!("{}/api/link-requests/{late_id}", short.url);
+    let (_, r) = get(&http, &request_url, Some(TOKEN)).await;
     assert_eq!(r["status"], "expired");
     let late_stack = "console-late";
     let late = &support::link_id(late_stack);
     assert_eq!(
         post(
             &http,
-            &hook,
+            &short.hook_url(),
             &Signed::of(&linked(late_stack, "msg_3", late_id))
         )
         .await
         .0,
         200
     );
-    let (_, r) = get(
+    let (_, r) = get(&http, &request_url, Some(TOKEN)).await;
+    assert_eq!(r["status"], "expired");
+    let (_, l) = get(
         &http,
-        &format!("{base}/api/link-requests/{late_id}"),
+        &format!("{}/api/links/{late}", short.url),
         Some(TOKEN),
     )
     .await;
-    assert_eq!(r["status"], "expired");
-    let (_, l) = get(&http, &format!("{base}/api/links/{late}"), Some(TOKEN)).await;
     assert_eq!(l["requested"], false);
 }
 

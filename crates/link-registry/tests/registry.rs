@@ -218,7 +218,12 @@ async fn interleave(
     b: &[parts::Message],
     inventories: [&Vec<RegionInventory>; 2],
 ) {
-    assert!(a.len() > 1 && b.len() > 1, "{} and {} parts", a.len(), b.len());
+    assert!(
+        a.len() > 1 && b.len() > 1,
+        "{} and {} parts",
+        a.len(),
+        b.len()
+    );
     let n = a.len().max(b.len());
     let order = (0..n).flat_map(|i| [a.get(i), b.get(i)]).flatten();
     for m in order {
@@ -232,19 +237,21 @@ async fn interleave(
     assert!(
         got == *inventories[0] || got == *inventories[1],
         "the inventory is one split's, whole: {} subnets",
-        got.iter().flat_map(|r| &r.vpcs).map(|v| v.subnets.len()).sum::<usize>()
+        got.iter()
+            .flat_map(|r| &r.vpcs)
+            .map(|v| v.subnets.len())
+            .sum::<usize>()
     );
     assert_eq!(
         body["subnetCount"],
-        got.iter().flat_map(|r| &r.vpcs).map(|v| v.subnets.len()).sum::<usize>()
+        got.iter()
+            .flat_map(|r| &r.vpcs)
+            .map(|v| v.subnets.len())
+            .sum::<usize>()
     );
 }
 
-async fn two_splits_never_mix(
-    http: &reqwest::Client,
-    hook: &str,
-    api: &dyn Fn(&str) -> String,
-) {
+async fn two_splits_never_mix(http: &reqwest::Client, hook: &str, api: &dyn Fn(&str) -> String) {
     // The same event id with two inventories: two sets.
     let link = "link-eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
     let mut first = event_at("linked", link, "msg_resent", "2026-11-29T11:30:00.000Z");
