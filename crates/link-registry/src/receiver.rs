@@ -33,8 +33,8 @@ use link_contract::parts::PartError;
 use link_contract::signing::{self, SigningSecret, VerifyError, WebhookHeaders};
 use tracing::Instrument;
 
-use crate::store::{event_millis, now_millis, Delivery, Outcome, Refusal, StoreError};
 use crate::client::Client;
+use crate::store::{event_millis, now_millis, Delivery, Outcome, Refusal, StoreError};
 use crate::App;
 use link_contract::proof::Expected;
 
