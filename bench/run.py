@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -116,6 +117,51 @@ def cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             pass
     return total / 1e9
+
+
+class LoadMeter:
+    """What else the machine did while a phase ran: the load average before and after, and the CPU time of
+    every other process (the machine's busy time in /proc/stat less this process's and its reaped
+    children's, the functions included)."""
+
+    def __init__(self):
+        self.phases: list[dict] = []
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float, str]:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(x) for x in fields]
+        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+        own = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for a in ("ru_utime", "ru_stime"))
+        load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        return time.monotonic(), busy, own, load
+
+    def phase(self, name: str):
+        meter = self
+
+        class Phase:
+            def __enter__(self):
+                self.start = meter._sample()
+
+            def __exit__(self, *exc):
+                end = meter._sample()
+                wall = end[0] - self.start[0]
+                others = max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2]))
+                meter.phases.append({"name": name, "wall": wall, "others": others,
+                                     "load_start": self.start[3], "load_end": end[3]})
+
+        return Phase()
+
+    def summary(self) -> str:
+        if not self.phases:
+            return ""
+        wall = sum(p["wall"] for p in self.phases)
+        others = sum(p["others"] for p in self.phases)
+        each = "; ".join(f"{p['name']} {p['others'] / p['wall']:.2f} (load {p['load_start']} → {p['load_end']})"
+                         for p in self.phases if p["wall"] > 0)
+        return (f"Other processes' CPU while it ran: {others:.0f} CPU-s in {wall:.0f} s, "
+                f"{others / wall:.2f} of the {os.cpu_count()} cores on average; per phase: {each}.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -508,6 +554,10 @@ def report(res: dict, args, info: dict) -> str:
     L.append(f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Linux {info['kernel']}; "
              f"{info['rustc']}; Python {info['python']}; load average at start {res['load_start']}, "
              f"at end {info['load']}.")
+    if res.get("load"):
+        L.append("")
+        L.append(res["load"] + " Times are wall clock on a machine that may be shared: read the ratios of "
+                 "phases with a low figure here.")
     L.append("")
     extra = "".join(f", `{kv}`" for kv in args.rust_env)
     L.append(f"Rust: `{res['bootstrap_name']}` (x86_64, `cargo lambda build --release`), "
@@ -706,6 +756,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
     load_start = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    meter = LoadMeter()
     t_start = time.monotonic()
     import importlib.metadata as md
 
@@ -726,17 +777,20 @@ def main() -> int:
         res["std"] = {"vpcs": ds.vpcs, "subnets": ds.subnets, "tables": ds.route_tables}
 
         say(f"cold starts: {n_cold} per handler")
-        res["cold"] = cold_starts(bench, kinds, n_cold)
+        with meter.phase("cold starts"):
+            res["cold"] = cold_starts(bench, kinds, n_cold)
 
         res["warm"] = {}
         for k in kinds:
             say(f"warm: {n_warm} invocations, {k}")
-            res["warm"][k] = warm(bench, k, n_warm)
+            with meter.phase(f"warm ({TITLES[k]})"):
+                res["warm"][k] = warm(bench, k, n_warm)
         if not args.quick:
             res["log_levels"] = {}
             for k in kinds:
                 say(f"log levels: 100 invocations each at WARN and INFO, {k}")
-                res["log_levels"][k] = log_levels(bench, k, 100)
+                with meter.phase(f"log levels ({TITLES[k]})"):
+                    res["log_levels"][k] = log_levels(bench, k, 100)
         res["scale"], res["datasets"] = {}, {}
         for size in sizes:
             d = bench.backend(size).dataset
@@ -745,7 +799,8 @@ def main() -> int:
             n = 2 if args.quick else (4 if size >= 10000 else 8)
             for k in kinds:
                 say(f"scale: {size} subnets, {k}, {n} invocations")
-                res["scale"][size][k] = scale(bench, k, size, n)
+                with meter.phase(f"{size:,} subnets ({TITLES[k]})"):
+                    res["scale"][size][k] = scale(bench, k, size, n)
                 if not res["scale"][size][k]["verified"]:
                     raise RuntimeError(f"{k}: no webhook to verify")
 
@@ -772,6 +827,7 @@ def main() -> int:
                     ("peak memory ≤ 1/3", k, mem_r <= 1 / 3, f"{mem_r:.2f} of Python's"),
                     ("warm overhead ≥ 5× lower", k, ov_r >= 5, f"{ov_r:.1f}×"),
                 ]
+        res["load"] = meter.summary()
         table = report(res, args, machine())
         print(table)
         if out:

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use url::Url;
 
 use link_contract::event::{EventType, LinkEvent};
-use link_contract::parts;
+use link_contract::parts::{self, Serialized};
 use link_contract::{proof, signing};
 
 use super::Auth;
@@ -92,7 +92,18 @@ impl Webhook {
     /// Delivers the event, in parts when it is larger than the body limit; the first part that fails
     /// ends the delivery (the parts already accepted stay with the provider until a retry completes them).
     pub async fn deliver(&self, event: &LinkEvent, until: Deadline) -> Result<(), WebhookError> {
-        for message in parts::split(event, self.max_body_bytes) {
+        self.deliver_serialized(&Serialized::new(event), until)
+            .await
+    }
+
+    /// [`Webhook::deliver`] for an event already serialised (shared with the SNS channel).
+    pub async fn deliver_serialized(
+        &self,
+        serialized: &Serialized<'_>,
+        until: Deadline,
+    ) -> Result<(), WebhookError> {
+        let event = serialized.event();
+        for message in serialized.split(self.max_body_bytes) {
             self.deliver_one(event, message, until).await?;
         }
         Ok(())
