@@ -308,9 +308,7 @@ class Function:
     def _measure(self, t0, t1, answer, inv) -> dict:
         reqs = self.backend.between(t0, t1)
         sink_reqs = self.bench.sinks.between(t0, t1)
-        intervals = [(r.start, r.end) for r in reqs] + [(r.start, r.end) for r in sink_reqs]
-        intervals.append((answer.start, answer.body_read_at))
-        backend = union_length(intervals, t0, t1) + self.bench.sinks.handshake_cpu_between(t0, t1)
+        backend = backend_time(self.bench, self.backend, answer, t0, t1)
         body = json.loads(answer.body)
         hooks = [r for r in sink_reqs if r.path == "/hook"]
         publishes = [r for r in reqs if r.action == "Publish"]
@@ -361,6 +359,15 @@ class Function:
         return cpu
 
 
+def backend_time(bench: Bench, backend: FakeAws, answer, t0: float, t1: float) -> float:
+    """The time in [t0, t1] in which any backend request was being served (EC2/SNS, webhook, the answer's
+    PUT), plus the sinks' CPU for TLS handshakes: what is not the function's own work."""
+    intervals = [(r.start, r.end) for r in backend.between(t0, t1)]
+    intervals += [(r.start, r.end) for r in bench.sinks.between(t0, t1)]
+    intervals.append((answer.start, answer.body_read_at))
+    return union_length(intervals, t0, t1) + bench.sinks.handshake_cpu_between(t0, t1)
+
+
 def check_answer(m: dict, ds: Dataset, kind: str) -> None:
     a = m["answer"]
     data = a.get("Data", {})
@@ -377,7 +384,7 @@ def check_answer(m: dict, ds: Dataset, kind: str) -> None:
 def cold_starts(bench: Bench, kinds: list[str], n: int) -> dict:
     """n fresh processes per kind, interleaved so background load hits both alike; one unmeasured first
     start per kind warms the page cache."""
-    out = {k: {"cold": [], "init": [], "rss": [], "cpu": []} for k in kinds}
+    out = {k: {"cold": [], "init": [], "first": [], "own": [], "rss": [], "cpu": []} for k in kinds}
     for i in range(n + 1):
         for kind in kinds:
             f = Function(bench, kind, STANDARD_SUBNETS, f"{kind}-cold.log")
@@ -392,8 +399,11 @@ def cold_starts(bench: Bench, kinds: list[str], n: int) -> dict:
                 check_answer({"answer": json.loads(answer.body)}, f.backend.dataset, kind)
                 if i == 0:
                     continue
-                out[kind]["cold"].append(answer.body_read_at - f.spawned_at)
-                out[kind]["init"].append(f.api.first_poll_at - f.spawned_at)
+                t0, t1 = f.spawned_at, answer.body_read_at
+                out[kind]["cold"].append(t1 - t0)
+                out[kind]["init"].append(f.api.first_poll_at - t0)
+                out[kind]["first"].append(t1 - f.api.first_poll_at)
+                out[kind]["own"].append(t1 - t0 - backend_time(bench, f.backend, answer, t0, t1))
                 out[kind]["rss"].append(f.peak_rss_kib())
             finally:
                 cpu = f.stop()
@@ -591,6 +601,10 @@ def report(res: dict, args, info: dict) -> str:
         "≥ 10× faster:")
     row("Cold start, p95 (ms)", lambda k: pct(c[k]["cold"], 95), ms)
     row("… of which init: spawn → first `/next` (ms, median)", lambda k: statistics.median(c[k]["init"]), ms)
+    row("… of which the first invocation: first `/next` → answer (ms, median)",
+        lambda k: statistics.median(c[k]["first"]), ms)
+    row("Function's own share of a cold start = cold start − backend (ms, median)",
+        lambda k: statistics.median(c[k]["own"]), ms)
     row("CPU time of a cold process (ms, median)", lambda k: statistics.median(c[k]["cpu"]), ms)
     w = res["warm"]
     n_warm = len(w[kinds[0]]["m"])
@@ -677,6 +691,8 @@ METHOD = """## Method
   pre-signed ResponseURL (PUT) and the provider webhook (POST). EC2 and SNS are plain http on loopback.
 - **Cold start**: the Create event is queued, then the process is spawned; cold start is spawn → the
   ResponseURL has the answer's body. Rust and Python starts alternate, after one unmeasured start each.
+  Init is spawn → the first `/next`; the first invocation is that `/next` → the answer; the function's own
+  share is the cold start less the backend time in it (as for warm invocations, below).
 - **Warm**: one process, 5 unmeasured invocations, then each Create (new RequestId) is timed from being
   queued to the answer's arrival. **Backend time** is the union of the intervals in which any backend
   request was being served (EC2/SNS/webhook/answer, headers read → response written) plus the server's
