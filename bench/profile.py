@@ -376,7 +376,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=40, help="rust-callgrind: functions listed")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="account-link-profile-"))
-    bench = run.Bench(work, args.bootstrap, "WARN", dict(kv.split("=", 1) for kv in args.rust_env))
+    bench = run.Bench(work, args.bootstrap.resolve(), "WARN", dict(kv.split("=", 1) for kv in args.rust_env))
     try:
         text = {"rust-perf": rust_perf, "rust-massif": rust_massif, "rust-callgrind": rust_callgrind,
                 "python-cprofile": python_cprofile,

@@ -708,6 +708,17 @@ METHOD = """## Method
   SNS parts are the Publish calls the backend received for one invocation.
 - Every process is started with the same environment: `AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256`, static
   credentials, region us-west-2; nothing in the run leaves loopback.
+- **What each does**: both list the account, sign each webhook delivery (Standard Webhooks), split the
+  event into parts where it does not fit (SNS 256 KiB, the webhook's 1 MiB) and answer CloudFormation. The
+  Rust function also runs as on main by default (`PROVIDER_AUTH_MODE=hmac-and-proof`): each webhook
+  delivery and SNS message carries a proof of the account (a SigV4-signed `sts:GetCallerIdentity` bound to
+  its body), which the Python peer does not make. The signing secret is passed inline
+  (`PROVIDER_SIGNING_SECRET`) to both; a stack reads it from Secrets Manager once per process instead
+  (one more request in the cold start only).
+- **Machine load**: the machine may be shared. The header gives the load average at start and end and, per
+  phase, the CPU time other processes used (the machine's busy time in `/proc/stat` less this run's own
+  processes); phases where it is high are noisy. Instruction counts (`bench/profile.py rust-callgrind`,
+  bench/PROFILE.md) are the load-independent measure of the function's own work.
 """
 
 

@@ -20,6 +20,7 @@ use super::Auth;
 use crate::config::Callback;
 use crate::deadline::Deadline;
 use crate::delivery::{self, DeliveryError, RetryPolicy};
+use crate::http::Http;
 use crate::outbound::Redacted;
 use crate::proof::ProveError;
 use crate::secret::SecretError;
@@ -38,7 +39,7 @@ pub const DEFAULT_POLICY: RetryPolicy = RetryPolicy {
 };
 
 pub struct Webhook {
-    http: reqwest::Client,
+    http: Http,
     url: Url,
     auth: Auth,
     max_body_bytes: usize,
@@ -68,9 +69,9 @@ pub enum WebhookError {
 
 impl Webhook {
     /// `auth` says what each delivery carries: a signature (with its keys), a proof, or both.
-    pub fn new(http: reqwest::Client, callback: Callback, auth: Auth) -> Self {
+    pub fn new(http: impl Into<Http>, callback: Callback, auth: Auth) -> Self {
         Self {
-            http,
+            http: http.into(),
             url: callback.url,
             auth,
             max_body_bytes: callback.max_body_bytes,
@@ -131,12 +132,12 @@ impl Webhook {
             ),
             None => None,
         };
+        let http = self.http.get().await;
         let make = || {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let mut req = self
-                .http
+            let mut req = http
                 .post(self.url.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .header(
