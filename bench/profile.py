@@ -260,6 +260,26 @@ def callgrind_total(out_file: Path) -> int:
     return 0
 
 
+# What a warm invocation's instructions are spent on: the inclusive cost of these functions (summed over the
+# functions a row matches, which never call one another).
+CALLGRIND_ANCHORS = [
+    ("EC2 responses → SDK types (aws-sdk-ec2's XML deserialisers)",
+     r"^aws_sdk_ec2::protocol_serde::shape_describe_\w+::de_describe_\w+_http_response$"),
+    ("SDK types → the event's inventory (`inventory::assemble`)", r"^account_link::inventory::assemble$"),
+    ("the event → JSON, split into parts (`link_contract::parts`)",
+     r"^link_contract::parts::(split|Serialized::new|Serialized::split)$"),
+    ("Standard Webhooks signatures (HMAC-SHA256 of each delivery)", r"^link_contract::signing::sign$"),
+    ("proofs of the account (SHA-256 of each body, SigV4)", r"^account_link::proof::Prover::prove::\{\{closure\}\}$"),
+    ("SNS Publish: the query body (percent-encoding the message)",
+     r"PublishRequestSerializer as .*SerializeRequest>::serialize_input$"),
+    ("the SDK's SigV4 signing of its requests (payload SHA-256)",
+     r"^aws_smithy_runtime::client::orchestrator::auth::sign_request$"),
+    ("TLS: encrypting what is sent (rustls)",
+     r"^rustls::conn::connection::<impl rustls::conn::ConnectionCommon<T>>::send_plaintext$"),
+    ("SHA-256 rounds, wherever called (software under valgrind, see below)", r"^sha2::sha256::compress256$"),
+]
+
+
 def rust_callgrind(bench: run.Bench, args) -> str:
     """Instructions of init, of the first invocation and per warm invocation, by difference of three processes
     (init only; init + 1; init + 1 + warm), and the functions the warm invocations spend them in."""
@@ -272,6 +292,14 @@ def rust_callgrind(bench: run.Bench, args) -> str:
              f"| init (spawn → first `/next`, and exit) | {tot['init']:,} |",
              f"| first invocation | {tot['first'] - tot['init']:,} |",
              f"| each warm invocation (mean of {args.warm}) | {per_warm:,.0f} |", ""]
+    a = callgrind_functions(runs["first"], True)
+    b = callgrind_functions(runs["warm"], True)
+    lines += ["| Warm invocation: where it goes (inclusive) | instructions | share |", "|---|---:|---:|"]
+    for label, rx in CALLGRIND_ANCHORS:
+        r = re.compile(rx)
+        v = sum(b.get(fn, 0) - a.get(fn, 0) for fn in b if r.search(fn)) / max(args.warm, 1)
+        lines.append(f"| {label} | {v:,.0f} | {100 * v / per_warm:.1f}% |")
+    lines.append("")
     for inclusive in (True, False):
         a = callgrind_functions(runs["first"], inclusive)
         b = callgrind_functions(runs["warm"], inclusive)
