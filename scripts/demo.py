@@ -269,7 +269,7 @@ def run():
     # The variables Lambda (and `cargo lambda watch`) give a function; the runtime API is the emulator's,
     # under the function's name, which `cargo lambda invoke account-link` addresses.
     runtime_env = {
-        "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{invoke_port}/.rt/account-link",
+        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{invoke_port}/.rt/account-link",
         "AWS_LAMBDA_FUNCTION_NAME": "account-link", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/account-link",
         "AWS_LAMBDA_LOG_STREAM_NAME": "demo",
