@@ -503,22 +503,12 @@ struct PlanVpc<'f, 'a> {
 }
 
 /// Greedy packing by serialized size; every estimate includes the separators, so parts never overflow.
+#[derive(Default)]
 struct Packer<'f, 'a> {
     room: usize,
     used: usize,
     current: Vec<PlanRegion<'f, 'a>>,
     parts: Vec<Vec<PlanRegion<'f, 'a>>>,
-}
-
-impl Default for Packer<'_, '_> {
-    fn default() -> Self {
-        Self {
-            room: 0,
-            used: 0,
-            current: Vec::new(),
-            parts: Vec::new(),
-        }
-    }
 }
 
 impl<'f, 'a> Packer<'f, 'a> {
