@@ -35,7 +35,7 @@ const PUT_CUTOFF: Duration = Duration::from_millis(300);
 /// What the function keeps between invocations: clients built once at init.
 pub struct App {
     pub ec2: Ec2Clients,
-    /// Built on first use, or ahead of it by [`Http::warm_up`] (`main` does at init).
+    /// Started by [`App::new`] on a blocking thread, awaited on first use.
     pub http: Http,
     pub outbound: OutboundPolicy,
     pub notifier: Arc<dyn Notifier>,
@@ -65,6 +65,10 @@ impl App {
             .region()
             .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
         let http = Http::lazy();
+        // Inside a runtime (main's, a test's) the client is built in the background from now on.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            http.warm_up();
+        }
         let (config, config_error) = match config {
             Ok(c) => (c, None),
             Err(e) => (Config::default(), Some(e)),

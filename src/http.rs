@@ -1,8 +1,8 @@
 //! The HTTPS client for what the function sends itself: the answer to CloudFormation and the provider
 //! callback. Building it loads and parses the system's root certificates, the largest piece of a cold
-//! start's init (bench/PROFILE.md). [`Http::warm_up`] starts that on a blocking thread at init, so it runs
-//! while the runtime waits for the first event and the first invocation lists the account; whoever needs
-//! the client first waits only for what is left of it.
+//! start's init (bench/PROFILE.md). [`Http::warm_up`] (called by `App::new`) starts that on a blocking
+//! thread at init, so it runs while the runtime waits for the first event and the first invocation lists
+//! the account; whoever needs the client first waits only for what is left of it.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,8 +13,6 @@ async fn main() -> Result<(), Error> {
         tracing::error!(error = %e, "misconfigured: Create and Update will fail until this is fixed");
     }
     let app = Arc::new(App::new(&sdk, config));
-    // The answer's and the callback's HTTPS client is built while the first event is awaited.
-    app.http.warm_up();
     lambda_runtime::run(service_fn(move |event| {
         account_link::handle(app.clone(), event)
     }))
