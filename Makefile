@@ -24,7 +24,7 @@ venv: $(STAMP) ## install the Python tools (moto, cargo-lambda, cfn-lint, checko
 system-deps: ## install Debian's postgresql, chromium and chromium-driver when they are missing
 	@scripts/system_deps.sh
 
-demo: venv ## the link flow locally (moto + link-receiver + cargo lambda watch), ending in the provider's console
+demo: venv ## the link flow locally (moto + link-receiver + the function under cargo lambda's emulator), ending in the provider's console
 	$(PY) scripts/demo.py
 
 test: venv system-deps lint unit-test template-test console-test verifiers-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks, the Python and TypeScript verifiers

@@ -5,13 +5,16 @@ TLS sinks). Profiles need a bootstrap with symbols: the release build strips the
 
     bench/profile.py rust-perf   --bootstrap B [--subnets 1000] [--warm 200] [--cold 10] [--rust-env K=V]
     bench/profile.py rust-massif --bootstrap B [--subnets 1000] [--warm 20]
+    bench/profile.py rust-callgrind --bootstrap B [--subnets 10000] [--warm 2]
     bench/profile.py python-cprofile [--subnets 1000] [--warm 50]
     bench/profile.py python-importtime
 
 rust-perf samples (perf, DWARF call graphs) `--cold` fresh processes through their first invocation, then
 one process through `--warm` invocations, and prints CPU by subsystem (a sample counts for the innermost
 subsystem on its stack) and the hottest functions. rust-massif prints the heap peak and its largest
-allocation sites. The Python profiles run the handler module in a child process against the same servers.
+allocation sites. rust-callgrind counts instructions (valgrind's callgrind: the same counts however loaded
+the machine is, unlike times) of init, of the first invocation and of each warm one, and the functions the
+warm ones spend them in. The Python profiles run the handler module in a child process against the same servers.
 """
 
 from __future__ import annotations
@@ -218,6 +221,100 @@ def rust_massif(bench: run.Bench, args) -> str:
     return "```\n" + "\n".join(text.splitlines()[:120]) + "\n```\n"
 
 
+def callgrind_run(bench: run.Bench, args, invocations: int, name: str) -> Path:
+    """One process under callgrind: init, then `invocations` Creates; its counts are written when it ends."""
+    out_file = bench.work / f"callgrind.{name}"
+    f = run.Function(bench, "rust", args.subnets, f"callgrind-{name}.log",
+                     wrapper=["valgrind", "--tool=callgrind", "--dump-instr=no", "--collect-jumps=no",
+                              f"--callgrind-out-file={out_file}"])
+    try:
+        f.spawn()
+        end = time.monotonic() + 300
+        while f.api.first_poll_at is None:
+            if time.monotonic() > end or f.proc.poll() is not None:
+                raise RuntimeError(f"the function did not start under callgrind; see {name}'s log")
+            time.sleep(0.05)
+        for _ in range(invocations):
+            run.check_answer(f.invoke(), f.backend.dataset, "rust")
+    finally:
+        stop_gracefully(f)
+    return out_file
+
+
+def callgrind_functions(out_file: Path, inclusive: bool) -> dict[str, int]:
+    text = subprocess.run(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--threshold=100",
+                           str(out_file)], capture_output=True, text=True, errors="replace").stdout
+    costs: dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+(?:\([\s\d.]+%\)\s+)?(\S.*?)\s*(?:\[[^\]]*\])?$", line)
+        if m and ":" in m.group(2):
+            fn = m.group(2).split(":", 1)[1]
+            costs[fn] = costs.get(fn, 0) + int(m.group(1).replace(",", ""))
+    return costs
+
+
+def callgrind_total(out_file: Path) -> int:
+    for line in out_file.read_text(errors="replace").splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return int(line.split()[1])
+    return 0
+
+
+# What a warm invocation's instructions are spent on: the inclusive cost of these functions (summed over the
+# functions a row matches, which never call one another).
+CALLGRIND_ANCHORS = [
+    ("EC2 responses → SDK types (aws-sdk-ec2's XML deserialisers)",
+     r"^aws_sdk_ec2::protocol_serde::shape_describe_\w+::de_describe_\w+_http_response$"),
+    ("SDK types → the event's inventory (`inventory::assemble`)", r"^account_link::inventory::assemble$"),
+    ("the event → JSON, split into parts (`link_contract::parts`)",
+     r"^link_contract::parts::(split|Serialized::new|Serialized::split)$"),
+    ("Standard Webhooks signatures (HMAC-SHA256 of each delivery)", r"^link_contract::signing::sign$"),
+    ("proofs of the account (SHA-256 of each body, SigV4)", r"^account_link::proof::Prover::prove::\{\{closure\}\}$"),
+    ("SNS Publish: the query body (percent-encoding the message)",
+     r"PublishRequestSerializer as .*SerializeRequest>::serialize_input$"),
+    ("the SDK's SigV4 signing of its requests (payload SHA-256)",
+     r"^aws_smithy_runtime::client::orchestrator::auth::sign_request$"),
+    ("TLS: encrypting what is sent (rustls)",
+     r"^rustls::conn::connection::<impl rustls::conn::ConnectionCommon<T>>::send_plaintext$"),
+    ("SHA-256 rounds, wherever called (software under valgrind, see below)", r"^sha2::sha256::compress256$"),
+]
+
+
+def rust_callgrind(bench: run.Bench, args) -> str:
+    """Instructions of init, of the first invocation and per warm invocation, by difference of three processes
+    (init only; init + 1; init + 1 + warm), and the functions the warm invocations spend them in."""
+    runs = {n: callgrind_run(bench, args, k, n) for n, k in
+            (("init", 0), ("first", 1), ("warm", 1 + args.warm))}
+    tot = {n: callgrind_total(p) for n, p in runs.items()}
+    per_warm = (tot["warm"] - tot["first"]) / max(args.warm, 1)
+    lines = [f"### Rust instructions (callgrind), {args.subnets} subnets", "",
+             "| | instructions |", "|---|---:|",
+             f"| init (spawn → first `/next`, and exit) | {tot['init']:,} |",
+             f"| first invocation | {tot['first'] - tot['init']:,} |",
+             f"| each warm invocation (mean of {args.warm}) | {per_warm:,.0f} |", ""]
+    a = callgrind_functions(runs["first"], True)
+    b = callgrind_functions(runs["warm"], True)
+    lines += ["| Warm invocation: where it goes (inclusive) | instructions | share |", "|---|---:|---:|"]
+    for label, rx in CALLGRIND_ANCHORS:
+        r = re.compile(rx)
+        v = sum(b.get(fn, 0) - a.get(fn, 0) for fn in b if r.search(fn)) / max(args.warm, 1)
+        lines.append(f"| {label} | {v:,.0f} | {100 * v / per_warm:.1f}% |")
+    lines.append("")
+    for inclusive in (True, False):
+        a = callgrind_functions(runs["first"], inclusive)
+        b = callgrind_functions(runs["warm"], inclusive)
+        diff = {fn: (b.get(fn, 0) - a.get(fn, 0)) / max(args.warm, 1) for fn in b}
+        kind = "inclusive (the function and what it calls)" if inclusive else "self"
+        lines += [f"| Warm invocation, {kind} | instructions | share |", "|---|---:|---:|"]
+        for fn, v in sorted(diff.items(), key=lambda kv: -kv[1])[:args.top]:
+            if v > 0:
+                lines.append(f"| `{fn[:120]}` | {v:,.0f} | {100 * v / per_warm:.1f}% |")
+        lines.append("")
+    if os.environ.get("BENCH_KEEP_WORK") == "1":
+        lines.append("callgrind files: " + ", ".join(str(p) for p in runs.values()))
+    return "\n".join(lines) + "\n"
+
+
 CHILD = r'''
 import cProfile, json, pstats, sys, time, io
 events = json.load(open(sys.argv[1]))
@@ -297,17 +394,20 @@ def python_importtime(bench: run.Bench, args) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["rust-perf", "rust-massif", "python-cprofile", "python-importtime"])
+    ap.add_argument("what", choices=["rust-perf", "rust-massif", "rust-callgrind", "python-cprofile",
+                                     "python-importtime"])
     ap.add_argument("--bootstrap", type=Path, default=run.BOOTSTRAP)
     ap.add_argument("--subnets", type=int, default=1000)
     ap.add_argument("--warm", type=int, default=200)
     ap.add_argument("--cold", type=int, default=10)
     ap.add_argument("--rust-env", action="append", default=[], metavar="K=V")
+    ap.add_argument("--top", type=int, default=40, help="rust-callgrind: functions listed")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="account-link-profile-"))
-    bench = run.Bench(work, args.bootstrap, "WARN", dict(kv.split("=", 1) for kv in args.rust_env))
+    bench = run.Bench(work, args.bootstrap.resolve(), "WARN", dict(kv.split("=", 1) for kv in args.rust_env))
     try:
-        text = {"rust-perf": rust_perf, "rust-massif": rust_massif, "python-cprofile": python_cprofile,
+        text = {"rust-perf": rust_perf, "rust-massif": rust_massif, "rust-callgrind": rust_callgrind,
+                "python-cprofile": python_cprofile,
                 "python-importtime": python_importtime}[args.what](bench, args)
         print(text)
         return 0

@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -116,6 +117,51 @@ def cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             pass
     return total / 1e9
+
+
+class LoadMeter:
+    """What else the machine did while a phase ran: the load average before and after, and the CPU time of
+    every other process (the machine's busy time in /proc/stat less this process's and its reaped
+    children's, the functions included)."""
+
+    def __init__(self):
+        self.phases: list[dict] = []
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float, str]:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(x) for x in fields]
+        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+        own = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for a in ("ru_utime", "ru_stime"))
+        load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        return time.monotonic(), busy, own, load
+
+    def phase(self, name: str):
+        meter = self
+
+        class Phase:
+            def __enter__(self):
+                self.start = meter._sample()
+
+            def __exit__(self, *exc):
+                end = meter._sample()
+                wall = end[0] - self.start[0]
+                others = max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2]))
+                meter.phases.append({"name": name, "wall": wall, "others": others,
+                                     "load_start": self.start[3], "load_end": end[3]})
+
+        return Phase()
+
+    def summary(self) -> str:
+        if not self.phases:
+            return ""
+        wall = sum(p["wall"] for p in self.phases)
+        others = sum(p["others"] for p in self.phases)
+        each = "; ".join(f"{p['name']} {p['others'] / p['wall']:.2f} (load {p['load_start']} → {p['load_end']})"
+                         for p in self.phases if p["wall"] > 0)
+        return (f"Other processes' CPU while it ran: {others:.0f} CPU-s in {wall:.0f} s, "
+                f"{others / wall:.2f} of the {os.cpu_count()} cores on average; per phase: {each}.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -262,9 +308,7 @@ class Function:
     def _measure(self, t0, t1, answer, inv) -> dict:
         reqs = self.backend.between(t0, t1)
         sink_reqs = self.bench.sinks.between(t0, t1)
-        intervals = [(r.start, r.end) for r in reqs] + [(r.start, r.end) for r in sink_reqs]
-        intervals.append((answer.start, answer.body_read_at))
-        backend = union_length(intervals, t0, t1) + self.bench.sinks.handshake_cpu_between(t0, t1)
+        backend = backend_time(self.bench, self.backend, answer, t0, t1)
         body = json.loads(answer.body)
         hooks = [r for r in sink_reqs if r.path == "/hook"]
         publishes = [r for r in reqs if r.action == "Publish"]
@@ -315,6 +359,15 @@ class Function:
         return cpu
 
 
+def backend_time(bench: Bench, backend: FakeAws, answer, t0: float, t1: float) -> float:
+    """The time in [t0, t1] in which any backend request was being served (EC2/SNS, webhook, the answer's
+    PUT), plus the sinks' CPU for TLS handshakes: what is not the function's own work."""
+    intervals = [(r.start, r.end) for r in backend.between(t0, t1)]
+    intervals += [(r.start, r.end) for r in bench.sinks.between(t0, t1)]
+    intervals.append((answer.start, answer.body_read_at))
+    return union_length(intervals, t0, t1) + bench.sinks.handshake_cpu_between(t0, t1)
+
+
 def check_answer(m: dict, ds: Dataset, kind: str) -> None:
     a = m["answer"]
     data = a.get("Data", {})
@@ -331,7 +384,7 @@ def check_answer(m: dict, ds: Dataset, kind: str) -> None:
 def cold_starts(bench: Bench, kinds: list[str], n: int) -> dict:
     """n fresh processes per kind, interleaved so background load hits both alike; one unmeasured first
     start per kind warms the page cache."""
-    out = {k: {"cold": [], "init": [], "rss": [], "cpu": []} for k in kinds}
+    out = {k: {"cold": [], "init": [], "first": [], "own": [], "rss": [], "cpu": []} for k in kinds}
     for i in range(n + 1):
         for kind in kinds:
             f = Function(bench, kind, STANDARD_SUBNETS, f"{kind}-cold.log")
@@ -346,8 +399,11 @@ def cold_starts(bench: Bench, kinds: list[str], n: int) -> dict:
                 check_answer({"answer": json.loads(answer.body)}, f.backend.dataset, kind)
                 if i == 0:
                     continue
-                out[kind]["cold"].append(answer.body_read_at - f.spawned_at)
-                out[kind]["init"].append(f.api.first_poll_at - f.spawned_at)
+                t0, t1 = f.spawned_at, answer.body_read_at
+                out[kind]["cold"].append(t1 - t0)
+                out[kind]["init"].append(f.api.first_poll_at - t0)
+                out[kind]["first"].append(t1 - f.api.first_poll_at)
+                out[kind]["own"].append(t1 - t0 - backend_time(bench, f.backend, answer, t0, t1))
                 out[kind]["rss"].append(f.peak_rss_kib())
             finally:
                 cpu = f.stop()
@@ -508,6 +564,10 @@ def report(res: dict, args, info: dict) -> str:
     L.append(f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Linux {info['kernel']}; "
              f"{info['rustc']}; Python {info['python']}; load average at start {res['load_start']}, "
              f"at end {info['load']}.")
+    if res.get("load"):
+        L.append("")
+        L.append(res["load"] + " Times are wall clock on a machine that may be shared: read the ratios of "
+                 "phases with a low figure here.")
     L.append("")
     extra = "".join(f", `{kv}`" for kv in args.rust_env)
     L.append(f"Rust: `{res['bootstrap_name']}` (x86_64, `cargo lambda build --release`), "
@@ -541,6 +601,10 @@ def report(res: dict, args, info: dict) -> str:
         "≥ 10× faster:")
     row("Cold start, p95 (ms)", lambda k: pct(c[k]["cold"], 95), ms)
     row("… of which init: spawn → first `/next` (ms, median)", lambda k: statistics.median(c[k]["init"]), ms)
+    row("… of which the first invocation: first `/next` → answer (ms, median)",
+        lambda k: statistics.median(c[k]["first"]), ms)
+    row("Function's own share of a cold start = cold start − backend (ms, median)",
+        lambda k: statistics.median(c[k]["own"]), ms)
     row("CPU time of a cold process (ms, median)", lambda k: statistics.median(c[k]["cpu"]), ms)
     w = res["warm"]
     n_warm = len(w[kinds[0]]["m"])
@@ -627,6 +691,8 @@ METHOD = """## Method
   pre-signed ResponseURL (PUT) and the provider webhook (POST). EC2 and SNS are plain http on loopback.
 - **Cold start**: the Create event is queued, then the process is spawned; cold start is spawn → the
   ResponseURL has the answer's body. Rust and Python starts alternate, after one unmeasured start each.
+  Init is spawn → the first `/next`; the first invocation is that `/next` → the answer; the function's own
+  share is the cold start less the backend time in it (as for warm invocations, below).
 - **Warm**: one process, 5 unmeasured invocations, then each Create (new RequestId) is timed from being
   queued to the answer's arrival. **Backend time** is the union of the intervals in which any backend
   request was being served (EC2/SNS/webhook/answer, headers read → response written) plus the server's
@@ -642,6 +708,17 @@ METHOD = """## Method
   SNS parts are the Publish calls the backend received for one invocation.
 - Every process is started with the same environment: `AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256`, static
   credentials, region us-west-2; nothing in the run leaves loopback.
+- **What each does**: both list the account, sign each webhook delivery (Standard Webhooks), split the
+  event into parts where it does not fit (SNS 256 KiB, the webhook's 1 MiB) and answer CloudFormation. The
+  Rust function also runs as on main by default (`PROVIDER_AUTH_MODE=hmac-and-proof`): each webhook
+  delivery and SNS message carries a proof of the account (a SigV4-signed `sts:GetCallerIdentity` bound to
+  its body), which the Python peer does not make. The signing secret is passed inline
+  (`PROVIDER_SIGNING_SECRET`) to both; a stack reads it from Secrets Manager once per process instead
+  (one more request in the cold start only).
+- **Machine load**: the machine may be shared. The header gives the load average at start and end and, per
+  phase, the CPU time other processes used (the machine's busy time in `/proc/stat` less this run's own
+  processes); phases where it is high are noisy. Instruction counts (`bench/profile.py rust-callgrind`,
+  bench/PROFILE.md) are the load-independent measure of the function's own work.
 """
 
 
@@ -706,6 +783,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
     load_start = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    meter = LoadMeter()
     t_start = time.monotonic()
     import importlib.metadata as md
 
@@ -726,17 +804,20 @@ def main() -> int:
         res["std"] = {"vpcs": ds.vpcs, "subnets": ds.subnets, "tables": ds.route_tables}
 
         say(f"cold starts: {n_cold} per handler")
-        res["cold"] = cold_starts(bench, kinds, n_cold)
+        with meter.phase("cold starts"):
+            res["cold"] = cold_starts(bench, kinds, n_cold)
 
         res["warm"] = {}
         for k in kinds:
             say(f"warm: {n_warm} invocations, {k}")
-            res["warm"][k] = warm(bench, k, n_warm)
+            with meter.phase(f"warm ({TITLES[k]})"):
+                res["warm"][k] = warm(bench, k, n_warm)
         if not args.quick:
             res["log_levels"] = {}
             for k in kinds:
                 say(f"log levels: 100 invocations each at WARN and INFO, {k}")
-                res["log_levels"][k] = log_levels(bench, k, 100)
+                with meter.phase(f"log levels ({TITLES[k]})"):
+                    res["log_levels"][k] = log_levels(bench, k, 100)
         res["scale"], res["datasets"] = {}, {}
         for size in sizes:
             d = bench.backend(size).dataset
@@ -745,7 +826,8 @@ def main() -> int:
             n = 2 if args.quick else (4 if size >= 10000 else 8)
             for k in kinds:
                 say(f"scale: {size} subnets, {k}, {n} invocations")
-                res["scale"][size][k] = scale(bench, k, size, n)
+                with meter.phase(f"{size:,} subnets ({TITLES[k]})"):
+                    res["scale"][size][k] = scale(bench, k, size, n)
                 if not res["scale"][size][k]["verified"]:
                     raise RuntimeError(f"{k}: no webhook to verify")
 
@@ -772,6 +854,7 @@ def main() -> int:
                     ("peak memory ≤ 1/3", k, mem_r <= 1 / 3, f"{mem_r:.2f} of Python's"),
                     ("warm overhead ≥ 5× lower", k, ov_r >= 5, f"{ov_r:.1f}×"),
                 ]
+        res["load"] = meter.summary()
         table = report(res, args, machine())
         print(table)
         if out:

@@ -2,13 +2,18 @@
 """make demo: the whole link flow on this machine, against local emulators.
 
 Starts moto (EC2, S3, SNS, SQS, STS) on a free loopback port and seeds an account with VPCs in two
-regions, starts the provider's registry and console (`link-receiver`), runs the function under
-`cargo lambda watch` (the local Lambda emulator) with an assumed role's credentials, then plays a customer:
+regions, starts the provider's registry and console (`link-receiver`), runs the function against
+`cargo lambda watch`'s Lambda emulator with an assumed role's credentials, then plays a customer:
 an earlier stack is created and deleted; a "Link an AWS account" click starts a link request; CloudFormation's
 Create and Update carry its external id (through `cargo lambda invoke`, each with a fresh pre-signed S3
 ResponseURL from moto). Prints what CloudFormation got back and what the registry verified and stored, then
 the console's URL with the account linked, and keeps serving it until Ctrl-C (`--no-serve`: exit instead).
 Everything it starts is stopped on exit.
+
+The binaries are the ones `cargo test --workspace` builds (`make test` runs it next, and finds nothing to
+compile): `cargo build --bins` or the `cargo run` that `cargo lambda watch` would do resolve the workspace's
+features differently (without the test dependencies' features), and each would compile the dependencies
+once more.
 """
 import json
 import os
@@ -30,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 WORK = ROOT / ".demo"
 REGIONS = ["us-west-2", "eu-west-1"]
+# What `make test` builds (unit-test, console-test): the same command, so the same features.
+CARGO_BUILD = ["cargo", "test", "--locked", "--quiet", "--workspace", "--no-run"]
 PROCS = []
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 
@@ -213,8 +220,8 @@ def stack_event(name, stack_id, external_id):
 
 
 def run():
-    t = step("Building the function and link-receiver (cargo; the first build takes a few minutes)")
-    subprocess.run(["cargo", "build", "--quiet", "--workspace", "--bins"], cwd=ROOT, check=True)
+    t = step("Building the function and link-receiver as `cargo test` does (the first build takes a few minutes)")
+    subprocess.run(CARGO_BUILD, cwd=ROOT, check=True)
     done(t)
 
     t = step("Starting moto (EC2, S3, SNS, SQS, STS) and seeding an account in " + " and ".join(REGIONS))
@@ -248,9 +255,8 @@ def run():
     wait_for(lambda: port_open(receiver_port), "link-receiver", 15, None, "link-receiver.log")
     done(t, f"verifying signatures and proofs of the account (by the stack's function role only) at {registry}/hooks/account-link")
 
-    t = step("Starting the function under cargo lambda watch")
+    t = step("Starting cargo lambda's Lambda emulator and the function")
     invoke_port = free_port()
-    env_file = WORK / "function.env"
     function_env = {
         "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": role["accessKeyId"],
         "AWS_SECRET_ACCESS_KEY": role["secretAccessKey"], "AWS_SESSION_TOKEN": role["sessionToken"],
@@ -258,12 +264,22 @@ def run():
         "PROVIDER_SIGNING_SECRET": secret, "PROVIDER_SNS_TOPIC_ARN": topic["topicArn"],
         "ACCOUNT_LINK_ALLOW_LOOPBACK": "true", "AWS_LAMBDA_LOG_FORMAT": "JSON",
     }
-    env_file.write_text("".join(f'{k}="{v}"\n' for k, v in function_env.items()))
-    watch = start(["cargo", "lambda", "watch", "--bin", "account-link", "--invoke-address", "127.0.0.1",
-                   "--invoke-port", str(invoke_port), "--env-file", str(env_file), "--ignore-changes"],
-                  "cargo-lambda-watch.log")
-    wait_for(lambda: port_open(invoke_port), "cargo lambda watch", 120, watch, "cargo-lambda-watch.log")
-    done(t, f"Lambda runtime API emulator on 127.0.0.1:{invoke_port}")
+    # The emulator only (`--only-lambda-apis`): it would otherwise `cargo run` the function, which resolves
+    # the features for the function's package alone and compiles every dependency again.
+    watch = start(["cargo", "lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1",
+                   "--invoke-port", str(invoke_port)], "cargo-lambda-watch.log")
+    wait_for(lambda: port_open(invoke_port), "cargo lambda watch", 60, watch, "cargo-lambda-watch.log")
+    # The variables Lambda (and `cargo lambda watch`) give a function; the runtime API is the emulator's,
+    # under the function's name, which `cargo lambda invoke account-link` addresses.
+    runtime_env = {
+        "AWS_LAMBDA_RUNTIME_API": f"http://127.0.0.1:{invoke_port}/.rt/account-link",
+        "AWS_LAMBDA_FUNCTION_NAME": "account-link", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256", "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/account-link",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "demo",
+    }
+    start([str(ROOT / "target/debug/account-link")], "function.log",
+          env={**env_with_venv(), **function_env, **runtime_env})
+    done(t, f"Lambda runtime API emulator on 127.0.0.1:{invoke_port}; the function's log is .demo/function.log")
 
     stack = json.loads((ROOT / "events/create.json").read_text())["StackId"]
     retired = stack.replace("stack/account-link/", "stack/account-link-old/")

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::cfn::{self, Answer, CfnRequest, IssuedId, Origin, ReplyTo, RequestError, RequestType};
 use crate::config::{Config, ConfigError};
 use crate::deadline::{Deadline, InFlight};
+use crate::http::Http;
 use link_contract::event::{LinkEvent, LinkProperties};
 use link_contract::inventory::Inventory;
 
@@ -34,7 +35,8 @@ const PUT_CUTOFF: Duration = Duration::from_millis(300);
 /// What the function keeps between invocations: clients built once at init.
 pub struct App {
     pub ec2: Ec2Clients,
-    pub http: reqwest::Client,
+    /// Started by [`App::new`] on a blocking thread, awaited on first use.
+    pub http: Http,
     pub outbound: OutboundPolicy,
     pub notifier: Arc<dyn Notifier>,
     /// The function's own region: the default for `Regions`.
@@ -54,16 +56,7 @@ pub enum HandlerError {
     },
 }
 
-/// A client for everything the function sends over HTTP: no redirects, bounded connects.
-pub fn http_client() -> reqwest::Client {
-    // reqwest is built without a crypto provider of its own: use ring, process-wide (idempotent).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-        .expect("the TLS backend initialises")
-}
+pub use crate::http::client as http_client;
 
 impl App {
     /// Builds the clients from the SDK configuration (region, endpoint, credentials) and the environment.
@@ -71,7 +64,11 @@ impl App {
         let region = sdk
             .region()
             .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
-        let http = http_client();
+        let http = Http::lazy();
+        // Inside a runtime (main's, a test's) the client is built in the background from now on.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            http.warm_up();
+        }
         let (config, config_error) = match config {
             Ok(c) => (c, None),
             Err(e) => (Config::default(), Some(e)),
@@ -315,7 +312,7 @@ async fn answer(
     let body = cfn::render(reply, &answer);
     let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match cfn::put_answer(
-        &app.http,
+        app.http.get().await,
         &reply.response_url,
         body,
         deadline.earlier_by(PUT_CUTOFF),

@@ -201,17 +201,16 @@ where
     }
 }
 
-fn tag_name(tags: &[Tag]) -> Option<String> {
-    tags.iter()
-        .find(|t| t.key() == Some("Name"))
-        .and_then(|t| t.value())
-        .map(str::to_string)
+/// The `Name` tag's value, taken out of the SDK's list.
+fn tag_name(tags: Option<Vec<Tag>>) -> Option<String> {
+    tags?
+        .into_iter()
+        .find(|t| t.key.as_deref() == Some("Name"))
+        .and_then(|t| t.value)
 }
 
-fn owned(s: Option<&str>) -> Option<String> {
-    s.map(str::to_string)
-}
-
+/// The SDK's pages become the event's types. The SDK values are consumed: their strings move into the
+/// event instead of being copied (10 000 subnets are some 100 000 strings).
 fn assemble(
     region: &str,
     vpcs: Vec<SdkVpc>,
@@ -220,73 +219,78 @@ fn assemble(
 ) -> RegionInventory {
     let mut by_id: BTreeMap<String, Vpc> = BTreeMap::new();
     for v in vpcs {
-        let Some(id) = v.vpc_id() else { continue };
+        let Some(id) = v.vpc_id else { continue };
         let mut cidr_blocks: Vec<String> = v
-            .cidr_block_association_set()
-            .iter()
-            .filter_map(|a| owned(a.cidr_block()))
+            .cidr_block_association_set
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|a| a.cidr_block)
             .collect();
-        if let Some(primary) = v.cidr_block() {
+        if let Some(primary) = &v.cidr_block {
             if !cidr_blocks.iter().any(|c| c == primary) {
-                cidr_blocks.insert(0, primary.to_string());
+                cidr_blocks.insert(0, primary.clone());
             }
         }
         by_id.insert(
-            id.to_string(),
+            id.clone(),
             Vpc {
-                vpc_id: id.to_string(),
-                name: tag_name(v.tags()),
-                cidr_block: owned(v.cidr_block()),
+                vpc_id: id,
+                name: tag_name(v.tags),
+                cidr_block: v.cidr_block,
                 cidr_blocks,
                 ipv6_cidr_blocks: v
-                    .ipv6_cidr_block_association_set()
-                    .iter()
-                    .filter_map(|a| owned(a.ipv6_cidr_block()))
+                    .ipv6_cidr_block_association_set
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|a| a.ipv6_cidr_block)
                     .collect(),
-                is_default: v.is_default().unwrap_or(false),
-                state: v.state().map(|s| s.as_str().to_string()),
-                owner_id: owned(v.owner_id()),
+                is_default: v.is_default.unwrap_or(false),
+                state: v.state.map(|s| s.as_str().to_string()),
+                owner_id: v.owner_id,
                 ..Vpc::default()
             },
         );
     }
     for s in subnets {
-        let Some(subnet_id) = s.subnet_id() else {
+        let Some(subnet_id) = s.subnet_id else {
             continue;
         };
-        vpc_entry(&mut by_id, s.vpc_id()).subnets.push(Subnet {
-            subnet_id: subnet_id.to_string(),
-            name: tag_name(s.tags()),
-            cidr_block: owned(s.cidr_block()),
-            ipv6_cidr_blocks: s
-                .ipv6_cidr_block_association_set()
-                .iter()
-                .filter_map(|a| owned(a.ipv6_cidr_block()))
-                .collect(),
-            availability_zone: owned(s.availability_zone()),
-            availability_zone_id: owned(s.availability_zone_id()),
-            available_ip_address_count: s.available_ip_address_count(),
-            map_public_ip_on_launch: s.map_public_ip_on_launch().unwrap_or(false),
-            default_for_az: s.default_for_az().unwrap_or(false),
-            state: s.state().map(|x| x.as_str().to_string()),
-        });
+        vpc_entry(&mut by_id, s.vpc_id.as_deref())
+            .subnets
+            .push(Subnet {
+                subnet_id,
+                name: tag_name(s.tags),
+                cidr_block: s.cidr_block,
+                ipv6_cidr_blocks: s
+                    .ipv6_cidr_block_association_set
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|a| a.ipv6_cidr_block)
+                    .collect(),
+                availability_zone: s.availability_zone,
+                availability_zone_id: s.availability_zone_id,
+                available_ip_address_count: s.available_ip_address_count,
+                map_public_ip_on_launch: s.map_public_ip_on_launch.unwrap_or(false),
+                default_for_az: s.default_for_az.unwrap_or(false),
+                state: s.state.map(|x| x.as_str().to_string()),
+            });
     }
     for t in tables {
-        let Some(table_id) = t.route_table_id() else {
+        let Some(route_table_id) = t.route_table_id else {
             continue;
         };
-        vpc_entry(&mut by_id, t.vpc_id())
+        let associations = t.associations.unwrap_or_default();
+        vpc_entry(&mut by_id, t.vpc_id.as_deref())
             .route_tables
             .push(RouteTable {
-                route_table_id: table_id.to_string(),
-                name: tag_name(t.tags()),
-                main: t.associations().iter().any(|a| a.main().unwrap_or(false)),
-                subnet_ids: t
-                    .associations()
-                    .iter()
-                    .filter_map(|a| owned(a.subnet_id()))
+                route_table_id,
+                name: tag_name(t.tags),
+                main: associations.iter().any(|a| a.main.unwrap_or(false)),
+                subnet_ids: associations
+                    .into_iter()
+                    .filter_map(|a| a.subnet_id)
                     .collect(),
-                routes: t.routes().iter().map(route).collect(),
+                routes: t.routes.unwrap_or_default().iter().map(route).collect(),
             });
     }
     let mut vpcs: Vec<Vpc> = by_id.into_values().collect();
@@ -305,10 +309,21 @@ fn assemble(
 /// under a bare entry rather than drop it.
 fn vpc_entry<'a>(by_id: &'a mut BTreeMap<String, Vpc>, id: Option<&str>) -> &'a mut Vpc {
     let id = id.unwrap_or("unknown");
-    by_id.entry(id.to_string()).or_insert_with(|| Vpc {
-        vpc_id: id.to_string(),
-        ..Vpc::default()
-    })
+    // Looked up before an entry is made: most subnets' VPC is listed, and the key would be a copy.
+    if !by_id.contains_key(id) {
+        by_id.insert(
+            id.to_string(),
+            Vpc {
+                vpc_id: id.to_string(),
+                ..Vpc::default()
+            },
+        );
+    }
+    by_id.get_mut(id).expect("inserted above")
+}
+
+fn owned(s: Option<&str>) -> Option<String> {
+    s.map(str::to_string)
 }
 
 fn route(r: &aws_sdk_ec2::types::Route) -> Route {

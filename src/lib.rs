@@ -7,6 +7,7 @@ pub mod config;
 pub mod deadline;
 pub mod delivery;
 pub mod handler;
+pub mod http;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;

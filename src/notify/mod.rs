@@ -24,6 +24,7 @@ pub struct Auth {
 }
 
 use link_contract::event::LinkEvent;
+use link_contract::parts::Serialized;
 
 use crate::deadline::Deadline;
 
@@ -78,15 +79,24 @@ impl Notifier for Channels {
         until: Deadline,
     ) -> BoxFuture<'a, Result<(), NotifyError>> {
         Box::pin(async move {
+            // Serialised once for both channels and every part, whatever their size limits.
+            let serialized = Serialized::new(event);
+            let serialized = &serialized;
             let webhook = async {
                 match &self.webhook {
-                    Some(w) => w.deliver(event, until).await.map_err(NotifyError::from),
+                    Some(w) => w
+                        .deliver_serialized(serialized, until)
+                        .await
+                        .map_err(NotifyError::from),
                     None => Ok(()),
                 }
             };
             let sns = async {
                 match &self.sns {
-                    Some(s) => s.publish(event, until).await.map_err(NotifyError::from),
+                    Some(s) => s
+                        .publish_serialized(serialized, until)
+                        .await
+                        .map_err(NotifyError::from),
                     None => Ok(()),
                 }
             };

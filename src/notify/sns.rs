@@ -11,7 +11,8 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use std::sync::Arc;
 
 use link_contract::event::LinkEvent;
-use link_contract::{parts, proof};
+use link_contract::parts::Serialized;
+use link_contract::proof;
 
 use crate::deadline::Deadline;
 use crate::proof::Prover;
@@ -62,7 +63,18 @@ impl SnsPublisher {
     }
 
     pub async fn publish(&self, event: &LinkEvent, until: Deadline) -> Result<(), SnsError> {
-        let parts = parts::split(event, MAX_SNS_MESSAGE_BYTES);
+        self.publish_serialized(&Serialized::new(event), until)
+            .await
+    }
+
+    /// [`SnsPublisher::publish`] for an event already serialised (shared with the callback).
+    pub async fn publish_serialized(
+        &self,
+        serialized: &Serialized<'_>,
+        until: Deadline,
+    ) -> Result<(), SnsError> {
+        let event = serialized.event();
+        let parts = serialized.split(MAX_SNS_MESSAGE_BYTES);
         let count = parts.len();
         let fail = |part, message| SnsError {
             topic: self.topic_arn.clone(),

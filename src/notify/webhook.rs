@@ -13,13 +13,14 @@ use reqwest::StatusCode;
 use url::Url;
 
 use link_contract::event::{EventType, LinkEvent};
-use link_contract::parts;
+use link_contract::parts::{self, Serialized};
 use link_contract::{proof, signing};
 
 use super::Auth;
 use crate::config::Callback;
 use crate::deadline::Deadline;
 use crate::delivery::{self, DeliveryError, RetryPolicy};
+use crate::http::Http;
 use crate::outbound::Redacted;
 use crate::proof::ProveError;
 use crate::secret::SecretError;
@@ -38,7 +39,7 @@ pub const DEFAULT_POLICY: RetryPolicy = RetryPolicy {
 };
 
 pub struct Webhook {
-    http: reqwest::Client,
+    http: Http,
     url: Url,
     auth: Auth,
     max_body_bytes: usize,
@@ -71,9 +72,9 @@ pub enum WebhookError {
 
 impl Webhook {
     /// `auth` says what each delivery carries: a signature (with its keys), a proof, or both.
-    pub fn new(http: reqwest::Client, callback: Callback, auth: Auth) -> Self {
+    pub fn new(http: impl Into<Http>, callback: Callback, auth: Auth) -> Self {
         Self {
-            http,
+            http: http.into(),
             url: callback.url,
             auth,
             max_body_bytes: callback.max_body_bytes,
@@ -95,7 +96,18 @@ impl Webhook {
     /// Delivers the event, in parts when it is larger than the body limit; the first part that fails
     /// ends the delivery (the parts already accepted stay with the provider until a retry completes them).
     pub async fn deliver(&self, event: &LinkEvent, until: Deadline) -> Result<(), WebhookError> {
-        let messages = parts::split(event, self.max_body_bytes);
+        self.deliver_serialized(&Serialized::new(event), until)
+            .await
+    }
+
+    /// [`Webhook::deliver`] for an event already serialised (shared with the SNS channel).
+    pub async fn deliver_serialized(
+        &self,
+        serialized: &Serialized<'_>,
+        until: Deadline,
+    ) -> Result<(), WebhookError> {
+        let event = serialized.event();
+        let messages = serialized.split(self.max_body_bytes);
         parts::check_split(&messages)?;
         for message in messages {
             self.deliver_one(event, message, until).await?;
@@ -125,12 +137,12 @@ impl Webhook {
             ),
             None => None,
         };
+        let http = self.http.get().await;
         let make = || {
             let ts = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let mut req = self
-                .http
+            let mut req = http
                 .post(self.url.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .header(

@@ -296,7 +296,7 @@ pub fn app_on(
 ) -> Arc<App> {
     Arc::new(App {
         ec2: account_link::inventory::Ec2Clients::new(ec2),
-        http: account_link::handler::http_client(),
+        http: account_link::handler::http_client().into(),
         outbound: account_link::outbound::OutboundPolicy::new(true),
         notifier,
         region: "us-west-2".into(),

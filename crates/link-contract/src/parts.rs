@@ -3,14 +3,13 @@
 //! parts hold everything. A VPC's header is repeated in every part that carries some of its subnets or
 //! route tables; each subnet and route table is in exactly one part.
 
+use std::ops::Range;
+use std::sync::OnceLock;
+
 use sha2::{Digest, Sha256};
 
-use crate::event::{LinkEvent, Part};
-use crate::inventory::{RegionInventory, RouteTable, Subnet, Vpc};
-
-fn json_len<T: serde::Serialize>(v: &T) -> usize {
-    serde_json::to_vec(v).map_or(0, |b| b.len())
-}
+use crate::event::{LinkData, LinkEvent, Part};
+use crate::inventory::{RegionInventory, Vpc};
 
 /// One message to send: the whole event, or one part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,72 +24,384 @@ pub struct Message {
 
 /// The event as JSON messages of at most `max_bytes` each: one when it fits, otherwise numbered parts
 /// (`data.part`). A part is never larger than `max_bytes` unless a single subnet or route table is.
+/// To split one event at several limits (the callback and SNS), serialise it once with [`Serialized`].
 pub fn split(event: &LinkEvent, max_bytes: usize) -> Vec<Message> {
-    let whole = serde_json::to_string(event).unwrap_or_default();
-    if whole.len() <= max_bytes {
-        return vec![Message {
-            delivery_id: event.data.delivery_id(),
-            part: None,
-            json: whole,
-        }];
+    Serialized::new(event).split(max_bytes)
+}
+
+/// The event serialised once. Each subnet and route table, each VPC and region header and the envelope
+/// are JSON fragments; the whole event and the parts at any limit are put together from them by copying
+/// bytes, never by serialising again. The result is byte for byte what `serde_json` makes of the whole
+/// event and of each part as an event of its own (the tests compare them).
+pub struct Serialized<'a> {
+    event: &'a LinkEvent,
+    /// Every subnet and route table, back to back; `ranges` says where each one is.
+    items: String,
+    ranges: Vec<Range<usize>>,
+    regions: Vec<RegionFragment<'a>>,
+    whole: String,
+    /// False if a fragment's layout is not the one assumed below (a field moved): every message is then
+    /// serialised from a value instead, slower but the same bytes.
+    exact: bool,
+    /// Names the split (a digest of the whole event); computed by the first split.
+    set: OnceLock<String>,
+}
+
+struct RegionFragment<'a> {
+    name: &'a str,
+    /// `{"region":"...",`: the region's JSON before its VPCs.
+    head: String,
+    vpcs: Vec<VpcFragment<'a>>,
+}
+
+struct VpcFragment<'a> {
+    vpc: &'a Vpc,
+    /// The VPC's JSON before its subnets and route tables (which are its last fields).
+    head: String,
+    /// Indexes into `Serialized::ranges`.
+    subnets: Range<usize>,
+    tables: Range<usize>,
+}
+
+/// How each fragment ends when its children are left out; the children go where the `[]` are.
+const VPC_TAIL: &str = r#""subnets":[],"routeTables":[]}"#;
+const REGION_TAIL: &str = r#""vpcs":[]}"#;
+/// In the envelope (the event with no inventory): where the inventory goes.
+const INVENTORY_KEY: &str = r#""inventory":[]"#;
+
+impl<'a> Serialized<'a> {
+    pub fn new(event: &'a LinkEvent) -> Self {
+        let mut items = Vec::new();
+        let mut ranges = Vec::new();
+        let mut exact = true;
+        let mut head = |json: String, tail: &str| match json.strip_suffix(tail) {
+            Some(h) => h.to_string(),
+            None => {
+                exact = false;
+                json
+            }
+        };
+        let regions = event
+            .data
+            .inventory
+            .iter()
+            .map(|region| RegionFragment {
+                name: &region.region,
+                head: head(
+                    json(&RegionInventory {
+                        region: region.region.clone(),
+                        vpcs: vec![],
+                    }),
+                    REGION_TAIL,
+                ),
+                vpcs: region
+                    .vpcs
+                    .iter()
+                    .map(|vpc| {
+                        let first = ranges.len();
+                        for s in &vpc.subnets {
+                            push_item(&mut items, &mut ranges, s);
+                        }
+                        let mid = ranges.len();
+                        for t in &vpc.route_tables {
+                            push_item(&mut items, &mut ranges, t);
+                        }
+                        VpcFragment {
+                            vpc,
+                            head: head(json(&bare_vpc(vpc)), VPC_TAIL),
+                            subnets: first..mid,
+                            tables: mid..ranges.len(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let mut this = Self {
+            event,
+            // serde_json writes UTF-8 only.
+            items: String::from_utf8(items).unwrap_or_default(),
+            ranges,
+            regions,
+            whole: String::new(),
+            exact,
+            set: OnceLock::new(),
+        };
+        let envelope = json(&envelope(event, event.data.part.clone()));
+        this.whole = match this
+            .exact
+            .then(|| this.splice(&envelope, |s, out| s.write_whole(out)))
+        {
+            Some(Some(whole)) => whole,
+            _ => {
+                this.exact = false;
+                json(event)
+            }
+        };
+        this
     }
-    let set: String = Sha256::digest(whole.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    // The envelope without inventory, with the widest part numbers it could carry.
-    let mut skeleton = event.clone();
-    skeleton.data.inventory.clear();
-    skeleton.data.part = Some(Part {
-        index: usize::MAX,
-        count: usize::MAX,
-        set: set.clone(),
-    });
-    let mut packer = Packer {
-        room: max_bytes.saturating_sub(json_len(&skeleton)),
-        ..Packer::default()
-    };
-    for region in &event.data.inventory {
-        if region.vpcs.is_empty() {
-            packer.add(&region.region, None, Child::None);
-        }
-        for vpc in &region.vpcs {
-            let header = Vpc {
-                subnets: vec![],
-                route_tables: vec![],
-                ..vpc.clone()
-            };
-            if vpc.subnets.is_empty() && vpc.route_tables.is_empty() {
-                packer.add(&region.region, Some(&header), Child::None);
-            }
-            for subnet in &vpc.subnets {
-                packer.add(&region.region, Some(&header), Child::Subnet(subnet));
-            }
-            for table in &vpc.route_tables {
-                packer.add(&region.region, Some(&header), Child::RouteTable(table));
-            }
-        }
+
+    pub fn event(&self) -> &'a LinkEvent {
+        self.event
     }
-    let parts = packer.finish();
-    let count = parts.len();
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, inventory)| {
-            // One envelope for every part: only its inventory and number change.
-            skeleton.data.inventory = inventory;
-            skeleton.data.part = Some(Part {
-                index: i + 1,
+
+    /// The whole event's JSON: what `serde_json::to_string(event)` gives.
+    pub fn whole(&self) -> &str {
+        &self.whole
+    }
+
+    /// The messages at `max_bytes` each, as [`split`] describes.
+    pub fn split(&self, max_bytes: usize) -> Vec<Message> {
+        if self.whole.len() <= max_bytes {
+            return vec![Message {
+                delivery_id: self.event.data.delivery_id(),
+                part: None,
+                json: self.whole.clone(),
+            }];
+        }
+        let set = self.set.get_or_init(|| {
+            Sha256::digest(self.whole.as_bytes())[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        });
+        let part = |index, count| {
+            Some(Part {
+                index,
                 count,
                 set: set.clone(),
-            });
-            Message {
-                delivery_id: skeleton.data.delivery_id(),
-                part: Some((i + 1, count)),
-                json: serde_json::to_string(&skeleton).unwrap_or_default(),
+            })
+        };
+        // The envelope with the widest part numbers it could carry.
+        let widest = json(&envelope(self.event, part(usize::MAX, usize::MAX))).len();
+        let mut packer = Packer {
+            room: max_bytes.saturating_sub(widest),
+            ..Packer::default()
+        };
+        for region in &self.regions {
+            if region.vpcs.is_empty() {
+                packer.add(region, None, None);
             }
-        })
-        .collect()
+            for vpc in &region.vpcs {
+                if vpc.subnets.is_empty() && vpc.tables.is_empty() {
+                    packer.add(region, Some(vpc), None);
+                }
+                for i in vpc.subnets.clone() {
+                    packer.add(
+                        region,
+                        Some(vpc),
+                        Some((Kind::Subnet, i, self.ranges[i].len())),
+                    );
+                }
+                for i in vpc.tables.clone() {
+                    packer.add(
+                        region,
+                        Some(vpc),
+                        Some((Kind::Table, i, self.ranges[i].len())),
+                    );
+                }
+            }
+        }
+        let plans = packer.finish();
+        let count = plans.len();
+        plans
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| {
+                let envelope = envelope(self.event, part(i + 1, count));
+                let spliced = if self.exact {
+                    self.splice(&json(&envelope), |s, out| s.write_plan(plan, out))
+                } else {
+                    None
+                };
+                Message {
+                    delivery_id: envelope.data.delivery_id(),
+                    part: Some((i + 1, count)),
+                    json: spliced.unwrap_or_else(|| self.materialize(envelope, plan)),
+                }
+            })
+            .collect()
+    }
+
+    /// `envelope` with the inventory written by `write` in place of its empty one; `None` if the
+    /// envelope does not hold exactly one empty inventory.
+    fn splice(&self, envelope: &str, write: impl FnOnce(&Self, &mut String)) -> Option<String> {
+        let mut at = envelope.match_indices(INVENTORY_KEY).map(|(i, _)| i);
+        let (Some(at), None) = (at.next(), at.next()) else {
+            return None;
+        };
+        let mut out = String::with_capacity(envelope.len() + self.items.len() + self.ranges.len());
+        out.push_str(&envelope[..at]);
+        out.push_str(r#""inventory":["#);
+        write(self, &mut out);
+        out.push(']');
+        out.push_str(&envelope[at + INVENTORY_KEY.len()..]);
+        Some(out)
+    }
+
+    fn write_whole(&self, out: &mut String) {
+        for (r, region) in self.regions.iter().enumerate() {
+            comma(out, r);
+            out.push_str(&region.head);
+            out.push_str(r#""vpcs":["#);
+            for (v, vpc) in region.vpcs.iter().enumerate() {
+                comma(out, v);
+                self.write_vpc(out, &vpc.head, vpc.subnets.clone(), vpc.tables.clone());
+            }
+            out.push_str("]}");
+        }
+    }
+
+    fn write_plan(&self, plan: &[PlanRegion<'_, 'a>], out: &mut String) {
+        for (r, region) in plan.iter().enumerate() {
+            comma(out, r);
+            out.push_str(&region.fragment.head);
+            out.push_str(r#""vpcs":["#);
+            for (v, vpc) in region.vpcs.iter().enumerate() {
+                comma(out, v);
+                self.write_vpc(
+                    out,
+                    &vpc.fragment.head,
+                    vpc.subnets.iter().copied(),
+                    vpc.tables.iter().copied(),
+                );
+            }
+            out.push_str("]}");
+        }
+    }
+
+    fn write_vpc(
+        &self,
+        out: &mut String,
+        head: &str,
+        subnets: impl Iterator<Item = usize>,
+        tables: impl Iterator<Item = usize>,
+    ) {
+        out.push_str(head);
+        out.push_str(r#""subnets":["#);
+        for (n, i) in subnets.enumerate() {
+            comma(out, n);
+            out.push_str(&self.items[self.ranges[i].clone()]);
+        }
+        out.push_str(r#"],"routeTables":["#);
+        for (n, i) in tables.enumerate() {
+            comma(out, n);
+            out.push_str(&self.items[self.ranges[i].clone()]);
+        }
+        out.push_str("]}");
+    }
+
+    /// The part as a value, serialised: only when the fragments cannot be spliced.
+    fn materialize(&self, mut envelope: LinkEvent, plan: &[PlanRegion<'_, 'a>]) -> String {
+        let child = |i: usize| -> (&Vpc, usize) {
+            let (vpc, first) = self
+                .regions
+                .iter()
+                .flat_map(|r| &r.vpcs)
+                .find_map(|v| {
+                    if v.subnets.contains(&i) {
+                        Some((v.vpc, v.subnets.start))
+                    } else if v.tables.contains(&i) {
+                        Some((v.vpc, v.tables.start))
+                    } else {
+                        None
+                    }
+                })
+                .expect("every item belongs to a VPC");
+            (vpc, i - first)
+        };
+        envelope.data.inventory = plan
+            .iter()
+            .map(|r| RegionInventory {
+                region: r.fragment.name.to_string(),
+                vpcs: r
+                    .vpcs
+                    .iter()
+                    .map(|v| Vpc {
+                        subnets: v
+                            .subnets
+                            .iter()
+                            .map(|&i| {
+                                let (vpc, n) = child(i);
+                                vpc.subnets[n].clone()
+                            })
+                            .collect(),
+                        route_tables: v
+                            .tables
+                            .iter()
+                            .map(|&i| {
+                                let (vpc, n) = child(i);
+                                vpc.route_tables[n].clone()
+                            })
+                            .collect(),
+                        ..bare_vpc(v.fragment.vpc)
+                    })
+                    .collect(),
+            })
+            .collect();
+        json(&envelope)
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn push_item<T: serde::Serialize>(items: &mut Vec<u8>, ranges: &mut Vec<Range<usize>>, v: &T) {
+    let start = items.len();
+    let _ = serde_json::to_writer(&mut *items, v);
+    ranges.push(start..items.len());
+}
+
+fn comma(out: &mut String, n: usize) {
+    if n > 0 {
+        out.push(',');
+    }
+}
+
+/// The VPC without its subnets and route tables.
+fn bare_vpc(vpc: &Vpc) -> Vpc {
+    Vpc {
+        vpc_id: vpc.vpc_id.clone(),
+        name: vpc.name.clone(),
+        cidr_block: vpc.cidr_block.clone(),
+        cidr_blocks: vpc.cidr_blocks.clone(),
+        ipv6_cidr_blocks: vpc.ipv6_cidr_blocks.clone(),
+        is_default: vpc.is_default,
+        state: vpc.state.clone(),
+        owner_id: vpc.owner_id.clone(),
+        subnets: vec![],
+        route_tables: vec![],
+    }
+}
+
+/// The event without its inventory, carrying `part`: every field is listed, so a new one cannot be
+/// forgotten here.
+fn envelope(event: &LinkEvent, part: Option<Part>) -> LinkEvent {
+    let d = &event.data;
+    LinkEvent {
+        event_type: event.event_type,
+        timestamp: event.timestamp.clone(),
+        data: LinkData {
+            schema_version: d.schema_version.clone(),
+            event_id: d.event_id.clone(),
+            account_id: d.account_id.clone(),
+            partition: d.partition.clone(),
+            region: d.region.clone(),
+            stack_id: d.stack_id.clone(),
+            request_id: d.request_id.clone(),
+            logical_resource_id: d.logical_resource_id.clone(),
+            physical_resource_id: d.physical_resource_id.clone(),
+            external_id: d.external_id.clone(),
+            roles: d.roles.clone(),
+            vpc_id: d.vpc_id.clone(),
+            peering: d.peering.clone(),
+            regions: d.regions.clone(),
+            inventory_complete: d.inventory_complete,
+            inventory: vec![],
+            changes: d.changes.clone(),
+            part,
+        },
+    }
 }
 
 /// Parts of one split at most. The function never needs more: it refuses to send an event whose split
@@ -377,75 +688,112 @@ pub fn reassemble(mut parts: Vec<LinkEvent>) -> Result<LinkEvent, ReassemblyErro
     whole.finish()
 }
 
-enum Child<'a> {
-    None,
-    Subnet(&'a Subnet),
-    RouteTable(&'a RouteTable),
+#[derive(Clone, Copy)]
+enum Kind {
+    Subnet,
+    Table,
+}
+
+/// One part's inventory, as indexes into the fragments: regions merged by name and VPCs by id, in the
+/// order first seen.
+struct PlanRegion<'f, 'a> {
+    fragment: &'f RegionFragment<'a>,
+    vpcs: Vec<PlanVpc<'f, 'a>>,
+}
+
+struct PlanVpc<'f, 'a> {
+    fragment: &'f VpcFragment<'a>,
+    subnets: Vec<usize>,
+    tables: Vec<usize>,
 }
 
 /// Greedy packing by serialized size; every estimate includes the separators, so parts never overflow.
 #[derive(Default)]
-struct Packer {
+struct Packer<'f, 'a> {
     room: usize,
     used: usize,
-    current: Vec<RegionInventory>,
-    parts: Vec<Vec<RegionInventory>>,
+    current: Vec<PlanRegion<'f, 'a>>,
+    parts: Vec<Vec<PlanRegion<'f, 'a>>>,
 }
 
-impl Packer {
-    fn add(&mut self, region: &str, vpc: Option<&Vpc>, child: Child<'_>) {
-        let item = match &child {
-            Child::None => 0,
-            Child::Subnet(s) => json_len(s) + 1,
-            Child::RouteTable(t) => json_len(t) + 1,
-        };
+impl<'f, 'a> Packer<'f, 'a> {
+    /// Adds a child (`(kind, index, its JSON length)`) of `vpc`, or the bare VPC or region.
+    fn add(
+        &mut self,
+        region: &'f RegionFragment<'a>,
+        vpc: Option<&'f VpcFragment<'a>>,
+        child: Option<(Kind, usize, usize)>,
+    ) {
+        let item = child.map_or(0, |(_, _, len)| len + 1);
         if self.used + self.wrappers(region, vpc) + item > self.room && !self.current.is_empty() {
             self.parts.push(std::mem::take(&mut self.current));
             self.used = 0;
         }
         self.used += self.wrappers(region, vpc) + item;
-        let r = match self.current.iter().position(|r| r.region == region) {
+        // Parts are filled in inventory order: the entry wanted is nearly always the last one.
+        let r = match self
+            .current
+            .iter()
+            .rposition(|r| r.fragment.name == region.name)
+        {
             Some(i) => &mut self.current[i],
             None => {
-                self.current.push(RegionInventory {
-                    region: region.to_string(),
+                self.current.push(PlanRegion {
+                    fragment: region,
                     vpcs: vec![],
                 });
                 self.current.last_mut().expect("just pushed")
             }
         };
-        let Some(header) = vpc else { return };
-        let v = match r.vpcs.iter().position(|v| v.vpc_id == header.vpc_id) {
+        let Some(vpc) = vpc else { return };
+        let v = match r
+            .vpcs
+            .iter()
+            .rposition(|v| v.fragment.vpc.vpc_id == vpc.vpc.vpc_id)
+        {
             Some(i) => &mut r.vpcs[i],
             None => {
-                r.vpcs.push(header.clone());
+                r.vpcs.push(PlanVpc {
+                    fragment: vpc,
+                    subnets: vec![],
+                    tables: vec![],
+                });
                 r.vpcs.last_mut().expect("just pushed")
             }
         };
         match child {
-            Child::None => {}
-            Child::Subnet(s) => v.subnets.push(s.clone()),
-            Child::RouteTable(t) => v.route_tables.push(t.clone()),
+            None => {}
+            Some((Kind::Subnet, i, _)) => v.subnets.push(i),
+            Some((Kind::Table, i, _)) => v.tables.push(i),
         }
     }
 
     /// What the region and VPC entries would add to the current part if they are not in it yet.
-    fn wrappers(&self, region: &str, vpc: Option<&Vpc>) -> usize {
-        let region_cost = json_len(&RegionInventory {
-            region: region.to_string(),
-            vpcs: vec![],
-        }) + 1;
-        let vpc_cost = vpc.map_or(0, |v| json_len(v) + 1);
-        match self.current.iter().find(|r| r.region == region) {
+    fn wrappers(&self, region: &RegionFragment<'_>, vpc: Option<&VpcFragment<'_>>) -> usize {
+        let region_cost = region.head.len() + REGION_TAIL.len() + 1;
+        let vpc_cost = vpc.map_or(0, |v| v.head.len() + VPC_TAIL.len() + 1);
+        match self
+            .current
+            .iter()
+            .rev()
+            .find(|r| r.fragment.name == region.name)
+        {
             None => region_cost + vpc_cost,
-            Some(r) if vpc.is_some_and(|v| !r.vpcs.iter().any(|x| x.vpc_id == v.vpc_id)) => {
+            Some(r)
+                if vpc.is_some_and(|v| {
+                    !r.vpcs
+                        .iter()
+                        .rev()
+                        .any(|x| x.fragment.vpc.vpc_id == v.vpc.vpc_id)
+                }) =>
+            {
                 vpc_cost
             }
             Some(_) => 0,
         }
     }
 
-    fn finish(mut self) -> Vec<Vec<RegionInventory>> {
+    fn finish(mut self) -> Vec<Vec<PlanRegion<'f, 'a>>> {
         if !self.current.is_empty() || self.parts.is_empty() {
             self.parts.push(self.current);
         }
@@ -453,10 +801,172 @@ impl Packer {
     }
 }
 
+/// The split as first written (every piece serialised from a value): the tests compare `Serialized`
+/// with it byte for byte.
+#[cfg(test)]
+mod reference {
+    use sha2::{Digest, Sha256};
+
+    use super::Message;
+    use crate::event::{LinkEvent, Part};
+    use crate::inventory::{RegionInventory, RouteTable, Subnet, Vpc};
+
+    fn json_len<T: serde::Serialize>(v: &T) -> usize {
+        serde_json::to_vec(v).map_or(0, |b| b.len())
+    }
+
+    /// (`data.part`). A part is never larger than `max_bytes` unless a single subnet or route table is.
+    pub(super) fn reference_split(event: &LinkEvent, max_bytes: usize) -> Vec<Message> {
+        let whole = serde_json::to_string(event).unwrap_or_default();
+        if whole.len() <= max_bytes {
+            return vec![Message {
+                delivery_id: event.data.delivery_id(),
+                part: None,
+                json: whole,
+            }];
+        }
+        let set: String = Sha256::digest(whole.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // The envelope without inventory, with the widest part numbers it could carry.
+        let mut skeleton = event.clone();
+        skeleton.data.inventory.clear();
+        skeleton.data.part = Some(Part {
+            index: usize::MAX,
+            count: usize::MAX,
+            set: set.clone(),
+        });
+        let mut packer = RefPacker {
+            room: max_bytes.saturating_sub(json_len(&skeleton)),
+            ..RefPacker::default()
+        };
+        for region in &event.data.inventory {
+            if region.vpcs.is_empty() {
+                packer.add(&region.region, None, RefChild::None);
+            }
+            for vpc in &region.vpcs {
+                let header = Vpc {
+                    subnets: vec![],
+                    route_tables: vec![],
+                    ..vpc.clone()
+                };
+                if vpc.subnets.is_empty() && vpc.route_tables.is_empty() {
+                    packer.add(&region.region, Some(&header), RefChild::None);
+                }
+                for subnet in &vpc.subnets {
+                    packer.add(&region.region, Some(&header), RefChild::Subnet(subnet));
+                }
+                for table in &vpc.route_tables {
+                    packer.add(&region.region, Some(&header), RefChild::RouteTable(table));
+                }
+            }
+        }
+        let parts = packer.finish();
+        let count = parts.len();
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, inventory)| {
+                // One envelope for every part: only its inventory and number change.
+                skeleton.data.inventory = inventory;
+                skeleton.data.part = Some(Part {
+                    index: i + 1,
+                    count,
+                    set: set.clone(),
+                });
+                Message {
+                    delivery_id: skeleton.data.delivery_id(),
+                    part: Some((i + 1, count)),
+                    json: serde_json::to_string(&skeleton).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    enum RefChild<'a> {
+        None,
+        Subnet(&'a Subnet),
+        RouteTable(&'a RouteTable),
+    }
+
+    /// Greedy packing by serialized size; every estimate includes the separators, so parts never overflow.
+    #[derive(Default)]
+    struct RefPacker {
+        room: usize,
+        used: usize,
+        current: Vec<RegionInventory>,
+        parts: Vec<Vec<RegionInventory>>,
+    }
+
+    impl RefPacker {
+        fn add(&mut self, region: &str, vpc: Option<&Vpc>, child: RefChild<'_>) {
+            let item = match &child {
+                RefChild::None => 0,
+                RefChild::Subnet(s) => json_len(s) + 1,
+                RefChild::RouteTable(t) => json_len(t) + 1,
+            };
+            if self.used + self.wrappers(region, vpc) + item > self.room && !self.current.is_empty()
+            {
+                self.parts.push(std::mem::take(&mut self.current));
+                self.used = 0;
+            }
+            self.used += self.wrappers(region, vpc) + item;
+            let r = match self.current.iter().position(|r| r.region == region) {
+                Some(i) => &mut self.current[i],
+                None => {
+                    self.current.push(RegionInventory {
+                        region: region.to_string(),
+                        vpcs: vec![],
+                    });
+                    self.current.last_mut().expect("just pushed")
+                }
+            };
+            let Some(header) = vpc else { return };
+            let v = match r.vpcs.iter().position(|v| v.vpc_id == header.vpc_id) {
+                Some(i) => &mut r.vpcs[i],
+                None => {
+                    r.vpcs.push(header.clone());
+                    r.vpcs.last_mut().expect("just pushed")
+                }
+            };
+            match child {
+                RefChild::None => {}
+                RefChild::Subnet(s) => v.subnets.push(s.clone()),
+                RefChild::RouteTable(t) => v.route_tables.push(t.clone()),
+            }
+        }
+
+        /// What the region and VPC entries would add to the current part if they are not in it yet.
+        fn wrappers(&self, region: &str, vpc: Option<&Vpc>) -> usize {
+            let region_cost = json_len(&RegionInventory {
+                region: region.to_string(),
+                vpcs: vec![],
+            }) + 1;
+            let vpc_cost = vpc.map_or(0, |v| json_len(v) + 1);
+            match self.current.iter().find(|r| r.region == region) {
+                None => region_cost + vpc_cost,
+                Some(r) if vpc.is_some_and(|v| !r.vpcs.iter().any(|x| x.vpc_id == v.vpc_id)) => {
+                    vpc_cost
+                }
+                Some(_) => 0,
+            }
+        }
+
+        fn finish(mut self) -> Vec<Vec<RegionInventory>> {
+            if !self.current.is_empty() || self.parts.is_empty() {
+                self.parts.push(self.current);
+            }
+            self.parts
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::{EventType, LinkData};
+    use crate::inventory::{RouteTable, Subnet};
     use std::collections::BTreeMap;
 
     pub(crate) fn big_event(subnets: usize) -> LinkEvent {
@@ -509,6 +1019,70 @@ mod tests {
                 changes: None,
                 part: None,
             },
+        }
+    }
+
+    /// Events with what could trip the fragments: duplicated regions and VPC ids, empty regions and
+    /// VPCs, strings that need escaping, a role named like a field, a part already set.
+    fn odd_events() -> Vec<LinkEvent> {
+        let mut events = vec![big_event(0), big_event(3), big_event(300)];
+        let mut odd = big_event(90);
+        odd.data.roles.insert("inventory".into(), "[]".into());
+        odd.data
+            .roles
+            .insert("\"inventory\":[]".into(), "é \u{1F600} \\ \"".into());
+        odd.data.external_id = Some("\"inventory\":[]".into());
+        let mut dup = odd.data.inventory[0].clone();
+        dup.vpcs[1].vpc_id = dup.vpcs[0].vpc_id.clone();
+        dup.vpcs[0].name = Some("tab\tquote\"".into());
+        dup.vpcs.push(Vpc {
+            vpc_id: "vpc-empty".into(),
+            ..Vpc::default()
+        });
+        odd.data.inventory.push(dup);
+        odd.data.inventory.push(RegionInventory {
+            region: "ap-south-1".into(),
+            vpcs: vec![],
+        });
+        events.push(odd);
+        let mut parted = big_event(60);
+        parted.data.part = Some(Part {
+            index: 2,
+            count: 3,
+            set: "abc".into(),
+        });
+        events.push(parted);
+        events
+    }
+
+    #[test]
+    fn the_whole_event_is_what_serde_json_writes() {
+        for e in odd_events() {
+            assert_eq!(
+                Serialized::new(&e).whole(),
+                serde_json::to_string(&e).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn splits_are_byte_for_byte_the_reference() {
+        for e in odd_events() {
+            let serialized = Serialized::new(&e);
+            assert!(serialized.exact);
+            for max in [10, 600, 2_000, 7_000, 64 * 1024, 1 << 20] {
+                assert_eq!(
+                    serialized.split(max),
+                    reference::reference_split(&e, max),
+                    "max {max}"
+                );
+            }
+            // Serialised from values instead of spliced: the same bytes.
+            let mut by_value = Serialized::new(&e);
+            by_value.exact = false;
+            for max in [600, 7_000] {
+                assert_eq!(by_value.split(max), reference::reference_split(&e, max));
+            }
         }
     }
 
