@@ -82,7 +82,7 @@ impl SnsPublisher {
             message,
         };
         // A split beyond what any receiver accepts is not sent at all.
-        parts::check_split(&parts).map_err(|e| fail(None, e.to_string()))?;
+        link_contract::parts::check_split(&parts).map_err(|e| fail(None, e.to_string()))?;
         for message in parts {
             let part = message.part;
             let proof = match &self.prover {
