@@ -59,7 +59,7 @@ async fn target() -> Target {
             sns: None,
         }),
     );
-    Arc::get_mut(&mut app).unwrap().http = trap.client();
+    Arc::get_mut(&mut app).unwrap().http = trap.client().into();
     Target {
         app,
         trap,
