@@ -213,8 +213,12 @@ impl Database {
                 "the --database URL has a password already: give it in one place only",
             ));
         }
-        // Percent-encoded here; the driver decodes it (generated passwords hold '@', '/', '%'...).
-        url.set_password(Some(password)).map_err(|()| {
+        // Percent-encoded here, every byte but letters and digits ('%' included, which set_password would
+        // take for an escape); the driver decodes it.
+        let encoded =
+            percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        url.set_password(Some(&encoded)).map_err(|()| {
             err(
                 "--database-password",
                 "cannot be put into the --database URL",
@@ -552,6 +556,9 @@ mod tests {
         let parsed = Url::parse(&url).unwrap();
         assert_eq!(parsed.username(), "registry");
         assert_eq!(parsed.password(), Some("p%40ss%2Fw%25rd%3Ax%3F"));
+        // What the driver decodes is the password as given.
+        let decoded = percent_encoding::percent_decode_str(parsed.password().unwrap());
+        assert_eq!(decoded.decode_utf8().unwrap(), "p@ss/w%rd:x?");
         assert_eq!(
             (parsed.host_str(), parsed.port(), parsed.path()),
             (Some("db.internal"), Some(5432), "/registry")

@@ -11,6 +11,23 @@ fn run(args: &[&str]) -> (i32, String) {
     support::receiver_exit(args)
 }
 
+/// Runs `link-receiver` with `args` and the environment a container gives every process in it (the
+/// server's variables): exit code and stderr.
+fn run_in_container_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_link-receiver"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("LINK_RECEIVER_AUTH_MODE", "hmac-only")
+        .env("PROVIDER_SIGNING_SECRET", support::SECRET)
+        .env("LINK_RECEIVER_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn migrate(database: &str) -> (i32, String) {
     run(&["migrate", "--database", database])
 }
@@ -116,6 +133,28 @@ async fn healthcheck_follows_the_receiver_and_its_database() {
 
     let (code, stderr) = run(&["healthcheck", "--listen", &listen]);
     assert_eq!(code, 0, "{stderr}");
+    // In a container the listen address and the rest come from the environment, which the subcommands
+    // share with the server without conflict.
+    let (code, stderr) = run_in_container_env(
+        &["healthcheck"],
+        &[
+            ("LINK_RECEIVER_LISTEN", &listen),
+            ("LINK_REGISTRY_DATABASE", &database),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run_in_container_env(
+        &["migrate"],
+        &[
+            ("LINK_RECEIVER_LISTEN", "0.0.0.0:8080"),
+            ("LINK_REGISTRY_DATABASE", &database),
+        ],
+    );
+    assert_eq!(
+        (code, stderr.contains("schema is current")),
+        (0, true),
+        "{stderr}"
+    );
     // The container's listen address is 0.0.0.0: asked on loopback.
     let (code, stderr) = run(&["healthcheck", "--listen", &format!("0.0.0.0:{port}")]);
     assert_eq!(code, 0, "{stderr}");
@@ -147,4 +186,53 @@ async fn healthcheck_follows_the_receiver_and_its_database() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains(&format!("127.0.0.1:{free}")), "{stderr}");
+}
+
+/// The statements that take something away from the schema a running (previous) release uses.
+const CONTRACTING: &[&str] = &[
+    "DROP TABLE",
+    "DROP COLUMN",
+    "RENAME",
+    "ALTER COLUMN",
+    "SET NOT NULL",
+];
+
+/// Expand, then contract: during a rolling upgrade the previous release keeps serving on the schema the
+/// new one migrated, so a migration only adds (tables, columns that are nullable or have a default,
+/// indexes). Taking something away is a later release's migration, once no running release uses it, and
+/// says so on a `-- contract:` line. docs/provider-deploy.md, "Upgrade".
+#[test]
+fn migrations_only_expand_unless_marked_as_a_contraction() {
+    let dir = format!("{}/migrations", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let sql = std::fs::read_to_string(&path).unwrap();
+        let marked = sql
+            .lines()
+            .any(|l| l.trim_start().starts_with("-- contract:"));
+        let code: String = sql
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_uppercase();
+        let code = code.split_whitespace().collect::<Vec<_>>().join(" ");
+        for statement in code.split(';') {
+            let contracts = CONTRACTING.iter().find(|c| statement.contains(*c));
+            // A new NOT NULL column without a default breaks the previous release's INSERTs.
+            let strict_column = statement.contains("ADD COLUMN")
+                && statement.contains("NOT NULL")
+                && !statement.contains("DEFAULT");
+            assert!(
+                marked || (contracts.is_none() && !strict_column),
+                "{}: '{}' takes from the schema the previous release uses; do it in a later \
+                 release's migration with a '-- contract: <which release stopped using it>' line",
+                path.display(),
+                statement.trim()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3);
 }
