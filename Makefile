@@ -38,7 +38,7 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP) ## install the Python tools (moto, cargo-lambda, cfn-lint, checkov, standardwebhooks) into .venv
 
-system-deps: ## install Debian's postgresql, chromium and chromium-driver when they are missing
+system-deps: ## install Debian's postgresql, chromium, chromium-driver, podman, buildah and runc when they are missing
 	@scripts/system_deps.sh
 
 demo: venv ## the link flow locally (moto + link-receiver + cargo lambda watch), ending in the provider's console

@@ -44,7 +44,8 @@ SCENARIOS = {
     "default": {**REQUIRED, "SigningSecretArn": SIGNING_ARN},
     "everything": {**REQUIRED, "SigningSecretArn": SIGNING_ARN, "HostedZoneId": "Z0123456789ABCDEFGHIJ",
                    "TemplateUrl": "https://acme-templates.s3.eu-west-1.amazonaws.com/account-link/1.0.0/template.yaml",
-                   "StackRegion": "us-east-1", "AuthMode": "hmac-only", "DBMultiAZ": "false"},
+                   "StackRegion": "us-east-1", "AuthMode": "hmac-only", "DBMultiAZ": "false",
+                   "PlayerAccountId": "222233334444", "ServiceAccountId": "333344445555"},
     "proof-only": {**REQUIRED, "AuthMode": "proof-only"},
 }
 # Checks that do not apply, each skipped in the template with its reason.
@@ -83,9 +84,14 @@ def secrets(container: dict) -> dict[str, str]:
     return {s["Name"]: s["ValueFrom"] for s in container.get("Secrets", [])}
 
 
+def flag_values(args: list[str], flag: str) -> list[str]:
+    """The values of --flag=VALUE arguments (the stack's form: optional ones are single list items)."""
+    return [a.split("=", 1)[1] for a in args if a.startswith(flag + "=")]
+
+
 def flag_value(args: list[str], flag: str) -> str:
-    assert flag in args, args
-    return args[args.index(flag) + 1]
+    (value,) = flag_values(args, flag)
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +125,7 @@ def containerfile() -> dict:
 def everything_on(tmp_path_factory, template):
     """Every optional part on by default, so the linters see every resource and branch."""
     t = json.loads(json.dumps(template))
-    optional = ("SigningSecretArn", "HostedZoneId", "TemplateUrl", "StackRegion")
+    optional = ("SigningSecretArn", "HostedZoneId", "TemplateUrl", "StackRegion", "PlayerAccountId", "ServiceAccountId")
     for name, value in SCENARIOS["everything"].items():
         if name in optional or "Default" not in t["Parameters"][name]:
             t["Parameters"][name]["Default"] = value
@@ -289,12 +295,18 @@ def test_behind_the_load_balancer(template, receiver_config):
     assert e["LINK_REGISTRY_STACK_REGION"] == "us-east-1"
     # The flags without a variable, given as the container's command, are link-receiver's flags.
     args = receiver["Command"]
-    flags = {a for a in args if a.startswith("--")}
+    flags = {a.split("=", 1)[0] for a in args}
     assert flags <= receiver_flags(receiver_config), flags - receiver_flags(receiver_config)
-    assert flag_value(args, "--stack-param") == f"ProviderAccountId={ACCOUNT}"
+    assert flag_values(args, "--stack-param") == [
+        f"ProviderAccountId={ACCOUNT}", "ProviderPlayerAccountId=222233334444", "ProviderServiceAccountId=333344445555"]
+    # Parameters the customer template has, by those names.
+    customer = json.loads(json.dumps(cfn_yaml.load(str(CUSTOMER_TEMPLATE))))
+    for param in flag_values(args, "--stack-param"):
+        assert param.split("=")[0] in customer["Parameters"], param
     defaults = render(template, "default")
     e = env(containers(defaults)["link-receiver"])
     assert e["LINK_REGISTRY_STACK_REGION"] == REGION and "LINK_REGISTRY_TEMPLATE_URL" not in e
+    assert flag_values(containers(defaults)["link-receiver"]["Command"], "--stack-param") == [f"ProviderAccountId={ACCOUNT}"]
     assert e["LINK_RECEIVER_AUTH_MODE"] == "hmac-and-proof"
 
 
