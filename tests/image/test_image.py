@@ -162,7 +162,8 @@ def cleanup():
     yield names
     for kind, name in names:
         if kind == "container":
-            podman("rm", "--force", "--time", "2", name, check=False)
+            # --volumes: the image's anonymous /data volume goes with the container.
+            podman("rm", "--force", "--volumes", "--time", "2", name, check=False)
         else:
             podman("volume", "rm", "--force", name, check=False)
 
@@ -192,7 +193,7 @@ def test_the_image_is_small_static_and_unprivileged(image, tmp_path):
     try:
         podman("export", "--output", str(tmp_path / "fs.tar"), name)
     finally:
-        podman("rm", name, check=False)
+        podman("rm", "--volumes", name, check=False)
     with tarfile.open(tmp_path / "fs.tar") as tar:
         files = {m.name.lstrip("./"): m for m in tar.getmembers() if m.isfile()}
         assert set(files) == {"etc/passwd", "etc/group", "etc/ssl/certs/ca-certificates.crt",
@@ -237,7 +238,7 @@ def test_sqlite_on_a_volume(image, cleanup):
     assert json.loads(logs.strip().splitlines()[-1])["level"] in ("INFO", "WARN")  # JSON log lines
 
     # A new container on the same volume has the registry (the database is on the volume).
-    podman("rm", "--force", "--time", "5", container)
+    podman("rm", "--force", "--volumes", "--time", "5", container)
     sh(run, env)
     wait_healthy(base, container)
     stored = read_back(base, event)
