@@ -26,7 +26,7 @@ IMGDIR  := target/container/$(ARCH)
 PODMAN  := podman --runtime runc --cgroup-manager=cgroupfs
 MAX_IMAGE_BYTES := 26214400
 
-.PHONY: help venv system-deps demo test lint unit-test template-test console-test image image-test build package bench bench-registry clean
+.PHONY: help venv system-deps demo test lint unit-test template-test console-test verifiers-test image image-test build package bench bench-registry clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ system-deps: ## install Debian's postgresql, chromium, chromium-driver, podman, 
 demo: venv ## the link flow locally (moto + link-receiver + cargo lambda watch), ending in the provider's console
 	$(PY) scripts/demo.py
 
-test: venv system-deps lint unit-test template-test console-test image-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks, the image
+test: venv system-deps lint unit-test template-test console-test verifiers-test image-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks, the Python and TypeScript verifiers, the image
 
 lint:
 	cargo fmt --all -- --check
@@ -63,6 +63,22 @@ template-test: venv
 console-test: venv system-deps
 	cargo test --locked --workspace --no-run
 	$(PY) -m pytest tests/console -q
+
+# The Python and TypeScript verifiers (verifiers/) against the vectors link-contract writes (verifiers/vectors.json;
+# the Rust side runs them in unit-test). The Python package is installed from its folder without an index (its
+# dependencies come from requirements-dev.txt), so this works offline; npm ci fetches TypeScript (for the type
+# check) once, then from npm's cache.
+VERIFIERS_PY := $(VENV)/.verifiers-installed
+$(VERIFIERS_PY): $(STAMP) $(shell find verifiers/python/src verifiers/python/pyproject.toml verifiers/python/README.md -type f 2>/dev/null)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-build-isolation --no-index ./verifiers/python
+	@touch $@
+
+verifiers-test: venv $(VERIFIERS_PY) ## the Python and TypeScript verifiers against verifiers/vectors.json
+	$(PY) -m pytest verifiers/python/tests -q
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' || \
+	  { echo "verifiers-test needs Node.js 20 or later (found $$(node --version))"; exit 1; }
+	cd verifiers/typescript && npm ci --prefer-offline --no-audit --no-fund --loglevel=error && \
+	  node_modules/.bin/tsc -p . && node --test --test-reporter=dot test/*.test.js
 
 # The image run as a provider runs it (the flags docs/provider-deploy.md gives), on SQLite and PostgreSQL.
 image-test: venv system-deps image

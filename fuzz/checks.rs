@@ -83,3 +83,42 @@ pub fn verify_signature(data: &[u8]) {
         .is_ok());
     }
 }
+
+/// Any bytes as a delivered link event, through the checks a receiver makes of it (its claims, a part's
+/// bounds, the envelope digest): no panic, whatever the numbers and strings. An event that passes is split
+/// and put back together exactly, one part at a time, and a split beyond the bounds is refused.
+pub fn check_event(data: &[u8]) {
+    use link_contract::event::LinkEvent;
+    use link_contract::parts;
+    let Ok(event) = serde_json::from_slice::<LinkEvent>(data) else {
+        return;
+    };
+    let claims = event.data.check_claims();
+    let _ = parts::envelope_digest(&event);
+    match &event.data.part {
+        Some(part) if parts::check_part(part).is_ok() => {
+            assert!((1..=part.count).contains(&part.index) && part.count <= parts::MAX_PARTS);
+            // A part alone reassembles only when it is the whole split.
+            let alone = parts::reassemble(vec![event.clone()]);
+            assert_eq!(alone.is_ok(), part.count == 1 && part.index == 1);
+        }
+        Some(_) => {}
+        None if claims.is_ok() => {
+            for max in [16 * 1024, 64 * 1024] {
+                let messages = parts::split(&event, max);
+                if parts::check_split(&messages).is_err() || messages.len() < 2 {
+                    continue;
+                }
+                let back: Vec<LinkEvent> = messages
+                    .iter()
+                    .map(|m| serde_json::from_str(&m.json).expect("a part is JSON"))
+                    .collect();
+                assert!(back
+                    .iter()
+                    .all(|p| parts::envelope_digest(p) == parts::envelope_digest(&back[0])));
+                assert_eq!(parts::reassemble(back).expect("its own parts"), event);
+            }
+        }
+        None => {}
+    }
+}

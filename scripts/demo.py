@@ -226,7 +226,8 @@ def run():
     topic = json.loads(fixture(endpoint, "sns-topic", "--name", "account-links"))
     # The function runs as its execution role: temporary credentials of an assumed role, which its proofs
     # of the account carry (moto's STS names the account and role; it does not check signatures).
-    role = json.loads(fixture(endpoint, "assume-role", "--role-name", "account-link-BasicLambdaRole",
+    # Named as CloudFormation names the template's BasicLambdaRole: <stack>-BasicLambdaRole-<suffix>.
+    role = json.loads(fixture(endpoint, "assume-role", "--role-name", "account-link-BasicLambdaRole-D3M0R0L3",
                               "--session", "account-link"))
     counts = {r: (len(v), sum(len(x["subnets"]) for x in v.values())) for r, v in seeded.items()}
     done(t, "; ".join(f"{r}: {n} VPCs, {s} subnets" for r, (n, s) in counts.items()) + f" at {endpoint}")
@@ -238,12 +239,14 @@ def run():
     start([str(ROOT / "target/debug/link-receiver"), "--listen", f"127.0.0.1:{receiver_port}",
            "--database", f"sqlite://{WORK / 'registry.db'}", "--secret", secret,
            "--audience", registry, "--sts-endpoint", endpoint,
+           # Only the stack's function role may prove an event (not any other role of the account).
+           "--proof-role-pattern", "*-BasicLambdaRole-*",
            "--template-url", "https://provider-templates.s3.us-west-2.amazonaws.com/account-link/template.yaml",
            "--stack-region", "us-west-2", "--stack-param", "ProviderAccountId=111122223333",
            "--stack-param", "ProviderPlayerAccountId=222233334444",
            "--stack-param", "ProviderServiceAccountId=333344445555"], "link-receiver.log")
     wait_for(lambda: port_open(receiver_port), "link-receiver", 15, None, "link-receiver.log")
-    done(t, f"verifying signatures and proofs of the account at {registry}/hooks/account-link")
+    done(t, f"verifying signatures and proofs of the account (by the stack's function role only) at {registry}/hooks/account-link")
 
     t = step("Starting the function under cargo lambda watch")
     invoke_port = free_port()

@@ -210,23 +210,10 @@ fn parse_external_id(v: Option<&Value>) -> Result<Option<String>, PropertyError>
     let Some(id) = scalar(v, F)? else {
         return Ok(None);
     };
-    let len = id.chars().count();
-    if !(2..=1224).contains(&len) {
-        return Err(err(
-            F,
-            format!("is {len} characters long; IAM accepts 2 to 1224"),
-        ));
+    match link_contract::event::external_id_problem(&id) {
+        Some(problem) => Err(err(F, problem)),
+        None => Ok(Some(id)),
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(*c)))
-    {
-        return Err(err(
-            F,
-            format!("contains {c:?}; IAM accepts only letters, digits and _+=,.@:/-"),
-        ));
-    }
-    Ok(Some(id))
 }
 
 /// What a link (Create, Update) needs beyond valid properties: an ExternalId of at least
@@ -337,16 +324,9 @@ fn parse_vpc_id(v: Option<&Value>) -> Result<Option<String>, PropertyError> {
     Ok(Some(id))
 }
 
-/// `<prefix>-` and 8 or 17 lowercase hex digits: the shape of every EC2 resource id.
-pub(crate) fn is_ec2_id(id: &str, prefix: &str) -> bool {
-    id.strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|h| {
-            (h.len() == 8 || h.len() == 17)
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        })
-}
+/// `<prefix>-` and 8 or 17 lowercase hex digits: the shape of every EC2 resource id (the contract's, which
+/// the provider's receiver checks too).
+pub(crate) use link_contract::inventory::is_ec2_id;
 
 pub(crate) fn check_ec2_id(id: &str, prefix: &str, what: &str) -> Result<(), String> {
     if is_ec2_id(id, prefix) {

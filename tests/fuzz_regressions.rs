@@ -26,3 +26,8 @@ fn parse_event_regressions() {
 fn verify_signature_regressions() {
     assert!(replay("verify_signature", checks::verify_signature) > 0);
 }
+
+#[test]
+fn check_event_regressions() {
+    assert!(replay("check_event", checks::check_event) > 0);
+}

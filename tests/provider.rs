@@ -504,3 +504,30 @@ async fn ten_thousand_subnets_reach_sns_in_parts() {
         .ends_with(&format!("/{}", parts.len()))));
     assert_eq!(reassemble(&parts).len(), 10_000);
 }
+
+/// A split beyond what a receiver accepts (more than 64 parts, at the smallest body limit) is not sent
+/// at all: the provider gets nothing, and the error says what to change.
+#[tokio::test]
+async fn a_split_beyond_the_receivers_bounds_is_not_sent() {
+    let provider = Server::always(Reply::status(200)).await;
+    let callback = Callback {
+        url: url::Url::parse(&provider.url("/hook")).unwrap(),
+        secret: None,
+        max_body_bytes: 16 * 1024,
+    };
+    let hook = Webhook::new(http_client(), callback, common::hmac_auth(secrets()));
+    let event = big_event(6_000);
+    assert!(parts::split(&event, 16 * 1024).len() > parts::MAX_PARTS);
+    let e = hook
+        .deliver(&event, Deadline::after(Duration::from_secs(10)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("more than the 64") && e.contains("PROVIDER_MAX_BODY_BYTES"),
+        "{e}"
+    );
+    assert!(provider.requests().is_empty(), "no part was sent");
+    // At the default 1 MiB the same account fits.
+    assert!(parts::check_split(&parts::split(&event, 1 << 20)).is_ok());
+}

@@ -557,9 +557,10 @@ def report(res: dict, info: dict, args) -> str:
   link-contract's signer, just before the run: both receivers accept 5 minutes of skew (the Python
   `standardwebhooks` package has that window built in), and every run is shorter.
 - **Load process**: `bench/registry/loadgen` (Rust, one thread), separate from both servers, renders every request
-  before the clock starts and speaks HTTP/1.1 on keep-alive connections. Only 2xx answers whose message says
-  "stored" count. It is a workspace of its own so that building it does not build link-registry's dev-dependencies
-  (the function and the AWS SDK) in release.
+  before the clock starts and speaks HTTP/1.1 on keep-alive connections, spread over 64 loopback source addresses
+  as deliveries come from many customers' functions (link-receiver holds one client to 32 connections). Only
+  2xx answers whose message says "stored" count. It is a workspace of its own so that building it does not
+  build link-registry's dev-dependencies (the function and the AWS SDK) in release.
 - **Max throughput**: closed loop, {args.connections} connections, each sending the next event when its answer
   arrives; {res['closed_events']:,} events, of which the first {res['closed_warmup']:,} warm up and are not counted;
   events/s = stored answers / time from the first to the last measured request.

@@ -10,9 +10,6 @@ pub use request::{
 };
 pub use response::{put_answer, render, Answer, AnswerError, Status, MAX_RESPONSE_BYTES};
 
-use sha2::{Digest, Sha256};
-
-const LINK_PREFIX: &str = "link-";
 const FAILED_CREATE_PREFIX: &str = "create-failed-";
 const UNCONFIRMED_CREATE_PREFIX: &str = "create-unconfirmed-";
 
@@ -20,23 +17,11 @@ const UNCONFIRMED_CREATE_PREFIX: &str = "create-unconfirmed-";
 /// never changes for the life of the resource: Updates return the same id (CloudFormation never deletes
 /// the link by accident), and a re-sent Create returns the id it returned the first time. It changes only
 /// when the resource gets a new logical id or moves to another stack, which CloudFormation treats as a
-/// new resource anyway.
-pub fn link_id(stack_id: &str, logical_resource_id: &str) -> String {
-    format!("{LINK_PREFIX}{}", digest_hex(stack_id, logical_resource_id))
-}
+/// new resource anyway. The derivation is the contract's: the provider's receiver recomputes it.
+pub use link_contract::event::link_id;
 
 /// 32 hex digits of SHA-256 over `a`, a newline and `b`: the ids derived from a request's fields.
-pub(crate) fn digest_hex(a: &str, b: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(a.as_bytes())
-        .chain_update(b"\n")
-        .chain_update(b.as_bytes())
-        .finalize();
-    digest[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
+pub(crate) use link_contract::event::id_digest as digest_hex;
 
 /// The PhysicalResourceId a failed Create answers with: recognisably not a link, so the Delete
 /// CloudFormation sends while rolling back does nothing. Derived from the request so a re-sent request

@@ -69,6 +69,8 @@ impl SnsPublisher {
             part,
             message,
         };
+        // A split beyond what any receiver accepts is not sent at all.
+        parts::check_split(&parts).map_err(|e| fail(None, e.to_string()))?;
         for message in parts {
             let part = message.part;
             let proof = match &self.prover {

@@ -64,6 +64,9 @@ pub enum WebhookError {
     Secret(#[from] SecretError),
     #[error(transparent)]
     Proof(#[from] ProveError),
+    /// A split beyond what any receiver accepts: nothing is sent.
+    #[error("{0} (or raise PROVIDER_MAX_BODY_BYTES)")]
+    TooLarge(#[from] parts::PartError),
 }
 
 impl Webhook {
@@ -92,7 +95,9 @@ impl Webhook {
     /// Delivers the event, in parts when it is larger than the body limit; the first part that fails
     /// ends the delivery (the parts already accepted stay with the provider until a retry completes them).
     pub async fn deliver(&self, event: &LinkEvent, until: Deadline) -> Result<(), WebhookError> {
-        for message in parts::split(event, self.max_body_bytes) {
+        let messages = parts::split(event, self.max_body_bytes);
+        parts::check_split(&messages)?;
+        for message in messages {
             self.deliver_one(event, message, until).await?;
         }
         Ok(())

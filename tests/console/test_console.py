@@ -2,7 +2,8 @@
 real registry (`link-receiver`), the real function (`account-link`, under a Lambda Runtime API emulator)
 and moto: log in, start a link, read the external id the page shows, run the stack's Create with it, see
 the page say "connected" without a reload, pick a region, a VPC and subnets (the subnet list is exactly
-moto's subnets of that VPC), save, reload, and find the choice still there.
+moto's subnets of that VPC), save, reload, find the choice still there, and log out (the session ends on the
+server).
 
 Needs `cargo build --workspace` first (make test runs cargo test, which builds both binaries).
 """
@@ -21,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -255,3 +258,14 @@ def test_link_connect_and_pick_a_network(moto, registry, browser):
     browser.get(f"{registry}/links/{link_id}")
     proven = wait(browser).until(EC.presence_of_element_located((By.ID, "proven-by")))
     assert proven.text.startswith("arn:aws:sts::123456789012:assumed-role/account-link-BasicLambdaRole/"), proven.text
+
+    # Log out: the session ends on the server, so its cookie, replayed, opens nothing.
+    session = browser.get_cookie("link_console")["value"]
+    browser.find_element(By.ID, "logout").click()
+    wait(browser).until(EC.url_contains("/login"))
+    assert browser.get_cookie("link_console") is None
+    assert "data-csrf" not in browser.page_source
+    replay = urllib.request.Request(registry + "/api/links", headers={"Cookie": f"link_console={session}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(replay, timeout=10)
+    assert refused.value.code == 401

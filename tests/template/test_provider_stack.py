@@ -272,11 +272,8 @@ def test_secrets_reach_the_tasks_only_as_ecs_secrets(template, scenario, receive
             "postgres", None, props(resources, "Database")["MasterUsername"], "/" + props(resources, "Database")["DBName"],
             "sslmode=require")
         assert url.hostname == Renderer(template, SCENARIOS[scenario]).get_att("Database", "Endpoint.Address").lower()
-    # Every variable the stack sets is one link-receiver reads. --trusted-proxy comes with the integrity
-    # issue's change to config.rs; until that is merged its variable is the one exception.
+    # Every variable the stack sets is one link-receiver reads.
     known = receiver_env_names(receiver_config)
-    if "trusted_proxy" not in receiver_config:
-        known.add("LINK_REGISTRY_TRUSTED_PROXY")
     for container in c.values():
         assert set(env(container)) | set(secrets(container)) <= known, container["Name"]
 

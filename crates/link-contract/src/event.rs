@@ -137,3 +137,297 @@ impl LinkData {
         }
     }
 }
+
+/// 32 hex digits of SHA-256 over `a`, a newline and `b`: how the function derives ids from a request's
+/// fields (the link id from StackId and LogicalResourceId; the event id from StackId and RequestId).
+pub fn id_digest(a: &str, b: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(a.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(b.as_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The link id (the custom resource's PhysicalResourceId): `link-` and [`id_digest`] of the stack and the
+/// resource's logical id. A receiver recomputes it, so an event can name only the link of its own stack.
+pub fn link_id(stack_id: &str, logical_resource_id: &str) -> String {
+    format!("link-{}", id_digest(stack_id, logical_resource_id))
+}
+
+/// What is wrong with an external id, if anything: IAM's `sts:ExternalId` is 2 to 1224 letters, digits
+/// and `_+=,.@:/-`.
+pub fn external_id_problem(id: &str) -> Option<String> {
+    let len = id.chars().count();
+    if !(2..=1224).contains(&len) {
+        return Some(format!("is {len} characters long; IAM accepts 2 to 1224"));
+    }
+    id.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_+=,.@:/-".contains(*c)))
+        .map(|c| format!("contains {c:?}; IAM accepts only letters, digits and _+=,.@:/-"))
+}
+
+/// Why an event's claims about itself do not hold together; each names the field. These are checked
+/// after the signature (or proof): a sender that may send events at all still names only its own stack,
+/// link and roles.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    #[error("data.stackId is not a CloudFormation stack ARN ({0})")]
+    StackId(String),
+    #[error("data.{field} is '{claimed}' but data.stackId names '{in_stack}'")]
+    StackMismatch {
+        field: &'static str,
+        claimed: String,
+        in_stack: String,
+    },
+    #[error("data.physicalResourceId is not the link id of data.stackId and data.logicalResourceId (expected {expected})")]
+    LinkId { expected: String },
+    #[error("data.logicalResourceId must be 1 to 255 letters and digits")]
+    LogicalResourceId,
+    #[error("data.roles.{name}: {problem}")]
+    Role { name: String, problem: String },
+    #[error("data.externalId {0}")]
+    ExternalId(String),
+    #[error("data.vpcId is not a VPC id (vpc- and 8 or 17 hex digits)")]
+    VpcId,
+    #[error("data.regions[{index}]: '{region}' is not a region of partition {partition}")]
+    Region {
+        index: usize,
+        region: String,
+        partition: String,
+    },
+}
+
+impl ClaimError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::StackId(_) => r::STACK_ID,
+            Self::StackMismatch { .. } => r::STACK_MISMATCH,
+            Self::LinkId { .. } => r::LINK_ID,
+            Self::LogicalResourceId => r::LOGICAL_RESOURCE_ID,
+            Self::Role { .. } => r::ROLE,
+            Self::ExternalId(_) => r::EXTERNAL_ID,
+            Self::VpcId => r::VPC_ID,
+            Self::Region { .. } => r::REGION,
+        }
+    }
+
+    /// A claim about another stack's link, or one contradicting the event's own stack
+    /// ([`crate::reason::CONFLICTS`]): the sender may send events, but not about that link. A receiver
+    /// learns who sent it (the proof) before it refuses it, and keeps it apart (409) rather than dropping it.
+    pub fn is_conflict(&self) -> bool {
+        crate::reason::CONFLICTS.contains(&self.reason())
+    }
+}
+
+/// Role names in `data.roles` at most, and their length (the template passes three).
+const MAX_ROLES: usize = 16;
+const MAX_ROLE_KEY_LEN: usize = 64;
+/// Regions in one event at most (every region of the largest partition, with room to grow).
+const MAX_REGIONS: usize = 64;
+
+fn shown(s: &str) -> String {
+    s.chars().take(120).collect()
+}
+
+impl LinkData {
+    /// The event's claims about itself hold together: the stack ARN's partition, region and account are
+    /// `data.partition`, `data.region` and `data.accountId`; `physicalResourceId` is the link id of that
+    /// stack and logical id; every role is an IAM role of that account and partition; every region is a
+    /// region of the partition. Together with the proof (which ties `accountId` to the sending account),
+    /// an event can only describe the sender's own stack, link and roles.
+    pub fn check_claims(&self) -> Result<(), ClaimError> {
+        let arn = crate::arn::Arn::parse(&self.stack_id)
+            .map_err(|e| ClaimError::StackId(e.to_string()))?;
+        if arn.stack().is_none() {
+            return Err(ClaimError::StackId("not a stack".into()));
+        }
+        for (field, claimed, in_stack) in [
+            ("partition", self.partition.as_str(), arn.partition.name),
+            ("region", self.region.as_str(), arn.region),
+            ("accountId", self.account_id.as_str(), arn.account),
+        ] {
+            if claimed != in_stack {
+                return Err(ClaimError::StackMismatch {
+                    field,
+                    claimed: shown(claimed),
+                    in_stack: shown(in_stack),
+                });
+            }
+        }
+        let logical = &self.logical_resource_id;
+        if logical.is_empty()
+            || logical.len() > 255
+            || !logical.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(ClaimError::LogicalResourceId);
+        }
+        let expected = link_id(&self.stack_id, logical);
+        if self.physical_resource_id != expected {
+            return Err(ClaimError::LinkId { expected });
+        }
+        if self.roles.len() > MAX_ROLES {
+            return Err(ClaimError::Role {
+                name: "*".into(),
+                problem: format!("at most {MAX_ROLES} roles"),
+            });
+        }
+        for (name, role) in &self.roles {
+            let refuse = |problem: String| ClaimError::Role {
+                name: shown(name),
+                problem,
+            };
+            if name.is_empty()
+                || name.len() > MAX_ROLE_KEY_LEN
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(refuse(format!(
+                    "role names are 1 to {MAX_ROLE_KEY_LEN} letters and digits"
+                )));
+            }
+            let not_ours = || {
+                refuse(format!(
+                    "'{}' is not an IAM role of account {} in partition {}",
+                    shown(role),
+                    self.account_id,
+                    self.partition
+                ))
+            };
+            let arn = crate::arn::Arn::parse(role).map_err(|_| not_ours())?;
+            if arn.role_name().is_none()
+                || arn.account != self.account_id
+                || arn.partition.name != self.partition
+            {
+                return Err(not_ours());
+            }
+        }
+        if let Some(problem) = self.external_id.as_deref().and_then(external_id_problem) {
+            return Err(ClaimError::ExternalId(problem));
+        }
+        if self
+            .vpc_id
+            .as_deref()
+            .is_some_and(|v| !crate::inventory::is_ec2_id(v, "vpc"))
+        {
+            return Err(ClaimError::VpcId);
+        }
+        let partition = arn.partition;
+        if self.regions.len() > MAX_REGIONS {
+            return Err(ClaimError::Region {
+                index: MAX_REGIONS,
+                region: format!("({} regions)", self.regions.len()),
+                partition: partition.name.into(),
+            });
+        }
+        for (index, region) in self.regions.iter().enumerate() {
+            if !partition.has_region(region) {
+                return Err(ClaimError::Region {
+                    index,
+                    region: shown(region),
+                    partition: partition.name.into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> LinkData {
+        let e: LinkEvent =
+            serde_json::from_str(include_str!("../../../docs/examples/account.linked.json"))
+                .unwrap();
+        e.data
+    }
+
+    #[test]
+    fn the_documented_example_holds_together() {
+        assert_eq!(example().check_claims(), Ok(()));
+    }
+
+    #[test]
+    fn every_claim_is_checked_and_named() {
+        type Edit = fn(&mut LinkData);
+        let cases: [(&str, Edit); 14] = [
+            ("data.externalId", |d| {
+                d.external_id = Some("ext\u{0}id-with-a-nul".into())
+            }),
+            ("data.vpcId", |d| {
+                d.vpc_id = Some("vpc-'; DROP TABLE links".into())
+            }),
+            ("data.stackId", |d| d.stack_id = "not-an-arn".into()),
+            ("data.stackId", |d| {
+                d.stack_id = "arn:aws:iam::123456789012:role/x".into()
+            }),
+            ("data.accountId", |d| d.account_id = "210987654321".into()),
+            ("data.region", |d| d.region = "eu-west-1".into()),
+            ("data.partition", |d| d.partition = "aws-cn".into()),
+            // Another account's link: the physical id of a stack that is not this event's.
+            ("data.physicalResourceId", |d| {
+                d.physical_resource_id = link_id(
+                    "arn:aws:cloudformation:us-west-2:210987654321:stack/victim/1",
+                    "AccountLink",
+                )
+            }),
+            ("data.physicalResourceId", |d| {
+                d.logical_resource_id = "Other".into()
+            }),
+            ("data.logicalResourceId", |d| {
+                d.logical_resource_id = "a/b".into()
+            }),
+            ("data.roles.RemoteRole", |d| {
+                d.roles.insert(
+                    "RemoteRole".into(),
+                    "arn:aws:iam::210987654321:role/victims-role".into(),
+                );
+            }),
+            ("data.roles.RemoteRole", |d| {
+                d.roles.insert(
+                    "RemoteRole".into(),
+                    "arn:aws-cn:iam::123456789012:role/r".into(),
+                );
+            }),
+            ("data.roles.RemoteRole", |d| {
+                d.roles.insert(
+                    "RemoteRole".into(),
+                    "arn:aws:iam::123456789012:user/not-a-role".into(),
+                );
+            }),
+            ("data.regions[1]", |d| d.regions[1] = "cn-north-1".into()),
+        ];
+        for (field, edit) in cases {
+            let mut d = example();
+            edit(&mut d);
+            let e = d.check_claims().unwrap_err();
+            assert!(e.to_string().contains(field), "{field}: {e}");
+            // The conflicts are the claims about whose stack and link it is.
+            assert_eq!(
+                e.is_conflict(),
+                [
+                    "data.accountId",
+                    "data.region",
+                    "data.partition",
+                    "data.physicalResourceId"
+                ]
+                .contains(&field),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_the_functions() {
+        let d = example();
+        assert_eq!(
+            link_id(&d.stack_id, &d.logical_resource_id),
+            d.physical_resource_id
+        );
+        assert_eq!(id_digest("a", "b").len(), 32);
+    }
+}

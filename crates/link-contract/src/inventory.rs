@@ -99,3 +99,14 @@ impl Inventory {
         })
     }
 }
+
+/// `<prefix>-` and 8 or 17 lowercase hex digits: the shape of every EC2 resource id.
+pub fn is_ec2_id(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|h| {
+            (h.len() == 8 || h.len() == 17)
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}

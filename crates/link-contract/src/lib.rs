@@ -6,7 +6,10 @@
 //! - [`signing`]: Standard Webhooks signatures.
 //! - [`proof`]: proof of the account (a signed `sts:GetCallerIdentity`), checked without I/O.
 //! - [`parts`]: events split into numbered parts, and put back together.
-//! - [`partition`], [`arn`]: the AWS partition table and the one ARN parser.
+//! - [`reason`]: the short words naming the check a delivery failed, shared with the verifiers in other
+//!   languages (`verifiers/`).
+//! - [`partition`], [`arn`]: the AWS partition table (with `regions`, generated from botocore's endpoint
+//!   data) and the one ARN parser.
 
 pub mod arn;
 pub mod event;
@@ -14,4 +17,6 @@ pub mod inventory;
 pub mod partition;
 pub mod parts;
 pub mod proof;
+pub mod reason;
+mod regions;
 pub mod signing;

@@ -117,6 +117,19 @@ const PARTITIONS: &[Partition] = &[
 ];
 
 impl Partition {
+    /// Every partition (for tools that export the table, such as the verifiers' test vectors).
+    pub fn all() -> &'static [Partition] {
+        PARTITIONS
+    }
+
+    /// The regions of this partition that exist, sorted ([`Self::region_exists`]).
+    pub fn regions(&self) -> &'static [&'static str] {
+        crate::regions::REGIONS
+            .iter()
+            .find(|(name, _)| *name == self.name)
+            .map_or(&[], |(_, regions)| regions)
+    }
+
     /// The partition named `name` (as in an ARN).
     pub fn named(name: &str) -> Option<&'static Partition> {
         PARTITIONS.iter().find(|p| p.name == name)
@@ -144,9 +157,16 @@ impl Partition {
         })
     }
 
-    /// Whether `region` is a region of this partition.
+    /// Whether `region` is named like a region of this partition (a region launched after this release
+    /// included: the function lists what the customer asks for and lets EC2 say whether it exists).
     pub fn has_region(&self, region: &str) -> bool {
         is_region_name(region) && Self::of_region(region).name == self.name
+    }
+
+    /// Whether `region` is a region of this partition that exists, by the SDKs' endpoint data
+    /// ([`crate::regions`], from botocore). The registry sends proofs only to STS endpoints of these.
+    pub fn region_exists(&self, region: &str) -> bool {
+        self.regions().binary_search(&region).is_ok()
     }
 }
 
@@ -194,8 +214,9 @@ pub struct StsEndpoint {
 
 /// The STS endpoint `host` is, if it is one: the global endpoint (`sts.amazonaws.com`), a regional one
 /// (`sts.<region>.<dns suffix>`) or a FIPS one (`sts-fips.<region>.<dns suffix>`) of a known partition,
-/// with a region of that partition. Nothing else is an STS endpoint (a receiver sends proofs nowhere
-/// else).
+/// with a region that exists in that partition ([`Partition::region_exists`]): a well-formed name is not
+/// enough (`sts.zz-fake-9.amazonaws.com`). Nothing else is an STS endpoint (a receiver sends proofs
+/// nowhere else).
 pub fn sts_endpoint(host: &str) -> Option<StsEndpoint> {
     if let Some(p) = PARTITIONS.iter().find(|p| p.global_sts_host == Some(host)) {
         return Some(StsEndpoint {
@@ -209,12 +230,14 @@ pub fn sts_endpoint(host: &str) -> Option<StsEndpoint> {
     };
     let (region, suffix) = rest.split_once('.')?;
     let partition = Partition::of_region(region);
-    (is_region_name(region) && partition.dns_suffix == suffix && (!fips || partition.fips)).then(
-        || StsEndpoint {
+    (is_region_name(region)
+        && partition.region_exists(region)
+        && partition.dns_suffix == suffix
+        && (!fips || partition.fips))
+        .then(|| StsEndpoint {
             partition,
             signing_region: region.to_string(),
-        },
-    )
+        })
 }
 
 /// `eu-west-1`, `us-gov-west-1`, `ap-southeast-5`, `us-isob-east-1`: lowercase words and a number.
@@ -341,11 +364,30 @@ mod tests {
             "x.sts.eu-west-1.amazonaws.com",
             "sts.EU-WEST-1.amazonaws.com",
             "sts..amazonaws.com",
+            // Well-formed, in no partition's region list.
+            "sts.zz-fake-9.amazonaws.com",
+            "sts.us-east-9.amazonaws.com",
+            "sts-fips.us-gov-north-7.amazonaws.com",
+            "sts.cn-south-5.amazonaws.com.cn",
             "127.0.0.1",
             "",
         ] {
             assert!(sts_endpoint(host).is_none(), "{host}");
         }
+    }
+
+    #[test]
+    fn the_region_table_is_sorted_and_names_known_partitions() {
+        for (name, regions) in crate::regions::REGIONS {
+            let partition = Partition::named(name).unwrap_or_else(|| panic!("{name}"));
+            assert!(regions.windows(2).all(|w| w[0] < w[1]), "{name}");
+            for r in *regions {
+                assert!(partition.has_region(r) && partition.region_exists(r), "{r}");
+            }
+        }
+        let aws = Partition::named("aws").unwrap();
+        assert!(aws.region_exists("eu-west-1") && !aws.region_exists("eu-west-9"));
+        assert!(!aws.region_exists("cn-north-1"));
     }
 
     #[test]

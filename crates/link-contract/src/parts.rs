@@ -93,6 +93,133 @@ pub fn split(event: &LinkEvent, max_bytes: usize) -> Vec<Message> {
         .collect()
 }
 
+/// Parts of one split at most. The function never needs more: it refuses to send an event whose split
+/// would exceed this or [`MAX_SET_BYTES`] (Create/Update fail naming the size), and SNS's 240 KiB parts
+/// carry 15 MiB in 64 parts, roughly 35 000 subnets, beyond the 1 000 subnets per region (5 VPCs x 200
+/// subnets) of EC2's default quotas in every region of a partition. A receiver refuses higher counts, so
+/// a hostile sender cannot make it track or hold an unbounded split.
+pub const MAX_PARTS: usize = 64;
+/// The bodies of one split's parts together, in bytes, at most (16 MiB).
+pub const MAX_SET_BYTES: usize = 16 * 1024 * 1024;
+/// `part.set`: 16 lowercase hex digits.
+pub const SET_LEN: usize = 16;
+
+/// What is wrong with a `data.part`, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    #[error("data.part.count must be 1 to {MAX_PARTS}, got {0}")]
+    Count(u64),
+    #[error("data.part.index must be 1 to data.part.count ({count}), got {index}")]
+    Index { index: u64, count: u64 },
+    #[error("data.part.set must be {SET_LEN} lowercase hex digits")]
+    Set,
+    #[error("data.part.set {set}: its parts would total {bytes} bytes, more than the {MAX_SET_BYTES} a split may carry")]
+    TooLarge { set: String, bytes: usize },
+    #[error("the event needs {0} parts, more than the {MAX_PARTS} a receiver accepts: list fewer Regions")]
+    TooMany(usize),
+    #[error("data.{field} differs from the other parts of split {set}: every part carries the same envelope")]
+    Envelope { field: &'static str, set: String },
+}
+
+impl PartError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::Count(_) | Self::TooMany(_) => r::PART_COUNT,
+            Self::Index { .. } => r::PART_INDEX,
+            Self::Set => r::PART_SET,
+            Self::TooLarge { .. } => r::PART_SET_SIZE,
+            Self::Envelope { .. } => r::PART_ENVELOPE,
+        }
+    }
+}
+
+/// The bounds every part must keep, checked before anything of it is stored or kept.
+pub fn check_part(part: &Part) -> Result<(), PartError> {
+    if part.count == 0 || part.count > MAX_PARTS {
+        return Err(PartError::Count(part.count as u64));
+    }
+    if part.index == 0 || part.index > part.count {
+        return Err(PartError::Index {
+            index: part.index as u64,
+            count: part.count as u64,
+        });
+    }
+    if part.set.len() != SET_LEN
+        || !part
+            .set
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(PartError::Set);
+    }
+    Ok(())
+}
+
+/// What the sender checks of its own split: at most [`MAX_PARTS`] messages and [`MAX_SET_BYTES`] in all.
+pub fn check_split(messages: &[Message]) -> Result<(), PartError> {
+    if messages.len() > MAX_PARTS {
+        return Err(PartError::TooMany(messages.len()));
+    }
+    let bytes: usize = messages.iter().map(|m| m.json.len()).sum();
+    if messages.len() > 1 && bytes > MAX_SET_BYTES {
+        return Err(PartError::TooLarge {
+            set: String::new(),
+            bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The envelope fields every part of one split must carry unchanged, in a fixed order (the names are the
+/// JSON fields'): a part that differs in any of them belongs to another event, account, link or stack.
+pub fn envelope_fields(e: &LinkEvent) -> [(&'static str, String); 12] {
+    let d = &e.data;
+    [
+        ("type", e.event_type.as_str().to_string()),
+        ("timestamp", e.timestamp.clone()),
+        ("eventId", d.event_id.clone()),
+        ("accountId", d.account_id.clone()),
+        ("partition", d.partition.clone()),
+        ("region", d.region.clone()),
+        ("stackId", d.stack_id.clone()),
+        ("logicalResourceId", d.logical_resource_id.clone()),
+        ("physicalResourceId", d.physical_resource_id.clone()),
+        (
+            "externalId",
+            serde_json::to_string(&d.external_id).unwrap_or_default(),
+        ),
+        ("roles", serde_json::to_string(&d.roles).unwrap_or_default()),
+        (
+            "part.count",
+            d.part.as_ref().map_or(0, |p| p.count).to_string(),
+        ),
+    ]
+}
+
+/// A digest of [`envelope_fields`]: what a receiver keeps to compare later parts with the first.
+pub fn envelope_digest(e: &LinkEvent) -> String {
+    let mut h = Sha256::new();
+    for (name, value) in envelope_fields(e) {
+        // Length-prefixed, so no two envelopes hash alike by moving bytes between fields.
+        for x in [name.as_bytes(), value.as_bytes()] {
+            h.update((x.len() as u64).to_be_bytes());
+            h.update(x);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first envelope field in which `part` differs from `first`.
+pub fn envelope_difference(first: &LinkEvent, part: &LinkEvent) -> Option<&'static str> {
+    envelope_fields(first)
+        .into_iter()
+        .zip(envelope_fields(part))
+        .find(|(a, b)| a.1 != b.1)
+        .map(|(a, _)| a.0)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReassemblyError {
     #[error("no parts")]
@@ -101,75 +228,153 @@ pub enum ReassemblyError {
     Mismatch { index: usize, what: &'static str },
     #[error("parts must be numbered 1 to {count} exactly once; got {got:?}")]
     Numbering { count: usize, got: Vec<usize> },
+    #[error(transparent)]
+    Part(#[from] PartError),
+}
+
+impl ReassemblyError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::Empty | Self::Numbering { .. } => r::PART_INDEX,
+            Self::Mismatch { .. } => r::PART_ENVELOPE,
+            Self::Part(e) => e.reason(),
+        }
+    }
+}
+
+/// Puts a split event back together one part at a time, in order of `index`: each part's inventory is
+/// merged into the whole as it comes, so a receiver reading parts from storage holds one part's body, not
+/// all of them. Every part is checked ([`check_part`]) and must carry the first one's envelope.
+#[derive(Debug)]
+pub struct Reassembly {
+    whole: LinkEvent,
+    first: Part,
+    next: usize,
+}
+
+impl Reassembly {
+    /// Starts with part 1.
+    pub fn start(mut first: LinkEvent) -> Result<Self, ReassemblyError> {
+        let part = first.data.part.clone().ok_or(ReassemblyError::Empty)?;
+        check_part(&part)?;
+        if part.index != 1 {
+            return Err(ReassemblyError::Numbering {
+                count: part.count,
+                got: vec![part.index],
+            });
+        }
+        first.data.part = Some(part.clone());
+        Ok(Self {
+            whole: first,
+            first: part,
+            next: 2,
+        })
+    }
+
+    /// Adds the next part (`index` one more than the last).
+    pub fn add(&mut self, part: LinkEvent) -> Result<(), ReassemblyError> {
+        let p = part.data.part.as_ref().ok_or(ReassemblyError::Empty)?;
+        check_part(p)?;
+        let index = p.index;
+        if p.set != self.first.set {
+            return Err(ReassemblyError::Mismatch {
+                index,
+                what: "part.set",
+            });
+        }
+        if let Some(what) = envelope_difference(&self.whole, &part) {
+            return Err(ReassemblyError::Mismatch { index, what });
+        }
+        if index != self.next {
+            return Err(ReassemblyError::Numbering {
+                count: self.first.count,
+                got: vec![index],
+            });
+        }
+        self.next += 1;
+        merge(&mut self.whole.data.inventory, part.data.inventory);
+        Ok(())
+    }
+
+    /// The whole event, once every part was added; it has no `part`.
+    pub fn finish(mut self) -> Result<LinkEvent, ReassemblyError> {
+        if self.next != self.first.count + 1 {
+            return Err(ReassemblyError::Numbering {
+                count: self.first.count,
+                got: (1..self.next).collect(),
+            });
+        }
+        let order = |region: &str| {
+            self.whole
+                .data
+                .regions
+                .iter()
+                .position(|r| r == region)
+                .unwrap_or(usize::MAX)
+        };
+        let mut regions = std::mem::take(&mut self.whole.data.inventory);
+        regions.sort_by_key(|r| order(&r.region));
+        self.whole.data.inventory = regions;
+        self.whole.data.part = None;
+        Ok(self.whole)
+    }
+}
+
+/// Regions merged by name, VPCs by id, subnets and route tables concatenated.
+fn merge(regions: &mut Vec<RegionInventory>, more: Vec<RegionInventory>) {
+    for r in more {
+        let into = match regions.iter().position(|x| x.region == r.region) {
+            Some(i) => &mut regions[i],
+            None => {
+                regions.push(RegionInventory {
+                    region: r.region.clone(),
+                    vpcs: vec![],
+                });
+                regions.last_mut().expect("just pushed")
+            }
+        };
+        for v in r.vpcs {
+            match into.vpcs.iter_mut().find(|x| x.vpc_id == v.vpc_id) {
+                Some(x) => {
+                    x.subnets.extend(v.subnets);
+                    x.route_tables.extend(v.route_tables);
+                }
+                None => into.vpcs.push(v),
+            }
+        }
+    }
 }
 
 /// The whole event from all of its parts, in any order: regions merged by name (in the order of
 /// `data.regions`), VPCs by id, subnets and route tables concatenated. The result has no `part`.
+/// A single event without `part` is returned as it is.
 pub fn reassemble(mut parts: Vec<LinkEvent>) -> Result<LinkEvent, ReassemblyError> {
     parts.sort_by_key(|p| p.data.part.as_ref().map_or(0, |p| p.index));
-    let first = parts.first().ok_or(ReassemblyError::Empty)?;
-    let first_part = first.data.part.clone();
-    let count = first_part.as_ref().map_or(1, |p| p.count);
+    if parts.len() == 1 && parts[0].data.part.is_none() {
+        return Ok(parts.remove(0));
+    }
+    let count = parts
+        .first()
+        .ok_or(ReassemblyError::Empty)?
+        .data
+        .part
+        .as_ref()
+        .map_or(0, |p| p.count);
     let got: Vec<usize> = parts
         .iter()
         .map(|p| p.data.part.as_ref().map_or(0, |p| p.index))
         .collect();
-    if got != (1..=count).collect::<Vec<_>>() && !(count == 1 && got == [0]) {
+    if got != (1..=count).collect::<Vec<_>>() {
         return Err(ReassemblyError::Numbering { count, got });
     }
-    for p in &parts[1..] {
-        let index = p.data.part.as_ref().map_or(0, |p| p.index);
-        let mismatch = |what| ReassemblyError::Mismatch { index, what };
-        if p.data.event_id != first.data.event_id {
-            return Err(mismatch("eventId"));
-        }
-        if p.data.part.as_ref().map(|x| (&x.set, x.count))
-            != first_part.as_ref().map(|x| (&x.set, x.count))
-        {
-            return Err(mismatch("part.set or part.count"));
-        }
-        if p.event_type != first.event_type || p.timestamp != first.timestamp {
-            return Err(mismatch("type or timestamp"));
-        }
-    }
     let mut iter = parts.into_iter();
-    let mut whole = iter.next().ok_or(ReassemblyError::Empty)?;
-    let mut regions = std::mem::take(&mut whole.data.inventory);
-    for part in iter {
-        for r in part.data.inventory {
-            let into = match regions.iter().position(|x| x.region == r.region) {
-                Some(i) => &mut regions[i],
-                None => {
-                    regions.push(RegionInventory {
-                        region: r.region.clone(),
-                        vpcs: vec![],
-                    });
-                    regions.last_mut().expect("just pushed")
-                }
-            };
-            for v in r.vpcs {
-                match into.vpcs.iter_mut().find(|x| x.vpc_id == v.vpc_id) {
-                    Some(x) => {
-                        x.subnets.extend(v.subnets);
-                        x.route_tables.extend(v.route_tables);
-                    }
-                    None => into.vpcs.push(v),
-                }
-            }
-        }
+    let mut whole = Reassembly::start(iter.next().ok_or(ReassemblyError::Empty)?)?;
+    for p in iter {
+        whole.add(p)?;
     }
-    let order = |region: &str| {
-        whole
-            .data
-            .regions
-            .iter()
-            .position(|r| r == region)
-            .unwrap_or(usize::MAX)
-    };
-    regions.sort_by_key(|r| order(&r.region));
-    whole.data.inventory = regions;
-    whole.data.part = None;
-    Ok(whole)
+    whole.finish()
 }
 
 enum Child<'a> {
@@ -366,6 +571,121 @@ mod tests {
         assert!(matches!(
             reassemble(mixed),
             Err(ReassemblyError::Mismatch { index: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn part_bounds_name_the_field() {
+        let part = |index, count, set: &str| Part {
+            index,
+            count,
+            set: set.into(),
+        };
+        let set = "0123456789abcdef";
+        assert_eq!(check_part(&part(1, 1, set)), Ok(()));
+        assert_eq!(check_part(&part(64, 64, set)), Ok(()));
+        for (p, field) in [
+            (part(1, usize::MAX, set), "data.part.count"),
+            (part(1, 65, set), "data.part.count"),
+            (part(0, 0, set), "data.part.count"),
+            (part(0, 3, set), "data.part.index"),
+            (part(4, 3, set), "data.part.index"),
+            (part(1, 3, ""), "data.part.set"),
+            (part(1, 3, "0123456789ABCDEF"), "data.part.set"),
+            (part(1, 3, "0123456789abcdef0"), "data.part.set"),
+            (part(1, 3, "../../etc/passwd"), "data.part.set"),
+        ] {
+            let e = check_part(&p).unwrap_err().to_string();
+            assert!(e.contains(field), "{p:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_envelope_field_must_match_across_parts() {
+        let parts: Vec<LinkEvent> = split(&big_event(3000), 64 * 1024)
+            .iter()
+            .map(|p| serde_json::from_str(&p.json).unwrap())
+            .collect();
+        type Edit = fn(&mut LinkEvent);
+        let edits: [(&str, Edit); 11] = [
+            ("type", |e| e.event_type = crate::event::EventType::Unlinked),
+            ("timestamp", |e| {
+                e.timestamp = "2026-11-29T00:00:01.000Z".into()
+            }),
+            ("eventId", |e| e.data.event_id = "msg_2".into()),
+            ("accountId", |e| e.data.account_id = "210987654321".into()),
+            ("partition", |e| e.data.partition = "aws-cn".into()),
+            ("region", |e| e.data.region = "eu-west-1".into()),
+            ("stackId", |e| e.data.stack_id.push('x')),
+            ("logicalResourceId", |e| {
+                e.data.logical_resource_id.push('x')
+            }),
+            ("physicalResourceId", |e| {
+                e.data.physical_resource_id.push('x')
+            }),
+            ("externalId", |e| {
+                e.data.external_id = Some("another-external-id".into())
+            }),
+            ("roles", |e| {
+                e.data.roles.insert(
+                    "RemoteRole".into(),
+                    "arn:aws:iam::210987654321:role/x".into(),
+                );
+            }),
+        ];
+        for (field, edit) in edits {
+            let mut hostile = parts.clone();
+            edit(&mut hostile[2]);
+            assert_ne!(envelope_digest(&hostile[2]), envelope_digest(&hostile[0]));
+            assert_eq!(
+                reassemble(hostile),
+                Err(ReassemblyError::Mismatch {
+                    index: 3,
+                    what: field
+                }),
+                "{field}"
+            );
+        }
+        assert_eq!(envelope_digest(&parts[0]), envelope_digest(&parts[1]));
+    }
+
+    #[test]
+    fn reassembly_takes_parts_one_at_a_time_in_order() {
+        let e = big_event(3000);
+        let parts: Vec<LinkEvent> = split(&e, 64 * 1024)
+            .iter()
+            .map(|p| serde_json::from_str(&p.json).unwrap())
+            .collect();
+        let mut r = Reassembly::start(parts[0].clone()).unwrap();
+        assert!(matches!(
+            r.add(parts[2].clone()),
+            Err(ReassemblyError::Numbering { .. })
+        ));
+        for p in &parts[1..parts.len() - 1] {
+            r.add(p.clone()).unwrap();
+        }
+        let mut early = Reassembly::start(parts[0].clone()).unwrap();
+        early.add(parts[1].clone()).unwrap();
+        assert!(
+            early.finish().is_err(),
+            "an incomplete split is not an event"
+        );
+        r.add(parts.last().unwrap().clone()).unwrap();
+        assert_eq!(r.finish().unwrap(), e);
+    }
+
+    #[test]
+    fn a_sender_refuses_a_split_beyond_the_bounds() {
+        let e = big_event(3000);
+        assert!(check_split(&split(&e, 64 * 1024)).is_ok());
+        let many = split(&e, 4 * 1024);
+        assert!(many.len() > MAX_PARTS);
+        assert_eq!(check_split(&many), Err(PartError::TooMany(many.len())));
+        let mut parts = split(&e, 64 * 1024);
+        parts[0].json = "x".repeat(MAX_SET_BYTES);
+        assert!(matches!(
+            check_split(&parts),
+            Err(PartError::TooLarge { .. })
         ));
     }
 }

@@ -214,6 +214,41 @@ pub enum ProofError {
     NotAssumedRole(String),
 }
 
+impl ProofError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason as r;
+        match self {
+            Self::TooLong(_) => r::PROOF_LENGTH,
+            Self::Encoding(_) => r::PROOF_ENCODING,
+            Self::Method(_) => r::PROOF_METHOD,
+            Self::Scheme(_) => r::PROOF_SCHEME,
+            Self::Url => r::PROOF_URL,
+            Self::Host(_) => r::PROOF_HOST,
+            Self::Partition { .. } => r::PROOF_PARTITION,
+            Self::Body => r::PROOF_BODY,
+            Self::HeaderNotAllowed(_) => r::PROOF_HEADER,
+            Self::HeaderValue(_) => r::PROOF_HEADER_VALUE,
+            Self::MissingHeader(_) => r::PROOF_HEADER_MISSING,
+            Self::Unsigned(_) => r::PROOF_UNSIGNED_HEADER,
+            Self::SignedButAbsent(_) => r::PROOF_SIGNED_HEADER_ABSENT,
+            Self::HostHeader { .. } => r::PROOF_HOST_HEADER,
+            Self::ContentType => r::PROOF_CONTENT_TYPE,
+            Self::Authorization(_) => r::PROOF_AUTHORIZATION,
+            Self::Scope { .. } => r::PROOF_SCOPE,
+            Self::Audience { .. } => r::PROOF_AUDIENCE,
+            Self::EventId { .. } => r::PROOF_EVENT_ID,
+            Self::BodyDigest { .. } => r::PROOF_BODY_SHA256,
+            Self::Date => r::PROOF_DATE,
+            Self::Stale(_) => r::PROOF_AGE,
+            Self::ExpectedAccount(_) => r::ACCOUNT_ID,
+            Self::StsAnswer(_) => r::STS_ANSWER,
+            Self::AccountMismatch { .. } => r::PROOF_ACCOUNT,
+            Self::NotAssumedRole(_) => r::PROOF_CALLER,
+        }
+    }
+}
+
 /// The request to send to STS, exactly as it was signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay {

@@ -128,6 +128,20 @@ pub enum VerifyError {
     NoMatch,
 }
 
+impl VerifyError {
+    /// The check that failed, as a stable word ([`crate::reason`]).
+    pub fn reason(&self) -> &'static str {
+        use crate::reason::{SIGNATURE, TIMESTAMP, WEBHOOK_ID};
+        match self {
+            Self::MissingHeader(HEADER_ID) | Self::IdTooLong => WEBHOOK_ID,
+            Self::MissingHeader(HEADER_TIMESTAMP)
+            | Self::BadTimestamp
+            | Self::StaleTimestamp(_) => TIMESTAMP,
+            Self::MissingHeader(_) | Self::NoCandidate | Self::NoMatch => SIGNATURE,
+        }
+    }
+}
+
 /// The signature headers of one delivery, checked for everything that needs no body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookHeaders {

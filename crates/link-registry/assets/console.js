@@ -2,7 +2,7 @@
 // from the link's inventory. No framework, no build step; data comes from the registry's own API.
 "use strict";
 
-const csrf = () => document.body.dataset.csrf;
+const csrf = () => document.body.dataset.csrf || "";
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);

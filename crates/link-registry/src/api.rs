@@ -14,7 +14,7 @@ use link_contract::inventory::RegionInventory;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{self, Access};
+use crate::auth::{self, Access, Refused};
 use crate::store::{LinkQuery, Selection};
 use crate::App;
 
@@ -29,6 +29,7 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/links/{link_id}/selection", put(save_selection))
         .route("/link-requests", post(create_request))
         .route("/link-requests/{external_id}", get(request))
+        .route("/rejected-events", get(rejected))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -45,14 +46,27 @@ pub(crate) async fn require_access(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(access) = auth::access(&app, req.headers()) else {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "send Authorization: Bearer <the registry's API token>",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-        return r;
+    let access = match auth::access(&app, req.headers()).await {
+        Ok(a) => a,
+        Err(Refused::NotSignedIn) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "send Authorization: Bearer <the registry's API token>",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            return r;
+        }
+        Err(Refused::BehindProxy(h)) => {
+            return error(StatusCode::FORBIDDEN, &Refused::proxy_message(&h))
+        }
+        Err(Refused::Unavailable(e)) => {
+            tracing::error!(error = %e, "api: sessions unavailable");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the registry's database is unavailable",
+            );
+        }
     };
     req.extensions_mut().insert(access);
     next.run(req).await
@@ -65,17 +79,47 @@ fn csrf_refused() -> Response {
     )
 }
 
+/// Healthy only when a heartbeat commits through the writer (the path every delivery takes), so a load
+/// balancer takes a receiver out whose store cannot commit, not only one whose database is gone.
 pub(crate) async fn health(State(app): State<Arc<App>>) -> Response {
-    match app.store.ping().await {
+    match app.store.check_commit(HEALTH_WITHIN).await {
         Ok(()) => Json(json!({ "status": "ok", "database": "ok" })).into_response(),
         Err(e) => {
-            tracing::error!(error = %e, "health check: database unavailable");
+            tracing::error!(error = %e, "health check: the store cannot commit");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "database": "unavailable" })),
+                Json(json!({ "status": "unavailable", "database": "unavailable", "reason": "the store cannot commit" })),
             )
                 .into_response()
         }
+    }
+}
+
+/// How long a health check waits for its heartbeat to commit.
+const HEALTH_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+struct RejectedParams {
+    link: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// Deliveries kept apart because they named another stack's link, newest first (`?link=` for one link).
+async fn rejected(State(app): State<Arc<App>>, Query(p): Query<RejectedParams>) -> Response {
+    let limit = match page_size(p.limit) {
+        Ok(l) => l,
+        Err(r) => return *r,
+    };
+    match app
+        .store
+        .rejected(p.link.as_deref(), limit, p.after.as_deref())
+        .await
+    {
+        Ok(page) => {
+            Json(json!({ "rejectedEvents": page.items, "next": page.next })).into_response()
+        }
+        Err(e) => store_error(e),
     }
 }
 
@@ -216,7 +260,7 @@ async fn save_selection(
     Path(link_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    if !auth::csrf_ok(&app, access, &headers, None) {
+    if !auth::csrf_ok(&app, &access, &headers, None) {
         return csrf_refused();
     }
     let selection: Selection = match serde_json::from_slice(&body) {
@@ -260,15 +304,40 @@ async fn save_selection(
     }
 }
 
+/// `POST /api/link-requests`: an empty body for one account, or `{"multiAccount": true,
+/// "expectedAccountIds": [...]}` for a request that several accounts (a StackSet) connect.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewRequest {
+    #[serde(default)]
+    multi_account: bool,
+    #[serde(default)]
+    expected_account_ids: Vec<String>,
+}
+
 async fn create_request(
     State(app): State<Arc<App>>,
     Extension(access): Extension<Access>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    if !auth::csrf_ok(&app, access, &headers, None) {
+    if !auth::csrf_ok(&app, &access, &headers, None) {
         return csrf_refused();
     }
-    match crate::console::new_request(&app).await {
+    let asked: NewRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        NewRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body: {e}")),
+        }
+    };
+    let accounts =
+        match crate::console::request_accounts(asked.multi_account, &asked.expected_account_ids) {
+            Ok(a) => a,
+            Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
+        };
+    match crate::console::new_request(&app, &accounts).await {
         Ok(r) => (
             StatusCode::CREATED,
             Json(crate::console::request_json(&app, &r)),

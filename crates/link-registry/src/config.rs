@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 use link_contract::signing::SigningSecret;
 use url::Url;
 
@@ -84,6 +85,26 @@ pub struct Cli {
     #[arg(long, env = "LINK_REGISTRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
+    /// A load balancer or proxy in front whose forwarding headers (X-Forwarded-For, X-Forwarded-Proto,
+    /// Forwarded) are believed: an address or CIDR; repeat, or comma-separate in the environment. Behind an
+    /// AWS ALB: the VPC's CIDR (its nodes' addresses change). From any other peer these headers are ignored.
+    /// Needs --api-token.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LINK_REGISTRY_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Seconds a console session lasts from its login, however much it is used.
+    #[arg(long, default_value_t = 12 * 3600)]
+    pub session_lifetime: u64,
+
+    /// Seconds a console session may go unused before it ends.
+    #[arg(long, default_value_t = 30 * 60)]
+    pub session_idle: u64,
+
     /// Accepted distance in seconds between webhook-timestamp and this host's clock.
     #[arg(long, default_value_t = link_contract::signing::DEFAULT_TOLERANCE_SECS)]
     pub tolerance: u64,
@@ -96,6 +117,11 @@ pub struct Cli {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
+
+    /// Connections one client (a peer address; an IPv6 /64) may hold at once; more are answered 429.
+    /// Peers that are trusted proxies are not held to it (they carry many clients).
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_client: usize,
 
     /// Seconds a client has to send a request's headers, from its first byte (or from connecting).
     #[arg(long, default_value_t = 10)]
@@ -111,9 +137,49 @@ pub struct Cli {
     #[arg(long, default_value_t = 30)]
     pub body_timeout: u64,
 
+    /// Bytes per second a request body must average once --body-rate-grace has passed; a slower body is
+    /// cut with 408 (0: only --body-timeout applies).
+    #[arg(long, default_value_t = 1024)]
+    pub min_body_rate: u64,
+
+    /// Seconds a request body may take before --min-body-rate applies (latency, a stall on a bad link).
+    #[arg(long, default_value_t = 5)]
+    pub body_rate_grace: u64,
+
     /// Replaces AWS STS for proof checks: loopback URLs only (tests, local runs).
     #[arg(long, env = "LINK_RECEIVER_STS_ENDPOINT")]
     pub sts_endpoint: Option<Url>,
+
+    /// Only sessions of roles whose name matches may prove an event (`*` matches anything), e.g.
+    /// `*-BasicLambdaRole-*`, the customer stack's function role. Default: any assumed role of the account.
+    #[arg(long, env = "LINK_RECEIVER_PROOF_ROLE_PATTERN")]
+    pub proof_role_pattern: Option<String>,
+
+    /// Proofs sent to STS per second from one client (bursts of 4x); more are answered 429.
+    #[arg(long, default_value_t = 5.0)]
+    pub proof_rate_per_client: f64,
+
+    /// Proofs sent to STS per second by this receiver in all (bursts of 2x); more are answered 429.
+    #[arg(long, default_value_t = 100.0)]
+    pub proof_rate: f64,
+
+    /// Deliveries one AWS account may have stored per hour (0: no limit); more are answered 429 with
+    /// Retry-After until the hour ends.
+    #[arg(
+        long,
+        env = "LINK_REGISTRY_ACCOUNT_EVENTS_PER_HOUR",
+        default_value_t = 3600
+    )]
+    pub account_events_per_hour: u64,
+
+    /// Bytes of deliveries one AWS account may have stored per hour (0: no limit).
+    #[arg(long, env = "LINK_REGISTRY_ACCOUNT_BYTES_PER_HOUR", default_value_t = 256 * 1024 * 1024)]
+    pub account_bytes_per_hour: u64,
+
+    /// Delete deliveries (and rejected ones) received more than this many days ago, except the one
+    /// holding a link's current inventory. Default: keep everything.
+    #[arg(long, env = "LINK_REGISTRY_RETAIN_EVENTS_DAYS")]
+    pub retain_events_days: Option<u64>,
 
     /// The registry's public origin (https://links.example.com): the callback URL in quick-create links
     /// is <public-url>/hooks/account-link, and console cookies are Secure when it is https. Default:
@@ -246,9 +312,13 @@ pub struct Healthcheck {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    /// Bytes per second a request body must average after `body_rate_grace` (0: no minimum).
+    pub min_body_rate: u64,
+    pub body_rate_grace: Duration,
     /// The request line and headers together.
     pub max_header_bytes: usize,
 }
@@ -258,9 +328,12 @@ impl Default for Limits {
         Self {
             max_body_bytes: 2 * 1024 * 1024,
             max_connections: 512,
+            max_connections_per_client: 32,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
+            body_rate_grace: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
         }
     }
@@ -275,6 +348,30 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub limits: Limits,
     pub console: Console,
+    pub store: crate::store::StoreOptions,
+    /// Deliveries older than this are deleted (see `--retain-events-days`).
+    pub retain_events: Option<Duration>,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: Vec<IpNet>,
+    pub sessions: SessionLimits,
+}
+
+/// How long a console session lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// From its login.
+    pub lifetime: Duration,
+    /// Without use.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            lifetime: Duration::from_secs(12 * 3600),
+            idle: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// What the console offers a provider's customer.
@@ -302,6 +399,8 @@ pub struct Auth {
     pub audience: Option<String>,
     pub tolerance_secs: u64,
     pub sts_endpoint: Option<Url>,
+    pub proof_role_pattern: Option<String>,
+    pub proof_limits: crate::proof::RateLimits,
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -370,11 +469,59 @@ impl Cli {
                 ),
             ));
         }
+        let trusted_proxies = parse_proxies(&self.trusted_proxies)?;
+        if !trusted_proxies.is_empty() && api_token.is_none() {
+            return Err(err(
+                "--trusted-proxy",
+                "needs --api-token: without a token the registry trusts requests that name a loopback host, \
+                 which every request through a proxy can do",
+            ));
+        }
+        if self.session_lifetime == 0 || self.session_idle == 0 {
+            return Err(err(
+                if self.session_lifetime == 0 {
+                    "--session-lifetime"
+                } else {
+                    "--session-idle"
+                },
+                "must be at least 1 second",
+            ));
+        }
         if self.max_body_bytes < 16 * 1024 {
             return Err(err("--max-body-bytes", "must be at least 16384"));
         }
         if self.max_connections == 0 {
             return Err(err("--max-connections", "must be at least 1"));
+        }
+        let proof_role_pattern = self.proof_role_pattern.filter(|p| !p.is_empty());
+        if let Some(p) = &proof_role_pattern {
+            if p.len() > 64
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-*".contains(&b))
+            {
+                return Err(err(
+                    "--proof-role-pattern",
+                    "must be an IAM role name with * wildcards (at most 64 characters)",
+                ));
+            }
+        }
+        for (flag, rate) in [
+            ("--proof-rate-per-client", self.proof_rate_per_client),
+            ("--proof-rate", self.proof_rate),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(err(flag, "must be a number of proofs per second above 0"));
+            }
+        }
+        if self.retain_events_days == Some(0) {
+            return Err(err(
+                "--retain-events-days",
+                "must be at least 1 (leave it out to keep every delivery)",
+            ));
+        }
+        if self.max_connections_per_client == 0 {
+            return Err(err("--max-connections-per-client", "must be at least 1"));
         }
         let console = Console {
             public_url: match self.public_url {
@@ -432,18 +579,68 @@ impl Cli {
                 audience,
                 tolerance_secs: self.tolerance,
                 sts_endpoint: self.sts_endpoint,
+                proof_role_pattern,
+                proof_limits: crate::proof::RateLimits {
+                    per_client_per_second: self.proof_rate_per_client,
+                    per_client_burst: (self.proof_rate_per_client * 4.0).max(1.0),
+                    global_per_second: self.proof_rate,
+                    global_burst: (self.proof_rate * 2.0).max(1.0),
+                },
             },
+            store: crate::store::StoreOptions {
+                quotas: crate::store::Quotas {
+                    events_per_hour: self.account_events_per_hour,
+                    bytes_per_hour: self.account_bytes_per_hour,
+                },
+            },
+            retain_events: self
+                .retain_events_days
+                .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
             api_token,
+            trusted_proxies,
+            sessions: SessionLimits {
+                lifetime: Duration::from_secs(self.session_lifetime),
+                idle: Duration::from_secs(self.session_idle),
+            },
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_connections: self.max_connections,
+                max_connections_per_client: self.max_connections_per_client,
                 header_timeout: Duration::from_secs(self.header_timeout.max(1)),
                 idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
                 body_timeout: Duration::from_secs(self.body_timeout.max(1)),
+                min_body_rate: self.min_body_rate,
+                body_rate_grace: Duration::from_secs(self.body_rate_grace),
                 ..Limits::default()
             },
         })
     }
+}
+
+/// `--trusted-proxy` values: CIDRs or single addresses.
+fn parse_proxies(raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    raw.iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let net = r
+                .parse::<IpNet>()
+                .or_else(|_| r.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    err(
+                        "--trusted-proxy",
+                        format!("'{r}' is not an address or a CIDR such as 10.0.0.0/16"),
+                    )
+                })?;
+            if net.prefix_len() == 0 {
+                return Err(err(
+                    "--trusted-proxy",
+                    format!("'{r}' would trust every client to name its own address"),
+                ));
+            }
+            Ok(net.trunc())
+        })
+        .collect()
 }
 
 fn parse_stack_param(raw: &str) -> Result<(String, String), ConfigError> {
@@ -503,6 +700,9 @@ mod tests {
         assert_eq!(s.auth.mode, AuthMode::HmacAndProof);
         assert!(s.listen.ip().is_loopback());
         assert_eq!(s.database, "sqlite://link-registry.db");
+        assert_eq!(s.limits.max_connections_per_client, 32);
+        assert_eq!(s.limits.min_body_rate, 1024);
+        assert_eq!(s.limits.body_rate_grace, Duration::from_secs(5));
         assert!(cli(&["--auth-mode", "hmac-only", "--secret", SECRET]).is_ok());
         assert!(cli(&["--auth-mode", "proof-only", "--audience", "a"]).is_ok());
     }
@@ -629,12 +829,48 @@ mod tests {
                 .flag,
             "--template-url"
         );
+        assert_eq!(
+            with(&["--max-connections-per-client", "0"])
+                .unwrap_err()
+                .flag,
+            "--max-connections-per-client"
+        );
         let ok = with(&["--stack-param", "ProviderAccountId=111122223333"]).unwrap();
         assert_eq!(
             ok.console.stack_params,
             [("ProviderAccountId".to_string(), "111122223333".to_string())]
         );
         assert_eq!(ok.console.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            with(&["--trusted-proxy", "10.0.0.0/16"]).unwrap_err().flag,
+            "--trusted-proxy",
+            "a proxy needs a token"
+        );
+        let token = ["--api-token", "0123456789abcdef0123"];
+        let proxied = |p: &str| with(&[token[0], token[1], "--trusted-proxy", p]);
+        for bad in ["0.0.0.0/0", "::/0", "10.0.0.0/33", "nginx"] {
+            let e = proxied(bad).unwrap_err();
+            assert_eq!(e.flag, "--trusted-proxy", "{bad}");
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let ok = with(&[
+            token[0],
+            token[1],
+            "--trusted-proxy",
+            "10.0.7.9/16",
+            "--trusted-proxy",
+            "127.0.0.1,2001:db8::/56",
+        ])
+        .unwrap();
+        assert_eq!(
+            ok.trusted_proxies,
+            ["10.0.0.0/16", "127.0.0.1/32", "2001:db8::/56"].map(|n| n.parse::<IpNet>().unwrap())
+        );
+        assert_eq!(ok.sessions, SessionLimits::default());
+        assert_eq!(
+            with(&["--session-idle", "0"]).unwrap_err().flag,
+            "--session-idle"
+        );
         let e = cli(&["--auth-mode", "hmac-only", "--secret", "whsec_AAAA"]).unwrap_err();
         assert_eq!(e.flag, "--secret");
         assert!(!e.to_string().contains("AAAA"), "{e}");

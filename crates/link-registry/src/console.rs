@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -22,8 +23,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{self, Access};
-use crate::store::{LinkQuery, LinkRequest, LinkView, StoreError};
+use crate::auth::{self, Access, Refused};
+use crate::client::Client;
+use crate::store::{LinkQuery, LinkRequest, LinkView, RejectedView, RequestAccounts, StoreError};
 use crate::App;
 
 const SCRIPT: &str = include_str!("../assets/console.js");
@@ -51,8 +53,47 @@ fn external_id() -> String {
     B64URL.encode(auth::random_bytes(30))
 }
 
+/// Accounts a request for several accounts may name at most.
+const MAX_EXPECTED_ACCOUNTS: usize = 1000;
+
+/// Which accounts a request may connect, from the API's JSON or the console's form: several accounts or
+/// one, and the expected account ids (12 digits each, separated by commas, spaces or lines in the form).
+pub(crate) fn request_accounts(
+    multi_account: bool,
+    expected: &[String],
+) -> Result<RequestAccounts, String> {
+    if !multi_account && !expected.is_empty() {
+        return Err(
+            "expectedAccountIds: only a request for several accounts takes expected accounts"
+                .into(),
+        );
+    }
+    if expected.len() > MAX_EXPECTED_ACCOUNTS {
+        return Err(format!(
+            "expectedAccountIds: at most {MAX_EXPECTED_ACCOUNTS} accounts"
+        ));
+    }
+    if let Some((i, bad)) = expected
+        .iter()
+        .enumerate()
+        .find(|(_, a)| !link_contract::arn::is_account_id(a))
+    {
+        let shown: String = bad.chars().take(20).collect();
+        return Err(format!(
+            "expectedAccountIds[{i}]: '{shown}' is not a 12-digit AWS account id"
+        ));
+    }
+    Ok(RequestAccounts {
+        multi_account,
+        expected: (!expected.is_empty()).then(|| expected.to_vec()),
+    })
+}
+
 /// Records a pending link with a new external id and a stack name derived from it.
-pub(crate) async fn new_request(app: &App) -> Result<LinkRequest, StoreError> {
+pub(crate) async fn new_request(
+    app: &App,
+    accounts: &RequestAccounts,
+) -> Result<LinkRequest, StoreError> {
     let id = external_id();
     let suffix: String = auth::random_bytes(4)
         .iter()
@@ -65,6 +106,7 @@ pub(crate) async fn new_request(app: &App) -> Result<LinkRequest, StoreError> {
             &stack_name,
             &app.console.stack_region,
             app.console.pending_ttl,
+            accounts,
         )
         .await
 }
@@ -144,7 +186,10 @@ fn secure_headers(h: &mut HeaderMap) {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
-fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Markup {
+/// A page. `access`: how its viewer came in (None: not signed in, e.g. the login page, which then carries
+/// no CSRF token).
+fn layout(app: &App, access: Option<&Access>, title: &str, body: Markup) -> Markup {
+    let csrf = access.and_then(|a| auth::page_csrf(app, a));
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -155,12 +200,13 @@ fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Marku
                 link rel="stylesheet" href="/console/assets/console.css";
                 script src="/console/assets/console.js" defer {}
             }
-            body data-csrf=(app.keys.csrf()) {
+            body data-csrf=[csrf] {
                 header.top {
                     a.brand href="/" { "Account links" }
-                    @if access == Some(Access::Session) {
+                    @if let Some(Access::Session { csrf, .. }) = access {
                         form.inline method="post" action="/logout" {
-                            button.link type="submit" { "Log out" }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button.link #logout type="submit" { "Log out" }
                         }
                     }
                 }
@@ -171,12 +217,19 @@ fn layout(app: &App, access: Option<Access>, title: &str, body: Markup) -> Marku
 }
 
 /// The caller, or the way to the login form.
-fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Box<Response>> {
-    auth::access(app, headers).ok_or_else(|| {
-        Box::new(if app.api_token.is_some() {
-            Redirect::to("/login").into_response()
-        } else {
-            (StatusCode::FORBIDDEN, "use a loopback address").into_response()
+async fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Box<Response>> {
+    auth::access(app, headers).await.map_err(|why| {
+        Box::new(match why {
+            Refused::NotSignedIn if app.api_token.is_some() => {
+                Redirect::to("/login").into_response()
+            }
+            Refused::NotSignedIn => {
+                (StatusCode::FORBIDDEN, "use a loopback address").into_response()
+            }
+            Refused::BehindProxy(h) => {
+                (StatusCode::FORBIDDEN, Refused::proxy_message(&h)).into_response()
+            }
+            Refused::Unavailable(e) => unavailable(e),
         })
     })
 }
@@ -227,28 +280,92 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
+/// Checks the token (at most `auth::LOGIN_FAILURES` tries per client per minute) and starts a session.
+async fn login(State(app): State<Arc<App>>, client: Client, Form(f): Form<LoginForm>) -> Response {
     if app.api_token.is_none() {
         return Redirect::to("/").into_response();
     }
+    if let Err(wait) = app
+        .sessions
+        .throttle
+        .attempt(client.ip, std::time::Instant::now())
+    {
+        let secs = auth::retry_after_secs(wait);
+        tracing::warn!(client = %client.ip, peer = %client.peer, "console login refused: too many failed attempts");
+        let mut r = login_page(
+            &app,
+            Some(&format!(
+                "Too many failed logins from your address: try again in {secs} s."
+            )),
+        );
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
     if !auth::token_matches(&app, &f.token) {
+        tracing::warn!(client = %client.ip, peer = %client.peer, "console login refused: not the API token");
         let mut r = login_page(&app, Some("That is not the registry's API token."));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
         return r;
     }
+    app.sessions.throttle.succeeded(client.ip);
+    let cookie = match auth::start_session(&app, &client).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    tracing::info!(client = %client.ip, "console login");
     let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&app.keys.session_cookie()) {
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
 }
 
-async fn logout(State(app): State<Arc<App>>) -> Response {
-    let mut r = Redirect::to("/login").into_response();
-    if let Ok(v) = HeaderValue::from_str(&app.keys.clear_cookie()) {
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+/// Ends the session, on the server, when the page's CSRF token comes with it (else a cross-site form
+/// could log an operator out).
+async fn logout(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Response {
+    let access = match auth::access(&app, &headers).await {
+        Ok(a) => a,
+        Err(Refused::Unavailable(e)) => return unavailable(e),
+        // Nothing to end: whatever the browser holds is worth nothing.
+        Err(_) => return cleared(Redirect::to("/login").into_response()),
+    };
+    if !matches!(access, Access::Session { .. }) {
+        return Redirect::to("/").into_response();
+    }
+    let given = form.as_ref().ok().map(|Form(f)| f.csrf.as_str());
+    if !auth::csrf_ok(&app, &access, &headers, given) {
+        return stale_form();
+    }
+    if let Err(e) = auth::end_session(&app, &access).await {
+        return unavailable(e);
+    }
+    cleared(Redirect::to("/login").into_response())
+}
+
+fn cleared(mut r: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+fn stale_form() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "The form is stale: reload the page and try again.",
+    )
+        .into_response()
 }
 
 // ---- accounts ----
@@ -263,7 +380,7 @@ async fn accounts(
     headers: HeaderMap,
     Query(p): Query<AccountsParams>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -272,17 +389,26 @@ async fn accounts(
         after: p.after.clone(),
         ..LinkQuery::default()
     };
-    let (requests, page) =
-        match tokio::try_join!(app.store.open_requests(20), app.store.links(&query)) {
-            Ok(x) => x,
-            Err(e) => return unavailable(e),
-        };
+    let (requests, page, rejected) = match tokio::try_join!(
+        app.store.open_requests(20),
+        app.store.links(&query),
+        app.store.rejected(None, 20, None)
+    ) {
+        Ok(x) => x,
+        Err(e) => return unavailable(e),
+    };
     let body = html! {
         section.actions {
             h1 { "AWS accounts" }
             form method="post" action="/console/requests" {
-                input type="hidden" name="csrf" value=(app.keys.csrf());
+                input type="hidden" name="csrf" value=(auth::page_csrf(&app, &access).unwrap_or_default());
                 button #start-link type="submit" { "Link an AWS account" }
+                details.inline #several {
+                    summary { "For several accounts (StackSets)" }
+                    label { input type="checkbox" name="multi_account" value="on"; " Any account that deploys the stack connects" }
+                    label for="expected-accounts" { "Only these accounts (optional, 12-digit ids separated by commas or spaces)" }
+                    textarea #expected-accounts name="expected_accounts" rows="2" {}
+                }
             }
         }
         @if !requests.is_empty() {
@@ -318,8 +444,35 @@ async fn accounts(
                 p { a href={"/?after=" (next)} { "Older links →" } }
             }
         }
+        @if !rejected.items.is_empty() {
+            (rejected_table(&rejected.items))
+        }
     };
-    html_page(layout(&app, Some(access), "Accounts", body))
+    html_page(layout(&app, Some(&access), "Accounts", body))
+}
+
+/// Deliveries refused because they named another stack's link: who sent them and why.
+fn rejected_table(items: &[RejectedView]) -> Markup {
+    html! {
+        section #rejected {
+            h2 { "Rejected deliveries" }
+            p.muted { "Signed or proven deliveries that named a link they do not belong to. They were kept apart and changed nothing." }
+            table.list {
+                thead { tr { th { "Received" } th { "From account" } th { "Named link" } th { "Type" } th { "Reason" } } }
+                tbody {
+                    @for r in items {
+                        tr data-webhook-id=(r.webhook_id) {
+                            td { (when(Some(&r.received_at))) }
+                            td { (r.account_id) }
+                            td { code { (r.link_id) } }
+                            td { (r.event_type) }
+                            td.reason { (r.reason) }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn regions_text(l: &LinkView) -> String {
@@ -342,7 +495,7 @@ fn link_row(l: &LinkView) -> Markup {
             td { (l.region) }
             td {
                 span class={"state " (l.state)} { (l.state) }
-                @if !l.requested { " " span.badge.warn title="No console request used this external id" { "unsolicited" } }
+                @if !l.requested { " " span.badge.warn title=(l.external_id_issue.as_deref().unwrap_or("No console request used this external id")) { "unsolicited" } }
                 @if !l.inventory_complete { " " span.badge.warn title="The last event could not list every network" { "inventory incomplete" } }
             }
             td { (regions_text(l)) }
@@ -356,29 +509,41 @@ fn link_row(l: &LinkView) -> Markup {
 // ---- start a link ----
 
 #[derive(Deserialize)]
-struct CsrfForm {
+struct StartForm {
     csrf: String,
+    /// A checkbox: present ("on") for a request made for several accounts (StackSets).
+    #[serde(default)]
+    multi_account: Option<String>,
+    /// Expected account ids, separated by commas, spaces or lines.
+    #[serde(default)]
+    expected_accounts: String,
 }
 
 async fn start_link(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<StartForm>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    if !auth::csrf_ok(&app, access, &headers, Some(&f.csrf)) {
-        return (
-            StatusCode::FORBIDDEN,
-            "The form is stale: reload the page and try again.",
-        )
-            .into_response();
+    if !auth::csrf_ok(&app, &access, &headers, Some(&f.csrf)) {
+        return stale_form();
     }
-    match new_request(&app).await {
+    let expected: Vec<String> = f
+        .expected_accounts
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    let accounts = match request_accounts(f.multi_account.is_some(), &expected) {
+        Ok(a) => a,
+        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
+    };
+    match new_request(&app, &accounts).await {
         Ok(r) => {
-            tracing::info!(stack_name = %r.stack_name, "link request started");
+            tracing::info!(stack_name = %r.stack_name, multi_account = accounts.multi_account, "link request started");
             Redirect::to(&format!("/requests/{}", r.external_id)).into_response()
         }
         Err(e) => unavailable(e),
@@ -390,7 +555,7 @@ async fn request_page(
     headers: HeaderMap,
     Path(external_id): Path<String>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -418,6 +583,15 @@ async fn request_page(
             dt { "Stack name" } dd { (r.stack_name) }
             dt { "Stack region" } dd { (r.region) }
             dt { "Expires" } dd { (when(Some(&r.expires_at))) }
+            @if r.multi_account {
+                dt { "Accounts" } dd #request-accounts {
+                    @match &r.expected_accounts {
+                        Some(list) => { "Only " (list.join(", ")) }
+                        None => { "Any account that deploys the stack (StackSets)" }
+                    }
+                    " · " (r.connected_links) " connected"
+                }
+            }
         }
         details {
             summary { "Stack parameters" }
@@ -432,7 +606,7 @@ async fn request_page(
             }
         }
     };
-    html_page(layout(&app, Some(access), "Link an AWS account", body))
+    html_page(layout(&app, Some(&access), "Link an AWS account", body))
 }
 
 fn status_text(r: &LinkRequest) -> String {
@@ -450,13 +624,16 @@ async fn link_page(
     headers: HeaderMap,
     Path(link_id): Path<String>,
 ) -> Response {
-    let access = match allowed(&app, &headers) {
+    let access = match allowed(&app, &headers).await {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let l = match app.store.link_view(&link_id).await {
-        Ok(Some(l)) => l,
-        Ok(None) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
+    let (l, rejected) = match tokio::try_join!(
+        app.store.link_view(&link_id),
+        app.store.rejected(Some(&link_id), 20, None)
+    ) {
+        Ok((Some(l), rejected)) => (l, rejected),
+        Ok((None, _)) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
         Err(e) => return unavailable(e),
     };
     let roles: Vec<(String, String)> = l
@@ -470,7 +647,15 @@ async fn link_page(
         .unwrap_or_default();
     let body = html! {
         h1 { "Account " (l.account_id) }
-        @if !l.requested { p.warn { "Unsolicited: no link request started in this console used this link's external ID." } }
+        @if !l.requested {
+            p.warn #unsolicited {
+                "Unsolicited: "
+                @match &l.external_id_issue {
+                    Some(issue) => { "this link's external ID belongs to a link request of this console, but " (issue) "." }
+                    None => { "no link request started in this console used this link's external ID." }
+                }
+            }
+        }
         @if !l.inventory_complete { p.warn #incomplete { "The last event could not list every network of this account: what is shown may be out of date." } }
         dl.facts {
             dt { "State" } dd { span #link-state class={"state " (l.state)} { (l.state) } }
@@ -495,10 +680,13 @@ async fn link_page(
             summary { "Event history" }
             div #history {}
         }
+        @if !rejected.items.is_empty() {
+            (rejected_table(&rejected.items))
+        }
     };
     html_page(layout(
         &app,
-        Some(access),
+        Some(&access),
         &format!("Account {}", l.account_id),
         body,
     ))
@@ -507,8 +695,14 @@ async fn link_page(
 // ---- live changes ----
 
 async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if auth::access(&app, &headers).is_none() {
-        return StatusCode::UNAUTHORIZED.into_response();
+    if let Err(why) = auth::access(&app, &headers).await {
+        return match why {
+            Refused::BehindProxy(h) => {
+                (StatusCode::FORBIDDEN, Refused::proxy_message(&h)).into_response()
+            }
+            Refused::Unavailable(e) => unavailable(e),
+            Refused::NotSignedIn => StatusCode::UNAUTHORIZED.into_response(),
+        };
     }
     let Ok(permit) = app.followers.clone().try_acquire_owned() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();

@@ -3,14 +3,17 @@
 //!
 //! - [`config`]: the command line, checked at start (what would expose data or weaken checks is refused).
 //! - [`healthcheck`], [`migrate`]: the `healthcheck` and `migrate` subcommands a deployment runs.
-//! - `server`: the listener and its limits (connections, header size and time).
+//! - `server`: the listener and its limits (connections, each client's share, header size and time, body
+//!   rate).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
 //! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
 //! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
-//!   `auth`: who may use either (bearer token, session cookie, loopback) and CSRF.
+//!   `auth`: who may use either (bearer token, console sessions, loopback) and CSRF; `client`: the client's
+//!   address and scheme, through trusted proxies.
 //!
-//! Receivers keep no state of their own: several can share one PostgreSQL behind a load balancer.
+//! Receivers keep no state of their own (console sessions are in the database too; only failed logins are
+//! counted in memory): several can share one PostgreSQL behind a load balancer.
 
 pub mod config;
 pub mod healthcheck;
@@ -20,6 +23,7 @@ mod store;
 
 mod api;
 mod auth;
+mod client;
 mod console;
 mod receiver;
 mod server;
@@ -53,7 +57,9 @@ pub(crate) struct App {
     /// Set when the registry stops, so that open change streams end.
     pub(crate) closing: watch::Sender<bool>,
     pub(crate) console: Console,
-    pub(crate) keys: auth::Keys,
+    pub(crate) sessions: auth::Sessions,
+    /// Peers whose forwarding headers name the client (`client`).
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Present when deliveries must prove their account.
     pub(crate) proofs: Option<proof::ProofVerifier>,
 }
@@ -91,6 +97,18 @@ pub struct Registry {
     app: Arc<App>,
 }
 
+/// Deletes what is no longer kept, once an hour (jittered, so receivers sharing a database spread out).
+async fn purge_every_hour(store: Store, retain: Option<std::time::Duration>) {
+    loop {
+        let jitter = u64::from(auth::random_bytes(2)[0]) * 4;
+        tokio::time::sleep(std::time::Duration::from_secs(3600 - 512 + jitter)).await;
+        match store.purge(retain).await {
+            Ok(n) => tracing::info!(deleted = n, "purged expired rows"),
+            Err(e) => tracing::warn!(error = %e, "purge failed; retried in an hour"),
+        }
+    }
+}
+
 impl Registry {
     /// Opens the database (migrating it) and binds the listen address.
     pub async fn start(settings: Settings) -> Result<Self, StartError> {
@@ -98,13 +116,16 @@ impl Registry {
             true => Some(proof::ProofVerifier::with_options(
                 proof::VerifierOptions {
                     endpoint_override: settings.auth.sts_endpoint.as_ref().map(|u| u.to_string()),
+                    limits: settings.auth.proof_limits,
+                    role_pattern: settings.auth.proof_role_pattern.clone(),
                     ..proof::VerifierOptions::default()
                 },
             )?),
             false => None,
         };
-        let store = Store::open(&settings.database).await?;
+        let store = Store::open_with(&settings.database, settings.store.clone()).await?;
         tracing::info!(engine = ?store.engine(), "database ready, migrations applied");
+        tokio::spawn(purge_every_hour(store.clone(), settings.retain_events));
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -116,7 +137,12 @@ impl Registry {
         let secure_cookie = settings.console.public_url.scheme() == "https";
         let app = Arc::new(App {
             store,
-            keys: auth::Keys::new(settings.api_token.as_deref(), secure_cookie),
+            sessions: auth::Sessions::new(
+                settings.api_token.as_deref(),
+                settings.sessions,
+                secure_cookie,
+            ),
+            trusted_proxies: settings.trusted_proxies,
             auth: settings.auth,
             limits: settings.limits,
             api_token: settings.api_token,
@@ -127,6 +153,7 @@ impl Registry {
             console: settings.console,
             proofs,
         });
+        auth::purge_expired(app.clone());
         let api = api::router().layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api::require_access,
@@ -159,6 +186,13 @@ impl Registry {
             // Pages following changes hold their connections open: end them so shutdown can finish.
             let _ = app.closing.send(true);
         };
-        server::serve(self.listener, self.router, self.limits, shutdown).await;
+        // Trusted proxies (--trusted-proxy) carry many clients: exempt from the per-client connection cap.
+        let trusted = self.app.trusted_proxies.clone();
+        let exempt: server::Exempt = if trusted.is_empty() {
+            server::nobody_exempt()
+        } else {
+            Arc::new(move |ip| client::is_trusted(&trusted, ip.to_canonical()))
+        };
+        server::serve(self.listener, self.router, self.limits, exempt, shutdown).await;
     }
 }

@@ -7,14 +7,21 @@
 //! (an unauthenticated flood cannot make the receiver hammer STS). STS must answer with the event's
 //! account and an assumed-role session of it; the caller is returned for the link's record.
 //!
-//! STS is reached at the host the proof names, which is always one of AWS's STS endpoints. Tests (and only
-//! tests) may send it to a loopback emulator instead ([`VerifierOptions::endpoint_override`]); the host
-//! check is the same either way.
+//! STS is reached at the host the proof names, which is always one of AWS's STS endpoints of a region that
+//! exists in the event's partition. Tests (and only tests) may send it to a loopback emulator instead
+//! ([`VerifierOptions::endpoint_override`]); the host check is the same either way.
+//!
+//! What an unauthenticated flood can cost: a proof that passes the local checks still costs an STS call,
+//! so calls are rate-limited per client and overall *before* they are made ([`VerifierOptions::limits`]:
+//! over the limit, the delivery is answered 429 with `Retry-After`), and a proof STS (or the caller check)
+//! refused is remembered for a while, so the same proof sent again costs nothing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use sha2::Digest;
 use tokio::sync::Semaphore;
 use url::{Host, Url};
 
@@ -34,6 +41,71 @@ pub struct VerifierOptions {
     /// Send proofs to this loopback URL (an STS emulator such as moto) instead of the host they name.
     /// Anything but a loopback address is refused.
     pub endpoint_override: Option<String>,
+    /// How many proofs may reach STS, per client and overall.
+    pub limits: RateLimits,
+    /// How long a refused proof is remembered (answered without asking STS again).
+    pub remember_refusals: Duration,
+    /// Only assumed-role sessions of roles whose name matches this pattern (`*` matches any run of
+    /// characters, e.g. `*-BasicLambdaRole-*`: the stack's function role) may prove an event.
+    pub role_pattern: Option<String>,
+}
+
+/// Token buckets: `per_second` refill, `burst` at most; per client address and for the whole process.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    pub per_client_per_second: f64,
+    pub per_client_burst: f64,
+    pub global_per_second: f64,
+    pub global_burst: f64,
+}
+
+impl Default for RateLimits {
+    /// A stack sends a handful of deliveries per change (one per part); a provider with many customers
+    /// changing at once stays far below the global limit, a flood does not.
+    fn default() -> Self {
+        Self {
+            per_client_per_second: 5.0,
+            per_client_burst: 20.0,
+            global_per_second: 100.0,
+            global_burst: 200.0,
+        }
+    }
+}
+
+/// Clients whose buckets are kept at most; beyond that, full (idle) buckets are forgotten.
+const MAX_CLIENTS: usize = 10_000;
+/// Refused proofs remembered at most; beyond that, the oldest are forgotten.
+const MAX_REMEMBERED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes a token if one is there; otherwise the seconds until one is.
+    fn take(&mut self, now: Instant, per_second: f64, burst: f64) -> Result<(), u64> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * per_second).min(burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - self.tokens) / per_second.max(0.001))
+                .ceil()
+                .max(1.0) as u64)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Limiter {
+    global: Option<Bucket>,
+    clients: HashMap<IpAddr, Bucket>,
+    /// SHA-256 of a refused proof: when it was refused, and why (its reason word and message).
+    refused: HashMap<[u8; 32], (Instant, (&'static str, String))>,
 }
 
 impl Default for VerifierOptions {
@@ -43,6 +115,9 @@ impl Default for VerifierOptions {
             queue_wait: Duration::from_secs(2),
             timeout: Duration::from_secs(5),
             endpoint_override: None,
+            limits: RateLimits::default(),
+            remember_refusals: Duration::from_secs(300),
+            role_pattern: None,
         }
     }
 }
@@ -67,17 +142,53 @@ pub enum ProofError {
     Unreachable { host: String, reason: String },
     #[error("too many proofs are being verified at once; try again later")]
     Busy,
+    #[error("too many proofs from this client or overall; try again in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("this proof was refused before: {message}")]
+    RefusedBefore {
+        reason: &'static str,
+        message: String,
+    },
+    #[error(
+        "the proving role {role} does not match the receiver's --proof-role-pattern {pattern}"
+    )]
+    RoleNotAllowed { role: String, pattern: String },
     #[error(
         "the STS endpoint override {0} is not a loopback http(s) URL; it exists for tests only"
     )]
     Override(String),
 }
 
+/// Reason words of the receiver's own policies (beside `link_contract::reason`'s, which every verifier
+/// shares): proofs over the rate limits, and a proving role outside `--proof-role-pattern`.
+pub const RATE_LIMITED: &str = "rate-limited";
+pub const PROOF_ROLE: &str = "proof-role";
+
 impl ProofError {
+    /// The stable reason word for this refusal (`link_contract::reason`, or the two above).
+    pub fn reason(&self) -> &'static str {
+        use link_contract::reason as r;
+        match self {
+            Self::Refused(e) => e.reason(),
+            Self::Redirected { .. } => r::STS_REDIRECT,
+            Self::Busy => r::BUSY,
+            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::RefusedBefore { reason, .. } => reason,
+            Self::RoleNotAllowed { .. } => PROOF_ROLE,
+            Self::StsRefused { code, .. } if code == "Throttling" => r::STS_UNAVAILABLE,
+            Self::StsRefused { .. } => r::STS_REFUSED,
+            Self::StsFailed { status, .. } if *status >= 500 || *status == 429 => {
+                r::STS_UNAVAILABLE
+            }
+            Self::StsFailed { .. } => r::STS_REFUSED,
+            Self::Unreachable { .. } | Self::Override(_) => r::STS_UNAVAILABLE,
+        }
+    }
+
     /// Worth another delivery later (answer 503): the proof may be fine, STS or this receiver was not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Busy | Self::Unreachable { .. } => true,
+            Self::Busy | Self::Unreachable { .. } | Self::RateLimited { .. } => true,
             Self::StsFailed { status, .. } => *status >= 500 || *status == 429,
             Self::StsRefused { code, .. } => code == "Throttling",
             _ => false,
@@ -91,6 +202,10 @@ pub struct ProofVerifier {
     endpoint_override: Option<Url>,
     permits: Arc<Semaphore>,
     queue_wait: Duration,
+    limits: RateLimits,
+    remember_refusals: Duration,
+    role_pattern: Option<String>,
+    limiter: Mutex<Limiter>,
 }
 
 impl ProofVerifier {
@@ -122,7 +237,90 @@ impl ProofVerifier {
             endpoint_override,
             permits: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
             queue_wait: options.queue_wait,
+            limits: options.limits,
+            remember_refusals: options.remember_refusals,
+            role_pattern: options.role_pattern,
+            limiter: Mutex::default(),
         })
+    }
+
+    /// [`ProofVerifier::verify`] for a delivery from `client`: a proof refused before is answered from
+    /// memory, and a proof that would reach STS takes a token from the client's bucket and the global
+    /// one first.
+    pub async fn verify_from(
+        &self,
+        client: IpAddr,
+        proof: &str,
+        expected: &Expected<'_>,
+    ) -> Result<VerifiedCaller, ProofError> {
+        // Everything that needs no network first: a refused proof costs no STS call, and no token.
+        let replay = contract::check(proof, expected, unix_now())?;
+        let key: [u8; 32] = sha2::Sha256::digest(proof.as_bytes()).into();
+        self.admit(client, &key)?;
+        let result = self.replay(replay, expected).await;
+        if let Err(e) = &result {
+            if !e.is_retryable() {
+                self.remember(key, (e.reason(), e.to_string()));
+            }
+        }
+        result
+    }
+
+    /// A refused proof seen recently is refused again; otherwise a token from the client's bucket and the
+    /// global one.
+    fn admit(&self, client: IpAddr, key: &[u8; 32]) -> Result<(), ProofError> {
+        let now = Instant::now();
+        let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, why)) = l.refused.get(key) {
+            if now.saturating_duration_since(*at) < self.remember_refusals {
+                return Err(ProofError::RefusedBefore {
+                    reason: why.0,
+                    message: why.1.clone(),
+                });
+            }
+        }
+        let r = self.limits;
+        if l.clients.len() >= MAX_CLIENTS {
+            // Forget clients whose buckets have refilled: they would start full anyway.
+            let full = r.per_client_burst;
+            l.clients.retain(|_, b| {
+                b.tokens
+                    + now.saturating_duration_since(b.at).as_secs_f64() * r.per_client_per_second
+                    < full
+            });
+            if l.clients.len() >= MAX_CLIENTS {
+                l.clients.clear();
+            }
+        }
+        let fresh = |burst| Bucket {
+            tokens: burst,
+            at: now,
+        };
+        let mut client_bucket = *l
+            .clients
+            .entry(client)
+            .or_insert_with(|| fresh(r.per_client_burst));
+        let mut global = l.global.unwrap_or_else(|| fresh(r.global_burst));
+        let outcome = client_bucket
+            .take(now, r.per_client_per_second, r.per_client_burst)
+            .and_then(|()| global.take(now, r.global_per_second, r.global_burst));
+        l.clients.insert(client, client_bucket);
+        l.global = Some(global);
+        outcome.map_err(|retry_after_secs| ProofError::RateLimited { retry_after_secs })
+    }
+
+    fn remember(&self, key: [u8; 32], why: (&'static str, String)) {
+        let mut l = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        if l.refused.len() >= MAX_REMEMBERED {
+            let keep = self.remember_refusals;
+            let now = Instant::now();
+            l.refused
+                .retain(|_, (at, _)| now.saturating_duration_since(*at) < keep);
+            if l.refused.len() >= MAX_REMEMBERED {
+                l.refused.clear();
+            }
+        }
+        l.refused.insert(key, (Instant::now(), why));
     }
 
     /// Verifies `proof` (the `account-link-proof` header or `accountLinkProof` attribute) against what the
@@ -132,11 +330,27 @@ impl ProofVerifier {
         proof: &str,
         expected: &Expected<'_>,
     ) -> Result<VerifiedCaller, ProofError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        self.verify_at(proof, expected, unix_now()).await
+    }
+
+    /// [`Self::verify`] with the clock given (Unix seconds), for test vectors signed at a fixed time.
+    pub async fn verify_at(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+        now: u64,
+    ) -> Result<VerifiedCaller, ProofError> {
         // Everything that needs no network first: a refused proof costs no STS call.
         let replay = contract::check(proof, expected, now)?;
+        self.replay(replay, expected).await
+    }
+
+    /// Sends a checked proof to STS and checks the caller it names.
+    async fn replay(
+        &self,
+        replay: contract::Replay,
+        expected: &Expected<'_>,
+    ) -> Result<VerifiedCaller, ProofError> {
         let _permit = tokio::time::timeout(self.queue_wait, self.permits.acquire())
             .await
             .map_err(|_| ProofError::Busy)?
@@ -191,6 +405,14 @@ impl ProofVerifier {
         }
         let identity = contract::parse_caller_identity(&body)?;
         let caller = contract::check_caller(&identity, expected)?;
+        if let Some(pattern) = &self.role_pattern {
+            if !wildcard_match(pattern, &caller.role_name) {
+                return Err(ProofError::RoleNotAllowed {
+                    role: caller.role_name.chars().take(64).collect(),
+                    pattern: pattern.clone(),
+                });
+            }
+        }
         tracing::debug!(account = %caller.account_id, caller = %caller.arn, access_key_id = %replay.access_key_id, "proof of the account verified");
         Ok(caller)
     }
@@ -200,6 +422,33 @@ impl Default for ProofVerifier {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `*` matches any run of characters (none included); everything else matches itself.
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let pieces: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = pieces
+        .split_first()
+        .expect("split yields at least one piece");
+    let Some(mut tail) = text.strip_prefix(first) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return tail.is_empty();
+    };
+    for piece in middle {
+        match tail.find(piece) {
+            Some(i) => tail = &tail[i + piece.len()..],
+            None => return false,
+        }
+    }
+    tail.len() >= last.len() && tail.ends_with(last)
 }
 
 /// Whether the URL names a loopback host (the only place an STS stand-in may be).
@@ -416,6 +665,103 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 2, "only two reached STS");
     }
 
+    const REFUSED_XML: &str = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code><Message>The security token included in the request is invalid.</Message></Error></ErrorResponse>";
+
+    async fn refusing_sts() -> (String, Arc<AtomicUsize>) {
+        fake(
+            &format!(
+                "HTTP/1.1 403 Forbidden\r\ncontent-type: text/xml\r\ncontent-length: {}\r\n\r\n{REFUSED_XML}",
+                REFUSED_XML.len()
+            ),
+            Duration::ZERO,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_one_refused_proof_costs_one_sts_call() {
+        let (url, hits) = refusing_sts().await;
+        let v = verifier(&url);
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
+        let p = proof("ASIAFORGED");
+        let first = v
+            .verify_from(client, &p, &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(matches!(first, ProofError::StsRefused { .. }), "{first}");
+        for _ in 0..50 {
+            let again = v
+                .verify_from(client, &p, &expected("123456789012"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&again, ProofError::RefusedBefore { reason: "sts-refused", message } if message.contains("InvalidClientTokenId")),
+                "{again}"
+            );
+            assert!(!again.is_retryable());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn proofs_reach_sts_at_a_bounded_rate_per_client_and_overall() {
+        let (url, hits) = refusing_sts().await;
+        let v = ProofVerifier::with_options(VerifierOptions {
+            endpoint_override: Some(url),
+            limits: RateLimits {
+                per_client_per_second: 0.01,
+                per_client_burst: 2.0,
+                global_per_second: 0.01,
+                global_burst: 3.0,
+            },
+            ..VerifierOptions::default()
+        })
+        .unwrap();
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+        );
+        // Every proof different (another access key), so none is answered from memory.
+        let mut n = 0;
+        let mut send = |client| {
+            n += 1;
+            let p = proof(&format!("ASIAFLOOD{n}"));
+            let v = &v;
+            async move { v.verify_from(client, &p, &expected("123456789012")).await }
+        };
+        assert!(matches!(send(a).await, Err(ProofError::StsRefused { .. })));
+        assert!(matches!(send(a).await, Err(ProofError::StsRefused { .. })));
+        let limited = send(a).await.unwrap_err();
+        assert!(
+            matches!(limited, ProofError::RateLimited { retry_after_secs } if retry_after_secs >= 1),
+            "{limited}"
+        );
+        assert!(limited.is_retryable());
+        // Another client has its own bucket, until the global one is empty.
+        assert!(matches!(send(b).await, Err(ProofError::StsRefused { .. })));
+        assert!(matches!(send(c).await, Err(ProofError::RateLimited { .. })));
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "three reached STS");
+    }
+
+    #[test]
+    fn wildcards() {
+        for (pattern, name, matches) in [
+            ("*-BasicLambdaRole-*", "acme-BasicLambdaRole-1A2B3C", true),
+            ("*-BasicLambdaRole-*", "acme-RemoteRole-1A2B3C", false),
+            ("*-BasicLambdaRole-*", "BasicLambdaRole", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("*", "", true),
+            ("ab*ba", "aba", false),
+        ] {
+            assert_eq!(wildcard_match(pattern, name), matches, "{pattern} {name}");
+        }
+    }
+
     #[test]
     fn the_override_is_for_loopback_only() {
         for bad in [
@@ -466,6 +812,64 @@ mod tests {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+
+    /// Temporary credentials of a role assumed in moto: its GetCallerIdentity then names the session.
+    async fn assumed_role_key(moto: &str, role: &str) -> String {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let arn = format!("arn:aws:iam::123456789012:role/{role}");
+        let body = reqwest::Client::new()
+            .post(moto)
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20261129/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0")
+            .form(&[
+                ("Action", "AssumeRole"),
+                ("Version", "2011-06-15"),
+                ("RoleArn", arn.as_str()),
+                ("RoleSessionName", "function"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let start = body.find("<AccessKeyId>").unwrap() + "<AccessKeyId>".len();
+        let end = body[start..].find('<').unwrap();
+        body[start..start + end].to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn only_roles_matching_the_pattern_may_prove() {
+        let moto = Moto::start();
+        let strict = |pattern: &str| {
+            ProofVerifier::with_options(VerifierOptions {
+                endpoint_override: Some(moto.1.clone()),
+                role_pattern: Some(pattern.into()),
+                ..VerifierOptions::default()
+            })
+            .unwrap()
+        };
+        let function = assumed_role_key(&moto.1, "acme-BasicLambdaRole-1A2B3C").await;
+        let vendor = assumed_role_key(&moto.1, "SomeVendorsAuditRole").await;
+        let v = strict("*-BasicLambdaRole-*");
+        let caller = v
+            .verify(&proof(&function), &expected("123456789012"))
+            .await
+            .unwrap();
+        assert_eq!(caller.role_name, "acme-BasicLambdaRole-1A2B3C");
+        let e = v
+            .verify(&proof(&vendor), &expected("123456789012"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ProofError::RoleNotAllowed { role, .. } if role == "SomeVendorsAuditRole"),
+            "{e}"
+        );
+        // Without a pattern, any assumed role of the account proves it (the default).
+        assert!(verifier(&moto.1)
+            .verify(&proof(&vendor), &expected("123456789012"))
+            .await
+            .is_ok());
     }
 
     #[tokio::test(flavor = "multi_thread")]

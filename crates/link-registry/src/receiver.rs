@@ -6,26 +6,35 @@
 //! 2. The body: Content-Length checked first, then read with a size limit and a time limit.
 //! 3. The signature: one HMAC per configured secret, on the blocking pool and behind a semaphore, so a
 //!    flood of forged deliveries cannot starve the async workers that serve valid ones.
-//! 4. The event itself: JSON, schema version, webhook-id = the delivery id it names, a valid timestamp.
-//! 5. The proof of the sending account (when configured).
+//! 4. The event itself: JSON, schema version, webhook-id = the delivery id it names, a timestamp that is
+//!    not ahead of this receiver's clock, a part's bounds (`link_contract::parts::check_part`), and its
+//!    claims about itself (`LinkData::check_claims`: its stack, link id, roles and regions).
+//! 5. The proof of the sending account (when configured), rate-limited per client and overall before STS
+//!    is called, and a refused proof remembered for a while (`proof`).
 //! 6. The store: 2xx only once the delivery is durably committed; a failed write answers 503 and nothing
-//!    is remembered, so the sender's retry stores it.
+//!    is remembered, so the sender's retry stores it. An event that names another stack's link is kept
+//!    apart (409), never applied; the account's hourly quota answers 429 with `Retry-After`.
+//!
+//! Everything in an event is input from an account the provider does not control: a good signature or
+//! proof says who sent it, not that its counts, ids, names and times are sane.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use link_contract::event::{LinkEvent, SCHEMA_VERSION};
+use link_contract::event::{ClaimError, LinkEvent, SCHEMA_VERSION};
+use link_contract::parts::PartError;
 use link_contract::signing::{self, SigningSecret, VerifyError, WebhookHeaders};
 use tracing::Instrument;
 
-use crate::store::{event_millis, now_millis, Delivery, Outcome, StoreError};
+use crate::store::{event_millis, now_millis, Delivery, Outcome, Refusal, StoreError};
+use crate::client::Client;
 use crate::App;
 use link_contract::proof::Expected;
 
@@ -58,6 +67,32 @@ pub enum Rejected {
     Store(#[from] StoreError),
     #[error("the receiver is busy; retry")]
     Busy,
+    #[error("timestamp {timestamp} is {ahead_secs} s ahead of this receiver's clock (at most {tolerance_secs} s are accepted)")]
+    TimestampAhead {
+        timestamp: String,
+        ahead_secs: i64,
+        tolerance_secs: u64,
+    },
+    #[error(transparent)]
+    Part(#[from] PartError),
+    #[error(transparent)]
+    Claims(ClaimError),
+    /// The event names another stack's link (or contradicts its own stack): kept apart, never applied.
+    #[error("refused and kept apart: {0}")]
+    Conflict(String),
+    /// Nothing of it was stored: its split refuses it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "account {account} stored its quota of {what} for this hour; retry in {retry_after_secs} s"
+    )]
+    Quota {
+        account: String,
+        what: &'static str,
+        retry_after_secs: u64,
+    },
+    #[error("too many proofs to check from this client or overall; retry in {0} s")]
+    ProofRateLimited(u64),
 }
 
 impl Rejected {
@@ -71,11 +106,40 @@ impl Rejected {
             Self::BodyUnreadable(_)
             | Self::NotAnEvent(_)
             | Self::IdMismatch { .. }
-            | Self::SchemaVersion(_) => StatusCode::BAD_REQUEST,
+            | Self::SchemaVersion(_)
+            | Self::TimestampAhead { .. }
+            | Self::Part(_)
+            | Self::Claims(_)
+            | Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Quota { .. } | Self::ProofRateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) | Self::Busy | Self::ProofUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
+    }
+
+    /// Seconds after which a retry can succeed, for answers that say so (`Retry-After`).
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Quota {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            Self::ProofRateLimited(secs) => Some(*secs),
+            Self::Store(_) | Self::Busy | Self::ProofUnavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        let mut r = reply(self.status(), &self.to_string());
+        if let Some(secs) = self.retry_after() {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        r
     }
 }
 
@@ -96,30 +160,21 @@ fn unix_now() -> u64 {
 /// The axum handler.
 pub(crate) async fn receive(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Client,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let webhook_id = text(signing::HEADER_ID).unwrap_or_default();
+    // The client as a trusted proxy reports it (the peer otherwise): what per-client limits count.
     let span = tracing::info_span!(
         "delivery",
-        %peer,
+        client = %client.ip,
         webhook_id = link_contract_id(webhook_id),
     );
     async move {
-        match accept(&app, &headers, body).await {
-            Ok(outcome) => {
-                let message = match outcome {
-                    Outcome::Stored { applied: true } => "stored".to_string(),
-                    Outcome::Stored { applied: false } => {
-                        "stored in the history; the link has a newer event".to_string()
-                    }
-                    Outcome::Duplicate => "duplicate: stored before".to_string(),
-                    Outcome::PartStored { received, count } => {
-                        format!("part stored: {received} of {count} parts have arrived")
-                    }
-                };
+        match accept(&app, client.ip, &headers, body).await {
+            Ok(message) => {
                 tracing::info!(outcome = %message, "delivery accepted");
                 reply(StatusCode::OK, &message)
             }
@@ -130,7 +185,7 @@ pub(crate) async fn receive(
                 } else {
                     tracing::warn!(error = %e, status = status.as_u16(), "delivery refused");
                 }
-                reply(status, &e.to_string())
+                e.into_response()
             }
         }
     }
@@ -146,7 +201,12 @@ fn link_contract_id(id: &str) -> String {
         .collect()
 }
 
-async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, Rejected> {
+async fn accept(
+    app: &App,
+    client: IpAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<String, Rejected> {
     let auth = &app.auth;
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // 1. Headers.
@@ -189,6 +249,8 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return Err(if too_large {
                 Rejected::TooLarge(limit as u64 + 1, limit)
+            } else if crate::server::is_too_slow(&e) {
+                Rejected::BodyTimeout
             } else {
                 Rejected::BodyUnreadable(e.to_string())
             });
@@ -205,9 +267,10 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         .map_err(|_| Rejected::Busy)?;
     let secrets = auth.mode.hmac().then(|| auth.secrets.clone());
     let webhook_id = checked.id.clone();
-    let (event, body) = tokio::task::spawn_blocking(move || {
+    let tolerance_secs = auth.tolerance_secs;
+    let (event, body, claims) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        check(&checked, secrets.as_deref(), body)
+        check(&checked, secrets.as_deref(), body, tolerance_secs)
     })
     .await
     .map_err(|_| Rejected::Busy)??;
@@ -221,8 +284,11 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
                 partition: &event.data.partition,
                 account_id: &event.data.account_id,
             };
-            match verifier.verify(&proof, &expected).await {
+            match verifier.verify_from(client, &proof, &expected).await {
                 Ok(caller) => Some(caller.arn),
+                Err(crate::proof::ProofError::RateLimited { retry_after_secs }) => {
+                    return Err(Rejected::ProofRateLimited(retry_after_secs))
+                }
                 Err(e) if e.is_retryable() => {
                     return Err(Rejected::ProofUnavailable(e.to_string()))
                 }
@@ -243,19 +309,49 @@ async fn accept(app: &App, headers: &HeaderMap, body: Body) -> Result<Outcome, R
         received_at: now_millis(),
         caller_arn,
     };
-    let outcome = app.store.ingest(delivery).await?;
-    if outcome != Outcome::Duplicate {
-        app.notify_stored(link_id);
+    if let Err(conflict) = claims {
+        // Proven (or signed), so worth showing to operators; never applied to any link.
+        let reason = conflict.to_string();
+        app.store.reject(delivery, reason.clone()).await?;
+        return Err(Rejected::Conflict(reason));
     }
-    Ok(outcome)
+    let account = delivery.event.data.account_id.clone();
+    let message = match app.store.ingest(delivery).await? {
+        Outcome::Stored { applied: true } => "stored".to_string(),
+        Outcome::Stored { applied: false } => {
+            "stored in the history; the link has a newer event".to_string()
+        }
+        Outcome::Duplicate => return Ok("duplicate: stored before".to_string()),
+        Outcome::PartStored { received, count } => {
+            format!("part stored: {received} of {count} parts have arrived")
+        }
+        Outcome::Refused(Refusal::Conflict(reason)) => return Err(Rejected::Conflict(reason)),
+        Outcome::Refused(Refusal::Invalid(reason)) => return Err(Rejected::Invalid(reason)),
+        Outcome::Refused(Refusal::Quota {
+            what,
+            retry_after_secs,
+        }) => {
+            return Err(Rejected::Quota {
+                account,
+                what,
+                retry_after_secs,
+            })
+        }
+        Outcome::Alive => return Err(Rejected::Busy),
+    };
+    app.notify_stored(link_id);
+    Ok(message)
 }
 
-/// Signature (when configured) and event checks: CPU work.
+/// Signature (when configured) and event checks: CPU work. The event's claims are checked last; a
+/// conflict is returned beside the event (it is kept apart once the proof says who sent it), any other
+/// refusal is an error.
 fn check(
     headers: &WebhookHeaders,
     secrets: Option<&[SigningSecret]>,
     body: Bytes,
-) -> Result<(LinkEvent, Bytes), Rejected> {
+    tolerance_secs: u64,
+) -> Result<(LinkEvent, Bytes, Result<(), ClaimError>), Rejected> {
     if let Some(secrets) = secrets {
         headers.verify(secrets, &body)?;
     }
@@ -273,15 +369,34 @@ fn check(
             event: expected,
         });
     }
-    if event_millis(&event.timestamp).is_none() {
+    let Some(at) = event_millis(&event.timestamp) else {
         return Err(Rejected::NotAnEvent(
             "timestamp is not an RFC 3339 UTC time".into(),
         ));
+    };
+    // A timestamp from the future would win the ordering against every real event to come.
+    let ahead_ms = at.saturating_sub(now_millis());
+    if ahead_ms > (tolerance_secs as i64).saturating_mul(1000) {
+        return Err(Rejected::TimestampAhead {
+            timestamp: event.timestamp.chars().take(40).collect(),
+            ahead_secs: ahead_ms / 1000,
+            tolerance_secs,
+        });
     }
     if event.data.physical_resource_id.is_empty() || event.data.physical_resource_id.len() > 1024 {
         return Err(Rejected::NotAnEvent(
             "data.physicalResourceId must be 1 to 1024 characters".into(),
         ));
     }
-    Ok((event, body))
+    if let Some(part) = &event.data.part {
+        link_contract::parts::check_part(part)?;
+    }
+    let claims = match event.data.check_claims() {
+        Ok(()) => Ok(()),
+        // Another stack's link, or its own stack under another account: kept apart (409) once the proof
+        // says who sent it, so operators see the attempt (`ClaimError::is_conflict`).
+        Err(e) if e.is_conflict() => Err(e),
+        Err(e) => return Err(Rejected::Claims(e)),
+    };
+    Ok((event, body, claims))
 }

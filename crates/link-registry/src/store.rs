@@ -9,25 +9,27 @@
 //! - **Exactly once.** The `events` table's primary key is the webhook-id: a retried, replayed or
 //!   concurrent second delivery inserts nothing, in this process or another, before or after a restart.
 //! - **Group commit.** One writer task per process takes every delivery waiting and commits them in one
-//!   transaction, so the cost of a durable commit (an fsync) is shared by all of them.
+//!   transaction, so the cost of a durable commit (an fsync) is shared by all of them ([`write`], which
+//!   also holds what no single delivery may do: stop the writer, break a split, move a link, exceed its
+//!   account's quota).
 //! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it
 //!   applied; an older event arriving late is kept in the history and changes nothing.
 
-use std::collections::{HashMap, HashSet};
+mod sessions;
+mod write;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use link_contract::event::{EventType, LinkEvent};
-use link_contract::parts;
+use link_contract::event::LinkEvent;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
-/// Deliveries committed together at most.
-const MAX_BATCH: usize = 128;
+use write::{Job, Work};
+
 /// Deliveries waiting for the writer at most; beyond that, `ingest` waits (backpressure).
 const QUEUE: usize = 1024;
 
@@ -52,6 +54,8 @@ pub enum StoreError {
     Corrupt { event_id: String, problem: String },
     #[error("the store is shutting down")]
     Closed,
+    #[error("the delivery could not be stored (an internal error: {0})")]
+    Internal(String),
 }
 
 /// A verified delivery, ready to store.
@@ -78,11 +82,54 @@ pub enum Outcome {
     Duplicate,
     /// One part of a split event is stored; the event applies once all `count` have arrived.
     PartStored { received: i64, count: i64 },
+    /// Not applied, for the reason given.
+    Refused(Refusal),
+    /// The heartbeat committed.
+    Alive,
 }
 
-struct Job {
-    delivery: Delivery,
-    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+/// Why the store did not take a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It conflicts with the link it names; kept apart with this reason (409).
+    Conflict(String),
+    /// Its split refuses it (another envelope, count or too many bytes); nothing of it is stored (400).
+    Invalid(String),
+    /// Its account stored `what` (events or bytes) up to this hour's quota; retry when the hour ends (429).
+    Quota {
+        what: &'static str,
+        retry_after_secs: u64,
+    },
+}
+
+/// Per-account limits per hour; 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub events_per_hour: u64,
+    pub bytes_per_hour: u64,
+}
+
+impl Quotas {
+    pub(crate) fn off(&self) -> bool {
+        self.events_per_hour == 0 && self.bytes_per_hour == 0
+    }
+}
+
+impl Default for Quotas {
+    /// Far above what one account's stacks send (a handful of events per stack and change), far below a
+    /// flood.
+    fn default() -> Self {
+        Self {
+            events_per_hour: 3600,
+            bytes_per_hour: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// How the store behaves beyond the database URL.
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub quotas: Quotas,
 }
 
 /// The registry's database.
@@ -91,6 +138,8 @@ pub struct Store {
     pool: AnyPool,
     engine: Engine,
     writer: mpsc::Sender<Job>,
+    /// Names this process's heartbeat row.
+    receiver: String,
 }
 
 /// The event's timestamp as Unix milliseconds, if it is RFC 3339 UTC.
@@ -115,7 +164,7 @@ pub fn rfc3339(ms: i64) -> String {
 
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates the database, and starts the writer.
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let (engine, url) = normalize(url)?;
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -145,11 +194,21 @@ impl Store {
         // PostgreSQL: the migrator takes an advisory lock, so receivers starting together migrate once.
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (writer, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(run_writer(pool.clone(), engine, jobs));
+        tokio::spawn(write::run_writer(
+            pool.clone(),
+            engine,
+            options.quotas,
+            jobs,
+        ));
+        let receiver = crate::auth::random_bytes(8)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Self {
             pool,
             engine,
             writer,
+            receiver,
         })
     }
 
@@ -157,20 +216,39 @@ impl Store {
         self.engine
     }
 
-    /// Stores one delivery; returns once it is durably committed (or known to be a duplicate).
-    pub async fn ingest(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
+    async fn submit(&self, work: Work) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writer
-            .send(Job { delivery, reply })
+            .send(Job { work, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// Stores one delivery; returns once it is durably committed (or known to be a duplicate, or refused).
+    pub async fn ingest(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
+        self.submit(Work::Deliver(delivery)).await
+    }
+
+    /// Keeps a delivery that conflicts with the link it names apart, with the reason; never applied.
+    pub async fn reject(&self, delivery: Delivery, reason: String) -> Result<Outcome, StoreError> {
+        self.submit(Work::Reject { delivery, reason }).await
+    }
+
+    /// The store can commit: a heartbeat goes through the writer (the same queue and transaction as
+    /// deliveries) within `within`.
+    pub async fn check_commit(&self, within: Duration) -> Result<(), StoreError> {
+        let probe = self.submit(Work::Probe {
+            receiver: self.receiver.clone(),
+        });
+        match tokio::time::timeout(within, probe).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::Internal(format!(
+                "the writer did not commit within {} s",
+                within.as_secs()
+            ))),
+        }
     }
 
     /// Links, newest update first, filtered by state and account; `after` continues a listing from the
@@ -297,8 +375,26 @@ pub struct LinkRequest {
     pub expires_at: String,
     /// `pending`, `connected` or `expired`.
     pub status: &'static str,
+    /// The first link it connected.
     pub link_id: Option<String>,
     pub connected_at: Option<String>,
+    /// The account it connected (for a request made for several accounts: the first).
+    pub account_id: Option<String>,
+    /// Made for several accounts (StackSets): every account (or every expected one) connects.
+    pub multi_account: bool,
+    /// With `multi_account`: the only accounts that may connect, when given.
+    pub expected_accounts: Option<Vec<String>>,
+    /// How many links it connected.
+    pub connected_links: i64,
+}
+
+/// Which accounts a console request may connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestAccounts {
+    /// Several accounts (a StackSet): each account that names the external id connects.
+    pub multi_account: bool,
+    /// With `multi_account`, only these (12-digit account ids).
+    pub expected: Option<Vec<String>>,
 }
 
 impl LinkRequest {
@@ -319,6 +415,12 @@ impl LinkRequest {
             status,
             link_id,
             connected_at: r.try_get::<Option<i64>, _>("connected_at")?.map(rfc3339),
+            account_id: r.try_get("account_id")?,
+            multi_account: r.try_get::<i64, _>("multi_account")? != 0,
+            expected_accounts: r
+                .try_get::<Option<String>, _>("expected_accounts")?
+                .and_then(|e| serde_json::from_str(&e).ok()),
+            connected_links: r.try_get("connected_links")?,
         })
     }
 }
@@ -333,7 +435,8 @@ pub struct Selection {
 }
 
 const REQUEST_COLUMNS: &str =
-    "external_id, stack_name, region, created_at, expires_at, link_id, connected_at";
+    "external_id, stack_name, region, created_at, expires_at, link_id, connected_at, account_id, multi_account, expected_accounts, \
+     (SELECT COUNT(*) FROM request_links c WHERE c.external_id = link_requests.external_id) AS connected_links";
 
 impl Store {
     /// Records a pending link.
@@ -343,17 +446,26 @@ impl Store {
         stack_name: &str,
         region: &str,
         ttl: Duration,
+        accounts: &RequestAccounts,
     ) -> Result<LinkRequest, StoreError> {
         let now = now_millis();
         let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         sqlx::query(
-            "INSERT INTO link_requests (external_id, stack_name, region, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO link_requests (external_id, stack_name, region, created_at, expires_at, multi_account, expected_accounts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(external_id)
         .bind(stack_name)
         .bind(region)
         .bind(now)
         .bind(expires)
+        .bind(i64::from(accounts.multi_account))
+        .bind(
+            accounts
+                .expected
+                .as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_default()),
+        )
         .execute(&self.pool)
         .await?;
         self.request(external_id)
@@ -543,7 +655,9 @@ pub struct Page<T> {
 }
 
 const LINK_COLUMNS: &str = "link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_id, \
-     (SELECT COUNT(*) FROM link_requests r WHERE r.link_id = links.link_id) AS requested";
+     (SELECT COUNT(*) FROM request_links r WHERE r.link_id = links.link_id) AS requested, \
+     (SELECT r.account_id FROM link_requests r WHERE r.external_id = links.external_id) AS request_account, \
+     (SELECT r.multi_account FROM link_requests r WHERE r.external_id = links.external_id) AS request_multi";
 
 /// A link as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -574,6 +688,10 @@ pub struct LinkView {
     pub last_event_id: String,
     /// False for a link no console request asked for (its external id matched no pending link).
     pub requested: bool,
+    /// Why a link whose external id a console request issued is not that request's: the id was already
+    /// used by another account, the account is not one the request expects, or it had expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id_issue: Option<String>,
     #[serde(skip)]
     pub updated_at_ms: i64,
 }
@@ -584,9 +702,25 @@ impl LinkView {
             Ok(serde_json::from_str(&r.try_get::<String, _>(col)?).unwrap_or(Value::Null))
         };
         let updated_at_ms: i64 = r.try_get("updated_at")?;
+        let account_id: String = r.try_get("account_id")?;
+        let requested = r.try_get::<i64, _>("requested")? > 0;
+        let external_id_issue = match (
+            requested,
+            r.try_get::<Option<i64>, _>("request_multi")?,
+            r.try_get::<Option<String>, _>("request_account")?,
+        ) {
+            (true, _, _) | (false, None, _) => None,
+            (false, Some(0), Some(other)) if other != account_id => {
+                Some(format!("external id already used by account {other}"))
+            }
+            (false, Some(0), _) => Some("the link request had expired".to_string()),
+            (false, Some(_), _) => Some(format!(
+                "account {account_id} is not one this link request expects, or the request had expired"
+            )),
+        };
         Ok(Self {
             link_id: r.try_get("link_id")?,
-            account_id: r.try_get("account_id")?,
+            account_id,
             partition: r.try_get("partition_name")?,
             region: r.try_get("region")?,
             stack_id: r.try_get("stack_id")?,
@@ -605,7 +739,8 @@ impl LinkView {
             updated_at: rfc3339(updated_at_ms),
             unlinked_at: r.try_get::<Option<i64>, _>("unlinked_at")?.map(rfc3339),
             last_event_id: r.try_get("last_event_id")?,
-            requested: r.try_get::<i64, _>("requested")? > 0,
+            requested,
+            external_id_issue,
             updated_at_ms,
         })
     }
@@ -652,520 +787,125 @@ impl EventView {
     }
 }
 
-/// The single writer: takes every delivery waiting, commits them together, answers each. When a batch
-/// fails (a conflict with another receiver, a constraint), each delivery is retried alone so one bad
-/// delivery cannot fail the others.
-async fn run_writer(pool: AnyPool, engine: Engine, mut jobs: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // One connection for every write, kept: its page cache stays warm (with SQLite, the pages a batch
-    // touches are mostly the ones the last batch did). Replaced after an error.
-    let mut writer: Option<PoolConnection<Any>> = None;
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let taken = std::mem::take(&mut batch);
-        let deliveries: Vec<&Delivery> = taken.iter().map(|j| &j.delivery).collect();
-        let result = match writer.take() {
-            Some(c) => Ok(c),
-            None => pool.acquire().await.map_err(StoreError::from),
-        };
-        let result = match result {
-            Ok(mut conn) => {
-                let r = commit(&mut conn, engine, &deliveries).await;
-                if r.is_ok() {
-                    writer = Some(conn);
-                }
-                r
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(outcomes) => {
-                for (job, outcome) in taken.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
-            }
-            Err(e) if taken.len() > 1 => {
-                tracing::warn!(error = %e, deliveries = taken.len(), "batch commit failed; storing one by one");
-                for job in taken {
-                    let result = match pool.acquire().await {
-                        Ok(mut conn) => commit(&mut conn, engine, &[&job.delivery])
-                            .await
-                            .map(|mut o| o.remove(0)),
-                        Err(e) => Err(e.into()),
-                    };
-                    let _ = job.reply.send(result);
-                }
-            }
-            Err(e) => {
-                if let Some(job) = taken.into_iter().next() {
-                    let _ = job.reply.send(Err(e));
-                }
-            }
-        }
-    }
+/// A delivery kept apart because it conflicts with the link it names.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedView {
+    pub webhook_id: String,
+    /// The link the event named (not necessarily one that exists).
+    pub link_id: String,
+    /// The account the event came from (proven, when proofs are verified).
+    pub account_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub timestamp: String,
+    pub received_at: String,
+    pub caller_arn: Option<String>,
+    pub reason: String,
+    #[serde(skip)]
+    pub received_at_ms: i64,
 }
 
-/// Rows per multi-row statement: a batch of 128 deliveries is a handful of statements.
-const ROWS_PER_STATEMENT: usize = 32;
-
-/// `rows` rows of `width` parameters for a multi-row statement, bound in order: `($1, ..., $k), ...` for
-/// PostgreSQL, `(?, ..., ?), ...` for SQLite (which looks every `$N` up by name in a list, a cost that grows
-/// with the square of the parameters; anonymous ones it binds by position).
-fn placeholders(engine: Engine, rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let row: Vec<String> = (1..=width)
-                .map(|c| match engine {
-                    Engine::Sqlite => "?".to_string(),
-                    Engine::Postgres => format!("${}", r * width + c),
-                })
-                .collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One transaction for a batch, with a handful of statements whatever its size (each statement through
-/// the driver costs far more than the database's own work): every delivery's row in one insert, then the
-/// links, inventories and console requests the whole events touch, one statement each. Parts of split
-/// events, which are rare, are stored one by one.
-async fn commit(
-    conn: &mut AnyConnection,
-    engine: Engine,
-    deliveries: &[&Delivery],
-) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = conn.begin().await?;
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; deliveries.len()];
-    // A webhook-id seen earlier in this batch is a duplicate without asking the database.
-    let mut seen = HashSet::new();
-    let mut fresh = Vec::with_capacity(deliveries.len());
-    for (i, d) in deliveries.iter().enumerate() {
-        if seen.insert(d.webhook_id.as_str()) {
-            fresh.push(i);
-        } else {
-            outcomes[i] = Some(Outcome::Duplicate);
+impl Store {
+    /// Deliveries kept apart, newest first; only those naming `link_id` when given.
+    pub async fn rejected(
+        &self,
+        link_id: Option<&str>,
+        limit: i64,
+        after: Option<&str>,
+    ) -> Result<Page<RejectedView>, StoreError> {
+        let mut sql = "SELECT webhook_id, link_id, account_id, event_type, event_at, received_at, caller_arn, reason \
+                       FROM rejected_events WHERE 1=1"
+            .to_string();
+        let mut args = Vec::new();
+        if let Some(l) = link_id {
+            args.push(Arg::Text(l.to_string()));
+            sql += &format!(" AND link_id = ${}", args.len());
         }
-    }
-    let rows: Vec<&Delivery> = fresh.iter().map(|&i| deliveries[i]).collect();
-    let inserted = insert_events(&mut tx, engine, &rows).await?;
-    let mut whole = Vec::new();
-    for &i in &fresh {
-        let d = deliveries[i];
-        if !inserted.contains(d.webhook_id.as_str()) {
-            outcomes[i] = Some(Outcome::Duplicate);
-            continue;
+        if let Some((at, id)) = after.and_then(parse_cursor) {
+            args.push(Arg::Int(at));
+            args.push(Arg::Text(id));
+            let (a, b) = (args.len() - 1, args.len());
+            sql +=
+                &format!(" AND (received_at < ${a} OR (received_at = ${a} AND webhook_id < ${b}))");
         }
-        match &d.event.data.part {
-            None => whole.push(i),
-            Some(part) => outcomes[i] = Some(store_part(&mut tx, engine, d, part).await?),
+        sql += &format!(
+            " ORDER BY received_at DESC, webhook_id DESC LIMIT {}",
+            limit + 1
+        );
+        let rows = bind_all(sqlx::query(&sql), args)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let received_at_ms: i64 = r.try_get("received_at")?;
+            items.push(RejectedView {
+                webhook_id: r.try_get("webhook_id")?,
+                link_id: r.try_get("link_id")?,
+                account_id: r.try_get("account_id")?,
+                event_type: r.try_get("event_type")?,
+                timestamp: rfc3339(r.try_get("event_at")?),
+                received_at: rfc3339(received_at_ms),
+                caller_arn: r.try_get("caller_arn")?,
+                reason: r.try_get("reason")?,
+                received_at_ms,
+            });
         }
-    }
-    let events: Vec<Applying> = whole
-        .iter()
-        .map(|&i| Applying {
-            event: &deliveries[i].event,
-            event_at: deliveries[i].event_at,
-            caller_arn: deliveries[i].caller_arn.as_deref(),
-            reassembled: false,
-        })
-        .collect();
-    let applied = apply(&mut tx, engine, &events).await?;
-    for (k, &i) in whole.iter().enumerate() {
-        outcomes[i] = Some(Outcome::Stored {
-            applied: applied[k],
+        let next = (items.len() > limit as usize).then(|| {
+            items.truncate(limit as usize);
+            let last = items.last().expect("limit is at least 1");
+            format!("{}.{}", last.received_at_ms, last.webhook_id)
         });
+        Ok(Page { items, next })
     }
-    tx.commit().await?;
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Duplicate))
-        .collect())
-}
 
-/// The deliveries' rows; returns the webhook-ids that were new (the others were stored before).
-async fn insert_events(
-    tx: &mut Transaction<'_, Any>,
-    engine: Engine,
-    rows: &[&Delivery],
-) -> Result<HashSet<String>, StoreError> {
-    let mut inserted = HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO events (webhook_id, event_id, link_id, event_type, event_at, received_at, part_index, part_count, part_set, caller_arn, body) \
-             VALUES {} ON CONFLICT (webhook_id) DO NOTHING RETURNING webhook_id",
-            placeholders(engine, chunk.len(), 11)
-        );
-        let mut q = sqlx::query(&sql);
-        for d in chunk {
-            let data = &d.event.data;
-            let part = data.part.as_ref();
-            q = q
-                .bind(d.webhook_id.as_str())
-                .bind(data.event_id.as_str())
-                .bind(data.physical_resource_id.as_str())
-                .bind(d.event.event_type.as_str())
-                .bind(d.event_at)
-                .bind(d.received_at)
-                .bind(part.map(|p| p.index as i64))
-                .bind(part.map(|p| p.count as i64))
-                .bind(part.map(|p| p.set.as_str()))
-                .bind(d.caller_arn.as_deref())
-                .bind(d.body.as_str());
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            inserted.insert(row.try_get::<String, _>(0)?);
-        }
-    }
-    Ok(inserted)
-}
-
-/// One part of a split event, already in `events`: counts it, and when it is the last one, puts the event
-/// back together and applies it.
-async fn store_part(
-    tx: &mut Transaction<'_, Any>,
-    engine: Engine,
-    d: &Delivery,
-    part: &link_contract::event::Part,
-) -> Result<Outcome, StoreError> {
-    let data = &d.event.data;
-    let count = part.count as i64;
-    let received: i64 = sqlx::query(
-        "INSERT INTO part_sets (event_id, part_set, part_count, received) VALUES ($1, $2, $3, 1) \
-         ON CONFLICT (event_id, part_set) DO UPDATE SET received = part_sets.received + 1 RETURNING received",
-    )
-    .bind(data.event_id.as_str())
-    .bind(part.set.as_str())
-    .bind(count)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get(0)?;
-    if received < count {
-        return Ok(Outcome::PartStored { received, count });
-    }
-    let corrupt = |problem: String| StoreError::Corrupt {
-        event_id: data.event_id.clone(),
-        problem,
-    };
-    let rows = sqlx::query("SELECT body FROM events WHERE event_id = $1 AND part_set = $2")
-        .bind(data.event_id.as_str())
-        .bind(part.set.as_str())
-        .fetch_all(&mut **tx)
-        .await?;
-    let mut all = Vec::with_capacity(rows.len());
-    for row in rows {
-        let body: String = row.try_get(0)?;
-        all.push(serde_json::from_str::<LinkEvent>(&body).map_err(|e| corrupt(e.to_string()))?);
-    }
-    let whole = parts::reassemble(all).map_err(|e| corrupt(e.to_string()))?;
-    let applied = apply(
-        tx,
-        engine,
-        &[Applying {
-            event: &whole,
-            event_at: d.event_at,
-            caller_arn: d.caller_arn.as_deref(),
-            reassembled: true,
-        }],
-    )
-    .await?;
-    Ok(Outcome::Stored {
-        applied: applied[0],
-    })
-}
-
-/// A whole event to apply to its link.
-struct Applying<'a> {
-    event: &'a LinkEvent,
-    event_at: i64,
-    caller_arn: Option<&'a str>,
-    /// Put back together from parts: no stored delivery holds its inventory.
-    reassembled: bool,
-}
-
-impl Applying<'_> {
-    /// Events of one link are ordered by their own timestamp, then their id.
-    fn order(&self) -> (i64, &str) {
-        (self.event_at, self.event.data.event_id.as_str())
-    }
-}
-
-/// For each link, the newest of `events` (by [`Applying::order`]) among those `keep` accepts.
-fn newest_per_link<'a>(events: &'a [Applying<'a>], keep: impl Fn(&Applying) -> bool) -> Vec<usize> {
-    let mut newest: HashMap<&str, usize> = HashMap::new();
-    for (k, e) in events.iter().enumerate().filter(|(_, e)| keep(e)) {
-        newest
-            .entry(e.event.data.physical_resource_id.as_str())
-            .and_modify(|best| {
-                if e.order() > events[*best].order() {
-                    *best = k;
-                }
-            })
-            .or_insert(k);
-    }
-    let mut picked: Vec<usize> = newest.into_values().collect();
-    picked.sort_unstable();
-    picked
-}
-
-/// Applies whole events to their links: each link takes the newest event of the batch if it is newer than
-/// the last one it applied (so an older event arriving late changes nothing), and its inventory if that
-/// event's is complete and newer than the one kept; console requests named by an external id connect.
-/// Returns, for each event, whether its link now reflects it.
-async fn apply(
-    tx: &mut Transaction<'_, Any>,
-    engine: Engine,
-    events: &[Applying<'_>],
-) -> Result<Vec<bool>, StoreError> {
-    let mut applied = vec![false; events.len()];
-    if events.is_empty() {
-        return Ok(applied);
-    }
-    let winners = newest_per_link(events, |_| true);
-    let mut changed = HashSet::new();
-    for chunk in winners.chunks(ROWS_PER_STATEMENT) {
-        upsert_links(tx, engine, events, chunk, &mut changed).await?;
-    }
-    for &k in &winners {
-        applied[k] = changed.contains(events[k].event.data.physical_resource_id.as_str());
-    }
-    let complete = newest_per_link(events, |e| e.event.data.inventory_complete);
-    for chunk in complete.chunks(ROWS_PER_STATEMENT) {
-        upsert_inventories(tx, engine, events, chunk).await?;
-    }
-    connect_requests(tx, engine, events).await?;
-    Ok(applied)
-}
-
-/// The links of `chunk` (indexes into `events`, at most one per link): inserted, or updated where the event
-/// is newer than the one the link applied; the links that changed are added to `changed`.
-async fn upsert_links(
-    tx: &mut Transaction<'_, Any>,
-    engine: Engine,
-    events: &[Applying<'_>],
-    chunk: &[usize],
-    changed: &mut HashSet<String>,
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO links (link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, \
-           vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_at, last_event_id) \
-         VALUES {} \
-         ON CONFLICT (link_id) DO UPDATE SET \
-           account_id = excluded.account_id, partition_name = excluded.partition_name, region = excluded.region, \
-           stack_id = excluded.stack_id, logical_resource_id = excluded.logical_resource_id, state = excluded.state, \
-           external_id = excluded.external_id, roles = excluded.roles, regions = excluded.regions, vpc_id = excluded.vpc_id, \
-           vpc_count = CASE WHEN excluded.inventory_complete = 1 THEN excluded.vpc_count ELSE links.vpc_count END, \
-           subnet_count = CASE WHEN excluded.inventory_complete = 1 THEN excluded.subnet_count ELSE links.subnet_count END, \
-           route_table_count = CASE WHEN excluded.inventory_complete = 1 THEN excluded.route_table_count ELSE links.route_table_count END, \
-           inventory_complete = excluded.inventory_complete, \
-           caller_arn = COALESCE(excluded.caller_arn, links.caller_arn), \
-           linked_at = CASE WHEN excluded.state = 'linked' AND (links.state <> 'linked' OR links.linked_at IS NULL) \
-                            THEN excluded.linked_at ELSE links.linked_at END, \
-           updated_at = excluded.updated_at, unlinked_at = excluded.unlinked_at, \
-           last_event_at = excluded.last_event_at, last_event_id = excluded.last_event_id \
-         WHERE links.last_event_at < excluded.last_event_at \
-            OR (links.last_event_at = excluded.last_event_at AND links.last_event_id < excluded.last_event_id) \
-         RETURNING link_id",
-        placeholders(engine, chunk.len(), 21)
-    );
-    let mut q = sqlx::query(&sql);
-    for &k in chunk {
-        let Applying {
-            event,
-            event_at,
-            caller_arn,
-            ..
-        } = &events[k];
-        let d = &event.data;
-        let vpcs = d.inventory.iter().flat_map(|r| &r.vpcs);
-        let (state, linked_at, unlinked_at) = match event.event_type {
-            EventType::Unlinked => ("unlinked", None, Some(*event_at)),
-            EventType::Linked | EventType::Updated => ("linked", Some(*event_at), None),
-        };
-        q = q
-            .bind(d.physical_resource_id.as_str())
-            .bind(d.account_id.as_str())
-            .bind(d.partition.as_str())
-            .bind(d.region.as_str())
-            .bind(d.stack_id.as_str())
-            .bind(d.logical_resource_id.as_str())
-            .bind(state)
-            .bind(d.external_id.as_deref())
-            .bind(serde_json::to_string(&d.roles).unwrap_or_default())
-            .bind(serde_json::to_string(&d.regions).unwrap_or_default())
-            .bind(d.vpc_id.as_deref())
-            .bind(vpcs.clone().count() as i64)
-            .bind(vpcs.clone().map(|v| v.subnets.len()).sum::<usize>() as i64)
-            .bind(vpcs.map(|v| v.route_tables.len()).sum::<usize>() as i64)
-            .bind(i64::from(d.inventory_complete))
-            .bind(*caller_arn)
-            .bind(linked_at)
-            .bind(*event_at)
-            .bind(unlinked_at)
-            .bind(*event_at)
-            .bind(d.event_id.as_str());
-    }
-    for row in q.fetch_all(&mut **tx).await? {
-        changed.insert(row.try_get::<String, _>(0)?);
-    }
-    Ok(())
-}
-
-/// The inventories of `chunk` (indexes into `events`: complete ones, at most one per link), where newer
-/// than the one kept.
-async fn upsert_inventories(
-    tx: &mut Transaction<'_, Any>,
-    engine: Engine,
-    events: &[Applying<'_>],
-    chunk: &[usize],
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES {} \
-         ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body \
-         WHERE inventories.event_at < excluded.event_at",
-        placeholders(engine, chunk.len(), 4)
-    );
-    let mut q = sqlx::query(&sql);
-    for &k in chunk {
-        let d = &events[k].event.data;
-        q = q
-            .bind(d.physical_resource_id.as_str())
-            .bind(d.event_id.as_str())
-            .bind(events[k].event_at)
-            // A delivered event's inventory is read from its stored body; only a reassembled one is kept.
-            .bind(
-                events[k]
-                    .reassembled
-                    .then(|| serde_json::to_string(&d.inventory).unwrap_or_default()),
-            );
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
-}
-
-/// The console's pending links named by these events' external ids, if they have not expired, are now
-/// connected.
-async fn connect_requests(
-    tx: &mut Transaction<'_, Any>,
-    engine: Engine,
-    events: &[Applying<'_>],
-) -> Result<(), StoreError> {
-    let mut by_external_id: HashMap<&str, &str> = HashMap::new();
-    for e in events
-        .iter()
-        .filter(|e| e.event.event_type != EventType::Unlinked)
-    {
-        if let Some(x) = &e.event.data.external_id {
-            by_external_id.insert(x.as_str(), e.event.data.physical_resource_id.as_str());
-        }
-    }
-    let pairs: Vec<(&str, &str)> = by_external_id.into_iter().collect();
-    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
-        // The time is ours, an integer: written into the statement, so every parameter is a row's.
+    /// Deletes what no longer needs keeping: usage counts of past hours, and, with a retention, deliveries
+    /// and rejected deliveries received before it (never the delivery whose body holds a link's current
+    /// inventory), with the split bookkeeping of parts that are gone. Deletes in bounded steps, so a
+    /// large purge never holds the writer's lock for long. Returns the rows deleted.
+    pub async fn purge(&self, retain: Option<Duration>) -> Result<u64, StoreError> {
         let now = now_millis();
-        let sql = format!(
-            "UPDATE link_requests SET link_id = v.column2, connected_at = {now} FROM (VALUES {}) AS v \
-             WHERE link_requests.external_id = v.column1 AND link_requests.link_id IS NULL \
-               AND link_requests.expires_at >= {now}",
-            placeholders(engine, chunk.len(), 2)
-        );
-        let mut q = sqlx::query(&sql);
-        for (external_id, link_id) in chunk {
-            q = q.bind(*external_id).bind(*link_id);
+        let mut deleted = sqlx::query("DELETE FROM account_usage WHERE hour < $1")
+            .bind(now / 3_600_000 - 1)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let Some(retain) = retain else {
+            return Ok(deleted);
+        };
+        let cutoff = now.saturating_sub(i64::try_from(retain.as_millis()).unwrap_or(i64::MAX));
+        for sql in [
+            "DELETE FROM events WHERE webhook_id IN (SELECT webhook_id FROM events WHERE received_at < $1 \
+               AND webhook_id NOT IN (SELECT event_id FROM inventories WHERE body IS NULL) LIMIT 1000)",
+            "DELETE FROM rejected_events WHERE webhook_id IN \
+               (SELECT webhook_id FROM rejected_events WHERE received_at < $1 LIMIT 1000)",
+        ] {
+            loop {
+                let n = sqlx::query(sql)
+                    .bind(cutoff)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                deleted += n;
+                if n == 0 {
+                    break;
+                }
+            }
         }
-        q.execute(&mut **tx).await?;
+        deleted += sqlx::query(
+            "DELETE FROM part_sets WHERE NOT EXISTS (SELECT 1 FROM events e \
+               WHERE e.event_id = part_sets.event_id AND e.part_set = part_sets.part_set)",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(deleted)
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn delivery(link: &str, event_id: &str, at: &str, unlink: bool) -> Delivery {
-        let example = if unlink {
-            include_str!("../../../docs/examples/account.unlinked.json")
-        } else {
-            include_str!("../../../docs/examples/account.linked.json")
-        };
-        let mut event: LinkEvent = serde_json::from_str(example).unwrap();
-        event.data.physical_resource_id = link.into();
-        event.data.event_id = event_id.into();
-        event.timestamp = at.into();
-        Delivery {
-            webhook_id: event_id.into(),
-            body: serde_json::to_string(&event).unwrap(),
-            event_at: event_millis(at).unwrap(),
-            event,
-            received_at: now_millis(),
-            caller_arn: None,
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn one_batch_orders_events_and_finds_duplicates() {
-        let dir = std::env::temp_dir().join(format!("store-batch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let _ = std::fs::remove_file(dir.join("b.db"));
-        let store = Store::open(&format!("sqlite://{}", dir.join("b.db").display()))
-            .await
-            .unwrap();
-        let first = delivery("link-a", "msg_1", "2026-11-29T10:00:00.000Z", false);
-        commit(
-            &mut store.pool.acquire().await.unwrap(),
-            store.engine,
-            &[&first],
-        )
-        .await
-        .unwrap();
-        // In one batch: the unlink of link-a, an older event of it, the same delivery twice, one stored
-        // before, and two events of link-b, the newer first.
-        let batch = [
-            delivery("link-a", "msg_3", "2026-11-29T10:05:00.000Z", true),
-            delivery("link-a", "msg_2", "2026-11-29T10:01:00.000Z", false),
-            delivery("link-b", "msg_5", "2026-11-29T11:00:00.000Z", false),
-            delivery("link-b", "msg_4", "2026-11-29T10:30:00.000Z", true),
-            delivery("link-b", "msg_5", "2026-11-29T11:00:00.000Z", false),
-            first.clone(),
-        ];
-        let refs: Vec<&Delivery> = batch.iter().collect();
-        let outcomes = commit(
-            &mut store.pool.acquire().await.unwrap(),
-            store.engine,
-            &refs,
-        )
-        .await
-        .unwrap();
-        let stored = |applied| Outcome::Stored { applied };
-        assert_eq!(
-            outcomes,
-            [
-                stored(true),
-                stored(false),
-                stored(true),
-                stored(false),
-                Outcome::Duplicate,
-                Outcome::Duplicate
-            ]
-        );
-        let (a, _) = store.link("link-a").await.unwrap().unwrap();
-        let (b, inventory) = store.link("link-b").await.unwrap().unwrap();
-        assert_eq!(
-            (a.state.as_str(), a.last_event_id.as_str()),
-            ("unlinked", "msg_3")
-        );
-        assert_eq!(
-            (b.state.as_str(), b.last_event_id.as_str()),
-            ("linked", "msg_5")
-        );
-        assert!(inventory.is_some());
-        let history = store.events("link-a", 10, None).await.unwrap();
-        let ids: Vec<&str> = history
-            .items
-            .iter()
-            .map(|e| e.webhook_id.as_str())
-            .collect();
-        assert_eq!(ids, ["msg_3", "msg_2", "msg_1"]);
-    }
 
     #[test]
     fn urls() {

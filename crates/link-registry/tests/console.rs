@@ -87,9 +87,10 @@ async fn requests_connect_expire_or_stay_unsolicited() {
     );
 
     // The stack's account.linked names the external id: the request is connected.
-    let link = "link-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let link_stack = "console-link";
+    let link = &support::link_id(link_stack);
     assert_eq!(
-        post(&http, &hook, &Signed::of(&linked(link, "msg_1", id)))
+        post(&http, &hook, &Signed::of(&linked(link_stack, "msg_1", id)))
             .await
             .0,
         200
@@ -102,14 +103,15 @@ async fn requests_connect_expire_or_stay_unsolicited() {
     .await;
     assert_eq!(
         (r["status"].as_str(), r["linkId"].as_str()),
-        (Some("connected"), Some(link))
+        (Some("connected"), Some(link.as_str()))
     );
     let (_, l) = get(&http, &format!("{base}/api/links/{link}"), Some(TOKEN)).await;
     assert_eq!(l["requested"], true);
 
     // An event with an external id nobody asked for is stored, and shown as unsolicited.
-    let stranger = "link-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-    let unknown = linked(stranger, "msg_2", "some-external-id-nobody-issued");
+    let stranger_stack = "console-stranger";
+    let stranger = &support::link_id(stranger_stack);
+    let unknown = linked(stranger_stack, "msg_2", "some-external-id-nobody-issued");
     assert_eq!(post(&http, &hook, &Signed::of(&unknown)).await.0, 200);
     let (_, l) = get(&http, &format!("{base}/api/links/{stranger}"), Some(TOKEN)).await;
     assert_eq!(l["requested"], false);
@@ -138,11 +140,16 @@ async fn requests_connect_expire_or_stay_unsolicited() {
     )
     .await;
     assert_eq!(r["status"], "expired");
-    let late = "link-cccccccccccccccccccccccccccccccc";
+    let late_stack = "console-late";
+    let late = &support::link_id(late_stack);
     assert_eq!(
-        post(&http, &hook, &Signed::of(&linked(late, "msg_3", late_id)))
-            .await
-            .0,
+        post(
+            &http,
+            &hook,
+            &Signed::of(&linked(late_stack, "msg_3", late_id))
+        )
+        .await
+        .0,
         200
     );
     let (_, r) = get(
@@ -179,8 +186,9 @@ async fn selections_are_checked_against_the_inventory_and_need_csrf_from_browser
         &["--api-token", TOKEN, "--min-free-ips", "16"],
     );
     let base = &receiver.url;
-    let link = "link-dddddddddddddddddddddddddddddddd";
-    let mut e = linked(link, "msg_sel", "ext-id-for-the-selection-test");
+    let link_stack = "console-link";
+    let link = &support::link_id(link_stack);
+    let mut e = linked(link_stack, "msg_sel", "ext-id-for-the-selection-test");
     e.data.inventory = vec![RegionInventory {
         region: "us-west-2".into(),
         vpcs: vec![
@@ -366,7 +374,12 @@ async fn selections_are_checked_against_the_inventory_and_need_csrf_from_browser
     assert_eq!(status, 401, "neither a token nor a session");
 
     // An unlinked link's network can no longer be changed.
-    let unlinked = event_at("unlinked", link, "msg_sel_2", "2026-11-29T13:00:00.000Z");
+    let unlinked = event_at(
+        "unlinked",
+        link_stack,
+        "msg_sel_2",
+        "2026-11-29T13:00:00.000Z",
+    );
     assert_eq!(
         post(&http, &receiver.hook_url(), &Signed::of(&unlinked))
             .await

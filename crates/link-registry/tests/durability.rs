@@ -123,7 +123,7 @@ async fn kill_9_loses_nothing_acknowledged() {
     assert_eq!(links.len(), N, "one link per delivery, none twice");
     for i in &before_kill {
         assert!(
-            stored.contains(&format!("link-{i:032x}")),
+            stored.contains(&support::link_id(&format!("link-{i:032x}"))),
             "delivery {i} was acknowledged before the kill"
         );
     }
@@ -132,7 +132,11 @@ async fn kill_9_loses_nothing_acknowledged() {
     for i in retried.iter().take(20) {
         let (_, events) = get(
             &http,
-            &format!("{}/api/links/link-{i:032x}/events", receiver.url),
+            &format!(
+                "{}/api/links/{}/events",
+                receiver.url,
+                support::link_id(&format!("link-{i:032x}"))
+            ),
             Some(TOKEN),
         )
         .await;
@@ -207,7 +211,12 @@ async fn two_receivers_on_one_postgres_store_each_delivery_once() {
         pg.query("shared", "SELECT count(*) FROM links"),
         (N + 1).to_string()
     );
-    let (_, big_link) = get(&http, &format!("{}/api/links/link-big", b.url), Some(TOKEN)).await;
+    let (_, big_link) = get(
+        &http,
+        &format!("{}/api/links/{}", b.url, support::link_id("link-big")),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(
         big_link["vpcCount"], 200,
         "the split event was reassembled once, completely"
@@ -261,7 +270,11 @@ async fn a_write_that_fails_answers_503_and_the_retry_stores_it() {
     );
     let (status, link) = get(
         &http,
-        &format!("{}/api/links/link-during", receiver.url),
+        &format!(
+            "{}/api/links/{}",
+            receiver.url,
+            support::link_id("link-during")
+        ),
         Some(TOKEN),
     )
     .await;

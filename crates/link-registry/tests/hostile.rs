@@ -1,7 +1,10 @@
 //! What an unauthenticated client can do to the receiver: thousands of signature candidates, bodies over
 //! the limit, headers and bodies that never end, answers never read, and a flood of forged deliveries while
-//! valid ones keep being stored; and keep-alive connections that outlive the header timeout. Also the Python `standardwebhooks` package's signatures, accepted and refused as they
-//! should be.
+//! valid ones keep being stored; and keep-alive connections that outlive the header timeout. Connections:
+//! one client's share, heads and bodies trickled from many addresses, bodies under the minimum rate, a
+//! stream of changes at the idle timeout and at the cap, room made only when needed (127.0.0.0/8 is
+//! loopback on Linux: each address is another client). Also the Python `standardwebhooks` package's
+//! signatures, accepted and refused as they should be.
 
 mod support;
 
@@ -202,12 +205,19 @@ async fn valid_deliveries_are_stored_during_a_flood_of_forged_ones() {
     let hook = receiver.hook_url();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // (installs the TLS provider that building a reqwest client needs)
+    let _ = http();
     // 48 clients sending 1 MiB deliveries with forged signatures as fast as they can.
     let flood: Vec<_> = (0..48)
         .map(|c| {
             let (hook, stop, refused) = (hook.clone(), stop.clone(), refused.clone());
             tokio::spawn(async move {
-                let http = http();
+                // 12 clients on each of 4 addresses (each address may hold 32 connections).
+                let http = reqwest::Client::builder()
+                    .local_address(std::net::IpAddr::from([127, 0, 0, 2 + (c % 4) as u8]))
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap();
                 let body = "y".repeat(1_000_000);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let r = http
@@ -506,4 +516,307 @@ async fn at_the_connection_cap_the_longest_idle_connection_makes_room() {
         .await
         .is_some());
     deliver(&mut second, 403).await;
+}
+
+// ---- connections: per-client cap, minimum body rate, streams, eviction decided when room is needed ----
+
+/// A connection to `receiver` from the loopback address `from` (127.0.0.0/8 is all loopback on Linux, so
+/// each address is another client).
+async fn connect_from(receiver: &Receiver, from: [u8; 4]) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket
+        .connect(addr(receiver).parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// What the server sent within `at_most`, and whether it then closed `tcp`.
+async fn sent_within(tcp: &mut TcpStream, at_most: Duration) -> (String, bool) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut closed = false;
+    while started.elapsed() < at_most {
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_client_holds_at_most_its_share_of_connections() {
+    // Heads may take 60 s: nothing here ends by a time limit.
+    let receiver = Receiver::start(
+        &support::sqlite_url("per-client"),
+        &["--header-timeout", "60"],
+    );
+    let mut held = Vec::new();
+    for _ in 0..33 {
+        held.push(connect_from(&receiver, [127, 0, 0, 2]).await);
+    }
+    // The default cap is 32 per client: exactly one of the 33 is refused, at once, with 429.
+    let ends = futures::future::join_all(
+        held.iter_mut()
+            .map(|t| sent_within(t, Duration::from_secs(5))),
+    )
+    .await;
+    let refused: Vec<_> = ends
+        .iter()
+        .filter(|(_, closed)| *closed)
+        .map(|(sent, _)| sent)
+        .collect();
+    assert_eq!(refused.len(), 1, "connections closed: {refused:?}");
+    assert!(refused[0].starts_with("HTTP/1.1 429"), "{}", refused[0]);
+    // Another client still gets in, at once.
+    let mut other = connect_from(&receiver, [127, 0, 0, 3]).await;
+    deliver(&mut other, 500).await;
+    // And the first client, once one of its connections ends, gets that one back (as soon as the
+    // receiver has seen it end).
+    let open = ends.iter().position(|(_, closed)| !closed).unwrap();
+    drop(held.swap_remove(open));
+    let mut answers = Vec::new();
+    for _ in 0..50 {
+        let mut tcp = connect_from(&receiver, [127, 0, 0, 2]).await;
+        let _ = tcp.write_all(&raw_delivery(&valid(501))).await;
+        let (sent, closed) = sent_within(&mut tcp, Duration::from_millis(500)).await;
+        answers.push(sent.lines().next().unwrap_or_default().to_string());
+        if !closed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("HTTP/1.1 200 OK"),
+        "the client's 32nd connection is served again: {answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trickling_clients_on_many_addresses_do_not_block_a_delivery() {
+    // Heads and bodies may take 60 s: only the per-client cap, eviction and the minimum body rate can
+    // make room.
+    let receiver = Receiver::start(
+        &support::sqlite_url("trickle"),
+        &["--header-timeout", "60", "--body-timeout", "60"],
+    );
+    let target = addr(&receiver);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // 16 clients (127.0.0.2 to 127.0.0.17), 40 connections each (more than the 512 the receiver serves at
+    // once): half trickle a head, half a body, a byte every 500 ms; each reconnects when closed.
+    let body_head = {
+        let d = valid(600);
+        format!(
+            "POST /hooks/account-link HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n{}\r\n{{",
+            d.headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect::<String>()
+        )
+    };
+    let mut attackers = Vec::new();
+    for client in 2..=17u8 {
+        for i in 0..40 {
+            let (target, stop, refused) = (target.clone(), stop.clone(), refused.clone());
+            let first: Vec<u8> = if i % 2 == 0 {
+                b"POST /hooks/account-link HTTP/1.1\r\nhost: x\r\nx-slow: ".to_vec()
+            } else {
+                body_head.clone().into_bytes()
+            };
+            attackers.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket
+                        .bind(std::net::SocketAddr::from(([127, 0, 0, client], 0)))
+                        .unwrap();
+                    let Ok(mut tcp) = socket.connect(target.parse().unwrap()).await else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let mut ok = tcp.write_all(&first).await.is_ok();
+                    let mut buf = [0u8; 1024];
+                    while ok && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf))
+                            .await
+                        {
+                            Ok(Ok(0)) | Ok(Err(_)) => ok = false,
+                            Ok(Ok(n)) => {
+                                if buf[..n].starts_with(b"HTTP/1.1 429") {
+                                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                            Err(_) => ok = tcp.write_all(b"x").await.is_ok(),
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }));
+        }
+    }
+    // Let every slot fill.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Five deliveries, each on a new connection, are stored long before any of the attack's time limits.
+    let started = Instant::now();
+    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+        for i in 0..5 {
+            let mut tcp = connect_from(&receiver, [127, 0, 0, 1]).await;
+            deliver(&mut tcp, 610 + i).await;
+        }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        a.abort();
+    }
+    assert!(
+        delivered.is_ok(),
+        "5 deliveries not stored within 30 s of trickling (took {:?})",
+        started.elapsed()
+    );
+    assert!(
+        refused.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the attack really exceeded the per-client cap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_slower_than_the_minimum_rate_is_cut_before_the_body_timeout() {
+    let receiver = Receiver::start(&support::sqlite_url("rate"), &["--body-timeout", "60"]);
+    let d = valid(700);
+    let head = |d: &Signed| {
+        format!(
+            "POST /hooks/account-link HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n{}\r\n",
+            d.body.len(),
+            d.headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect::<String>(),
+        )
+    };
+    // A body trickled at 5 bytes/s (the default minimum is 1 KiB/s after a 5 s grace): 408 long before
+    // the 60 s body timeout.
+    let mut tcp = TcpStream::connect(addr(&receiver)).await.unwrap();
+    tcp.write_all(head(&d).as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for byte in d.body.bytes() {
+        if started.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        let _ = tcp.write_all(&[byte]).await;
+        match tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "after {:?} (body timeout 60 s): {answer:?}",
+        started.elapsed()
+    );
+    // A slow but honest client: half the body, a 3 s stall on a bad link, then the rest. Stored.
+    let d = valid(701);
+    let mut tcp = TcpStream::connect(addr(&receiver)).await.unwrap();
+    let (first, rest) = d.body.split_at(d.body.len() / 2);
+    tcp.write_all(format!("{}{first}", head(&d)).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tcp.write_all(rest.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut tcp).await;
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+}
+
+/// Reads from `tcp` until `what` has arrived (after whatever came before); false if the connection closed
+/// or nothing came within `within`.
+async fn read_until(tcp: &mut TcpStream, what: &str, within: Duration) -> bool {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < within {
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return false,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&got).contains(what) {
+                    return true;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_changes_outlives_the_idle_timeout_and_is_not_evicted() {
+    let receiver = Receiver::start(
+        &support::sqlite_url("stream"),
+        &["--idle-timeout", "2", "--max-connections", "2"],
+    );
+    // The console's live changes: an answer that streams.
+    let mut stream = TcpStream::connect(addr(&receiver)).await.unwrap();
+    stream
+        .write_all(b"GET /console/changes HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_until(&mut stream, "text/event-stream", Duration::from_secs(10)).await,
+        "the stream started"
+    );
+    // Three idle timeouts without a byte (keep-alive comments come every 15 s): still streaming.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut second = TcpStream::connect(addr(&receiver)).await.unwrap();
+    deliver(&mut second, 800).await;
+    assert!(
+        read_until(&mut stream, "event: change", Duration::from_secs(10)).await,
+        "the stream outlives the 2 s idle timeout and reports the delivery"
+    );
+    // At the cap (the stream and an idle keep-alive connection), a third client is served: the idle
+    // connection makes room, never the stream.
+    let mut third = TcpStream::connect(addr(&receiver)).await.unwrap();
+    deliver(&mut third, 801).await;
+    assert!(
+        read_until(&mut stream, "event: change", Duration::from_secs(10)).await,
+        "the stream is still there after the third client's delivery"
+    );
+    assert!(closed_after(&mut second, Duration::from_secs(5))
+        .await
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_connection_is_closed_for_a_room_request_made_when_none_was_idle() {
+    let receiver = Receiver::start(
+        &support::sqlite_url("stored-signal"),
+        &["--max-connections", "2", "--header-timeout", "60"],
+    );
+    // The cap reached by two connections that are not idle (their heads have not arrived).
+    let _first = TcpStream::connect(addr(&receiver)).await.unwrap();
+    let second = TcpStream::connect(addr(&receiver)).await.unwrap();
+    // A third client waits for room.
+    let mut third = TcpStream::connect(addr(&receiver)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Room comes another way: the second client leaves. The third is served.
+    drop(second);
+    deliver(&mut third, 900).await;
+    // Nobody needs room any more, so nothing is closed to make it: the third connection, now idle, keeps
+    // serving.
+    let (_, closed) = sent_within(&mut third, Duration::from_millis(1500)).await;
+    assert!(
+        !closed,
+        "the third connection was closed while idle, though nobody needed room"
+    );
+    deliver(&mut third, 901).await;
 }

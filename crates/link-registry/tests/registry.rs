@@ -16,7 +16,8 @@ async fn exercise(database: &str) {
     let http = http();
     let hook = receiver.hook_url();
     let api = |path: &str| format!("{}/api{path}", receiver.url);
-    let link = "link-0123456789abcdef0123456789abcdef";
+    let link = "registry-a";
+    let id = support::link_id(link);
 
     // Linked, then a duplicate delivery of the same event.
     let linked = event_at("linked", link, "msg_a", "2026-11-29T10:00:00.000Z");
@@ -28,7 +29,7 @@ async fn exercise(database: &str) {
         "{message}"
     );
 
-    let (status, body) = get(&http, &api(&format!("/links/{link}")), Some(TOKEN)).await;
+    let (status, body) = get(&http, &api(&format!("/links/{id}")), Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "linked");
     assert_eq!(body["accountId"], linked.data.account_id.as_str());
@@ -55,14 +56,14 @@ async fn exercise(database: &str) {
     let (status, message) = post(&http, &hook, &Signed::of(&late)).await;
     assert_eq!(status, 200);
     assert!(message.contains("newer event"), "{message}");
-    let (_, body) = get(&http, &api(&format!("/links/{link}")), Some(TOKEN)).await;
+    let (_, body) = get(&http, &api(&format!("/links/{id}")), Some(TOKEN)).await;
     assert_eq!(
         body["state"], "unlinked",
         "a late Create does not resurrect the link"
     );
     assert_eq!(body["unlinkedAt"], "2026-11-29T10:05:00.000Z");
     assert_eq!(body["lastEventId"], "msg_c");
-    let (_, events) = get(&http, &api(&format!("/links/{link}/events")), Some(TOKEN)).await;
+    let (_, events) = get(&http, &api(&format!("/links/{id}/events")), Some(TOKEN)).await;
     let ids: Vec<&str> = events["events"]
         .as_array()
         .unwrap()
@@ -77,7 +78,8 @@ async fn exercise(database: &str) {
 
     // A split event (10 000 subnets, parts of 256 KiB) delivered out of order: the inventory is replaced
     // only once every part has arrived.
-    let big_link = "link-ffffffffffffffffffffffffffffffff";
+    let big_link = "registry-big";
+    let big_id = support::link_id(big_link);
     let mut big = event_at("linked", big_link, "msg_big", "2026-11-29T11:00:00.000Z");
     big.data.inventory = vec![RegionInventory {
         region: "us-west-2".into(),
@@ -106,7 +108,7 @@ async fn exercise(database: &str) {
         let (status, message) =
             post(&http, &hook, &Signed::raw(&m.delivery_id, m.json.clone())).await;
         assert_eq!(status, 200, "{message}");
-        let (status, body) = get(&http, &api(&format!("/links/{big_link}")), Some(TOKEN)).await;
+        let (status, body) = get(&http, &api(&format!("/links/{big_id}")), Some(TOKEN)).await;
         if n + 1 < messages.len() {
             assert!(message.contains("part stored"), "{message}");
             assert_eq!(status, 404, "no link until the event is whole");
@@ -136,7 +138,7 @@ async fn exercise(database: &str) {
         .iter()
         .map(|l| l["linkId"].as_str().unwrap())
         .collect();
-    assert_eq!(listed, [big_link]);
+    assert_eq!(listed, [big_id.as_str()]);
     let (_, first) = get(&http, &api("/links?limit=1"), Some(TOKEN)).await;
     assert_eq!(first["links"].as_array().unwrap().len(), 1);
     let next = first["next"].as_str().expect("a second page");
@@ -146,7 +148,7 @@ async fn exercise(database: &str) {
         Some(TOKEN),
     )
     .await;
-    assert_eq!(second["links"][0]["linkId"], link);
+    assert_eq!(second["links"][0]["linkId"], id.as_str());
     assert!(second["next"].is_null());
     let (_, by_account) = get(&http, &api("/links?account=999999999999"), Some(TOKEN)).await;
     assert_eq!(by_account["links"], Value::Array(vec![]));

@@ -156,9 +156,10 @@ fn generate(a: &Args) -> Result<String, String> {
         let account = format!("{:012}", 200_000_000_000u64 + link);
         let d = &mut e.data;
         d.event_id = format!("msg_{}", digest16(&format!("bench-event-{i}")));
-        d.physical_resource_id = format!("link-{}", digest16(&format!("bench-link-{link}")));
         d.request_id = digest16(&format!("bench-request-{i}"));
         d.stack_id = d.stack_id.replace(&template_account, &account);
+        // The receiver recomputes the link id from the stack, as the function derives it.
+        d.physical_resource_id = link_contract::event::link_id(&d.stack_id, &d.logical_resource_id);
         for arn in d.roles.values_mut() {
             *arn = arn.replace(&template_account, &account);
         }
@@ -276,8 +277,27 @@ enum ExchangeError {
 }
 
 impl Conn {
+    /// On loopback, each new connection comes from the next of 64 source addresses (127.0.0.2 to
+    /// 127.0.0.65), as deliveries come from many customers' functions: link-receiver holds one client to
+    /// 32 connections, and the benchmark measures the store, not that cap.
     async fn connect(addr: &str) -> std::io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let target: std::net::SocketAddr = match addr.parse() {
+            Ok(a) => a,
+            Err(_) => tokio::net::lookup_host(addr)
+                .await?
+                .next()
+                .ok_or_else(|| std::io::Error::other(format!("{addr} has no address")))?,
+        };
+        let stream = match target {
+            std::net::SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed) % 64;
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(std::net::SocketAddr::from(([127, 0, 0, 2 + n as u8], 0)))?;
+                socket.connect(target).await?
+            }
+            _ => TcpStream::connect(target).await?,
+        };
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,

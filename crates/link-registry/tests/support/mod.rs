@@ -403,10 +403,23 @@ pub async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// An event of `kind` for `link`, at the given timestamp, with its own event id.
-pub fn event_at(kind: &str, link: &str, event_id: &str, timestamp: &str) -> LinkEvent {
+/// The stack of the example's account named `stack` (letters, digits and '-').
+pub fn stack_id(stack: &str) -> String {
+    format!("arn:aws:cloudformation:us-west-2:123456789012:stack/{stack}/6f5c1a40-cb0e-11ef-9b7f-0a1b2c3d4e5f")
+}
+
+/// The link id of the example's resource in stack `stack` (what [`event_at`] makes).
+pub fn link_id(stack: &str) -> String {
+    link_contract::event::link_id(&stack_id(stack), "AccountLink")
+}
+
+/// An event of `kind` for the link of stack `stack` ([`link_id`]), at the given timestamp, with its own
+/// event id. Its claims hold together as the function's do (the receiver checks them).
+pub fn event_at(kind: &str, stack: &str, event_id: &str, timestamp: &str) -> LinkEvent {
     let mut e = example(kind);
-    e.data.physical_resource_id = link.to_string();
+    e.data.stack_id = stack_id(stack);
+    e.data.logical_resource_id = "AccountLink".into();
+    e.data.physical_resource_id = link_id(stack);
     e.data.event_id = event_id.to_string();
     e.timestamp = timestamp.to_string();
     e
