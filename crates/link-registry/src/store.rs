@@ -562,6 +562,7 @@ fn inventory_of(event_body: &str) -> Option<Box<RawValue>> {
 /// schema was current). The same migrations and advisory lock as [`Store::open`], without serving.
 pub async fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
     use sqlx::migrate::Migrate;
+    use std::collections::HashSet;
     let (_, url) = normalize(url)?;
     sqlx::any::install_default_drivers();
     let pool = AnyPoolOptions::new()
