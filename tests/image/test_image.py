@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -17,17 +18,24 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+from cfnlint.decode import cfn_yaml
 from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "template"))
+from render import Renderer  # noqa: E402
+from test_provider_stack import SCENARIOS  # noqa: E402
+
 DOC = ROOT / "docs" / "provider-deploy.md"
 CONTAINERFILE = ROOT / "deploy" / "Containerfile"
 IMAGE = os.environ.get("IMAGE", "localhost/link-receiver:latest")
@@ -117,8 +125,12 @@ def wait_healthy(base: str, container: str) -> None:
 def deliver(base: str) -> dict:
     """Posts a signed account.linked event, as the customer's function would; returns the event."""
     event = json.loads((ROOT / "docs" / "examples" / "account.linked.json").read_text())
-    event["data"]["eventId"] = "msg_" + secrets.token_hex(16)
-    event["data"]["physicalResourceId"] = "link-" + secrets.token_hex(16)
+    data = event["data"]
+    data["eventId"] = "msg_" + secrets.token_hex(16)
+    # A stack of its own, and the link id the receiver recomputes from it (link-contract's link_id).
+    data["stackId"] = data["stackId"].rsplit("/", 1)[0] + "/" + str(uuid.uuid4())
+    digest = hashlib.sha256(f"{data['stackId']}\n{data['logicalResourceId']}".encode()).hexdigest()[:32]
+    data["physicalResourceId"] = "link-" + digest
     now = datetime.datetime.now(datetime.timezone.utc)
     event["timestamp"] = now.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     body = json.dumps(event)
@@ -345,3 +357,67 @@ def test_postgres_with_tls_and_a_password(image, postgres, cleanup):
                          "WHERE usename = 'linkregistry' AND NOT ssl", db="linkregistry") == "0"
     logs = podman("logs", container)
     assert DB_PASSWORD not in logs.stdout + logs.stderr and TOKEN not in logs.stdout + logs.stderr
+
+
+# --- the provider stack's task definition, on this image ------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["default", "everything"])
+def test_the_stacks_containers_start_the_image(image, scenario, cleanup):
+    """deploy/provider.yaml's two containers, with their environment and command as the stack renders them,
+    secrets given as ECS would, and only the database changed (SQLite in the image's /data instead of RDS):
+    the migration exits 0 and the receiver starts, answers its health check and, behind its settings
+    (https public URL, trusted proxy, audience, quick-create parameters), stores a delivery."""
+    template = json.loads(json.dumps(cfn_yaml.load(str(ROOT / "deploy" / "provider.yaml"))))
+    params = SCENARIOS[scenario]
+    task = Renderer(template, params).resources()["TaskDefinition"]["Properties"]
+    containers = {c["Name"]: c for c in task["ContainerDefinitions"]}
+    secret_values = {"LINK_REGISTRY_API_TOKEN": TOKEN, "PROVIDER_SIGNING_SECRET": SECRET}
+    volume = f"lr-stack-{scenario}-{RUN}"
+    cleanup.append(("volume", volume))
+
+    def args(container: dict, name: str, port: int = 0) -> list[str]:
+        env = {e["Name"]: e["Value"] for e in container.get("Environment", [])}
+        env["LINK_REGISTRY_DATABASE"] = "sqlite:///data/link-registry.db"
+        for s in container.get("Secrets", []):
+            if s["Name"] in secret_values:
+                env[s["Name"]] = secret_values[s["Name"]]
+        out = ["run", "--name", name, "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+               "--volume", f"{volume}:/data"]
+        if port:
+            out += ["--detach", "--publish", f"127.0.0.1:{port}:8080"]
+        for k, v in env.items():
+            out += ["--env", f"{k}={v}"]
+        return [*out, IMAGE, *container.get("Command", [])]
+
+    migrate = f"lr-stack-migrate-{scenario}-{RUN}"
+    cleanup.append(("container", migrate))
+    p = podman(*args(containers["migrate"], migrate), check=False)
+    assert p.returncode == 0, p.stderr
+    assert "applied migrations [" in p.stderr, p.stderr
+
+    receiver, port = f"lr-stack-{scenario}-{RUN}", free_port()
+    cleanup.append(("container", receiver))
+    podman(*args(containers["link-receiver"], receiver, port))
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(base, receiver)
+    health = containers["link-receiver"]["HealthCheck"]["Command"]
+    assert health[0] == "CMD"
+    assert podman("exec", receiver, *health[1:], check=False).returncode == 0
+    if params.get("AuthMode") == "hmac-only":
+        read_back(base, deliver(base))
+    else:
+        # The default mode also needs a proof of the account, which only AWS STS can check: a delivery with a
+        # valid signature and no proof is refused, naming what is missing.
+        event = json.loads((ROOT / "docs" / "examples" / "account.linked.json").read_text())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        body = json.dumps(event)
+        msg_id = event["data"]["eventId"]
+        status, answer = http("POST", f"{base}/hooks/account-link", body.encode(), {
+            "content-type": "application/json", "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(SECRET).sign(msg_id, now, body),
+        })
+        assert status == 401 and b"proof" in answer.lower(), (status, answer)
+    logs = podman("logs", receiver)
+    assert TOKEN not in logs.stdout + logs.stderr and SECRET not in logs.stdout + logs.stderr
