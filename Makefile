@@ -9,7 +9,24 @@ STAMP   := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-1
 LAMBDA  := PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda
 ZIP     := dist/account-link.zip
 
-.PHONY: help venv system-deps demo test lint unit-test template-test console-test verifiers-test build package bench bench-registry clean
+# make image: link-receiver, static (musl), in an image FROM scratch (deploy/Containerfile). ARCH=x86_64
+# (default: this machine, the image test) or ARCH=arm64 (the provider stack's Fargate tasks).
+ARCH    ?= x86_64
+IMAGE   ?= localhost/link-receiver
+TRIPLE  := $(if $(filter arm64 aarch64,$(ARCH)),aarch64,x86_64)-unknown-linux-musl
+OCIARCH := $(if $(filter arm64 aarch64,$(ARCH)),arm64,amd64)
+# arm64 images get their own tags, so the local x86_64 :latest stays runnable here.
+SUFFIX  := $(if $(filter arm64 aarch64,$(ARCH)),-arm64,)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' crates/link-registry/Cargo.toml | head -n 1)
+COMMIT  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+IMGDIR  := target/container/$(ARCH)
+# runc and cgroupfs: podman's defaults (crun, the systemd cgroup manager) and its default ulimits fail in
+# sandboxes like CI's; these flags work there and everywhere else. `podman build` needs none of RUN's
+# isolation (the Containerfile only copies files), so no --isolation flag is needed.
+PODMAN  := podman --runtime runc --cgroup-manager=cgroupfs
+MAX_IMAGE_BYTES := 26214400
+
+.PHONY: help venv system-deps demo test lint unit-test template-test console-test verifiers-test image image-test build package bench bench-registry clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,13 +38,13 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP) ## install the Python tools (moto, cargo-lambda, cfn-lint, checkov, standardwebhooks) into .venv
 
-system-deps: ## install Debian's postgresql, chromium and chromium-driver when they are missing
+system-deps: ## install Debian's postgresql, chromium, chromium-driver, podman, buildah and runc when they are missing
 	@scripts/system_deps.sh
 
 demo: venv ## the link flow locally (moto + link-receiver + the function under cargo lambda's emulator), ending in the provider's console
 	$(PY) scripts/demo.py
 
-test: venv system-deps lint unit-test template-test console-test verifiers-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks, the Python and TypeScript verifiers
+test: venv system-deps lint unit-test template-test console-test verifiers-test image-test ## everything CI runs: fmt, clippy, unit + integration tests, template checks, the Python and TypeScript verifiers, the image
 
 lint:
 	cargo fmt --all -- --check
@@ -37,7 +54,8 @@ unit-test: venv system-deps
 	cargo test --locked --workspace
 
 # The contract tests also validate the events a real run delivered (written by `cargo test`); tests/bench checks
-# that BENCHMARKS.md's registry figures are rendered from the committed results file.
+# that BENCHMARKS.md's registry figures are rendered from the committed results file. The provider's stack
+# (deploy/provider.yaml) is checked with the customer's template.
 template-test: venv
 	ACCOUNT_LINK_EVENTS_FILE=target/test-output/link-events.jsonl $(PY) -m pytest tests/template tests/contract tests/bench -q
 
@@ -62,6 +80,24 @@ verifiers-test: venv $(VERIFIERS_PY) ## the Python and TypeScript verifiers agai
 	  { echo "verifiers-test needs Node.js 20 or later (found $$(node --version))"; exit 1; }
 	cd verifiers/typescript && npm ci --prefer-offline --no-audit --no-fund --loglevel=error && \
 	  node_modules/.bin/tsc -p . && node --test --test-reporter=dot test/*.test.js
+
+# The image run as a provider runs it (the flags docs/provider-deploy.md gives), on SQLite and PostgreSQL.
+image-test: venv system-deps image
+	IMAGE=$(IMAGE):latest $(PY) -m pytest tests/image -q
+
+image: venv system-deps ## link-receiver in a container image FROM scratch: localhost/link-receiver:latest (ARCH=arm64 for ECS)
+	@rustup target list --installed | grep -qx $(TRIPLE) || rustup target add $(TRIPLE)
+	$(LAMBDA) build --locked --profile image --target $(TRIPLE) -p link-registry --bin link-receiver \
+	  --lambda-dir $(IMGDIR)/bin
+	@rm -rf $(IMGDIR)/context && mkdir -p $(IMGDIR)/context/data
+	cp $(IMGDIR)/bin/link-receiver/bootstrap $(IMGDIR)/context/link-receiver
+	cp /etc/ssl/certs/ca-certificates.crt deploy/image/passwd deploy/image/group $(IMGDIR)/context/
+	$(PODMAN) build --format docker --platform linux/$(OCIARCH) -f deploy/Containerfile \
+	  --build-arg VERSION=$(VERSION) --build-arg REVISION=$(COMMIT) \
+	  -t $(IMAGE):latest$(SUFFIX) -t $(IMAGE):$(VERSION)-$(COMMIT)$(SUFFIX) $(IMGDIR)/context
+	@size=$$($(PODMAN) image inspect --format '{{.Size}}' $(IMAGE):latest$(SUFFIX)); \
+	  echo "$(IMAGE):$(VERSION)-$(COMMIT)$(SUFFIX): $$size bytes"; \
+	  test $$size -le $(MAX_IMAGE_BYTES) || { echo "the image is over 25 MB"; exit 1; }
 
 build: venv ## build the deployable bootstrap (arm64, release) with cargo-lambda
 	$(LAMBDA) build --release --arm64 --bin account-link

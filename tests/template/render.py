@@ -41,7 +41,8 @@ class Renderer:
             value = str(params.get(name, spec.get("Default", "")))
             if name not in params and "Default" not in spec:
                 raise RenderError(f"parameter {name} has no value")
-            self.params[name] = value.split(",") if spec["Type"] == "CommaDelimitedList" else value
+            is_list = spec["Type"] == "CommaDelimitedList" or spec["Type"].startswith("List<")
+            self.params[name] = value.split(",") if is_list else value
         unknown = set(params) - set(template["Parameters"])
         if unknown:
             raise RenderError(f"unknown parameters {sorted(unknown)}")
@@ -75,6 +76,8 @@ class Renderer:
             return prefix + _fake_hex(name)
         if res["Type"] == "AWS::IAM::ManagedPolicy":
             return f"arn:{PARTITION}:iam::{ACCOUNT}:policy/account-link-{name}-{_fake_hex(name)[:8]}"
+        if res["Type"] == "AWS::SecretsManager::Secret":
+            return f"arn:{PARTITION}:secretsmanager:{self.region}:{ACCOUNT}:secret:{name}-{_fake_hex(name)[:6]}"
         return f"account-link-{name}-{_fake_hex(name)[:8]}"
 
     def get_att(self, name: str, attr: str):
@@ -89,6 +92,13 @@ class Renderer:
             return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{self.ref(name)}"
         if attr == "Arn" and typ in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
             return f"arn:{PARTITION}:lambda:{self.region}:{ACCOUNT}:function:{self.ref(name)}"
+        if attr == "MasterUserSecret.SecretArn" and typ == "AWS::RDS::DBInstance":
+            # RDS names the secret it manages rds!db-<instance resource id>.
+            return f"arn:{PARTITION}:secretsmanager:{self.region}:{ACCOUNT}:secret:rds!db-{_fake_hex(name)}-AbCdEf"
+        if attr == "Endpoint.Address" and typ == "AWS::RDS::DBInstance":
+            return f"{self.ref(name)}.{_fake_hex(name)[:12]}.{self.region}.rds.amazonaws.com"
+        if attr == "Endpoint.Port" and typ == "AWS::RDS::DBInstance":
+            return "5432"
         return f"{name}.{attr}"
 
     def _check_exists(self, name: str):

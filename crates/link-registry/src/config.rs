@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use link_contract::signing::SigningSecret;
 use url::Url;
@@ -38,22 +38,24 @@ pub enum LogFormat {
 
 /// link-receiver: the provider's side of account-link. Receives signed link events at
 /// POST /hooks/account-link, stores them durably, and serves the read API (/api) and the console (/) on
-/// the same address.
+/// the same address. Without a subcommand it serves (the flags below); `migrate` and `healthcheck` are
+/// for deployments (a container image has no shell or curl).
 #[derive(Debug, Parser)]
-#[command(name = "link-receiver", version)]
+#[command(
+    name = "link-receiver",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to listen on (port 0 picks a free one). Any address other than loopback needs --api-token.
     #[arg(long, env = "LINK_RECEIVER_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// sqlite://PATH (created when missing) or postgres://USER:PASSWORD@HOST/DB.
-    #[arg(
-        long,
-        env = "LINK_REGISTRY_DATABASE",
-        default_value = "sqlite://link-registry.db",
-        hide_env_values = true
-    )]
-    pub database: String,
+    #[command(flatten)]
+    pub database: Database,
 
     /// A Standard Webhooks secret (whsec_...); repeat, or space-separate in the environment, during a
     /// rotation.
@@ -218,6 +220,91 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+/// What a deployment runs besides the server.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations that are not applied yet, then exit (0: the schema is current).
+    Migrate(Database),
+    /// Exit 0 when the receiver on this host answers GET /healthz with 2xx (its database is reachable),
+    /// non-zero with the reason otherwise: a container health check for an image without curl.
+    Healthcheck(Healthcheck),
+}
+
+/// The registry's database (the server's flags and `migrate`'s).
+#[derive(Debug, Clone, Args)]
+pub struct Database {
+    /// sqlite://PATH (created when missing) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
+    #[arg(
+        long = "database",
+        env = "LINK_REGISTRY_DATABASE",
+        default_value = "sqlite://link-registry.db",
+        hide_env_values = true
+    )]
+    pub url: String,
+
+    /// The PostgreSQL password, put into the --database URL (which then must not have one). For secret
+    /// stores that hand over the password alone (an ECS secret from the RDS-managed secret's `password`
+    /// key): give it in the environment, not on the command line.
+    #[arg(
+        long = "database-password",
+        env = "LINK_REGISTRY_DATABASE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl Database {
+    /// The URL to connect to, with the password when one is given separately.
+    pub fn url(&self) -> Result<String, ConfigError> {
+        let password = match self.password.as_deref() {
+            Some(p) if !p.is_empty() => p,
+            _ => return Ok(self.url.clone()),
+        };
+        // Never echo the URL: it may hold a password of its own.
+        let postgres = self.url.starts_with("postgres://") || self.url.starts_with("postgresql://");
+        let mut url = match Url::parse(&self.url) {
+            Ok(u) if postgres && u.has_host() && !u.username().is_empty() => u,
+            _ => {
+                return Err(err(
+                    "--database-password",
+                    "needs a --database URL of the form postgres://USER@HOST[:PORT]/DB",
+                ))
+            }
+        };
+        if url.password().is_some() {
+            return Err(err(
+                "--database-password",
+                "the --database URL has a password already: give it in one place only",
+            ));
+        }
+        // Percent-encoded here, every byte but letters and digits ('%' included, which set_password would
+        // take for an escape); the driver decodes it.
+        let encoded =
+            percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        url.set_password(Some(&encoded)).map_err(|()| {
+            err(
+                "--database-password",
+                "cannot be put into the --database URL",
+            )
+        })?;
+        Ok(url.into())
+    }
+}
+
+/// Where `healthcheck` finds the receiver.
+#[derive(Debug, Clone, Args)]
+pub struct Healthcheck {
+    /// The receiver's --listen address (the same flag and environment variable); an unspecified address
+    /// (0.0.0.0, [::]) is asked on loopback.
+    #[arg(long, env = "LINK_RECEIVER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Seconds the whole check may take (connect, ask, read the answer).
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
 }
 
 /// Bounds on what any client, authenticated or not, can make the receiver do.
@@ -485,7 +572,7 @@ impl Cli {
         Ok(Settings {
             console,
             listen: self.listen,
-            database: self.database,
+            database: self.database.url()?,
             auth: Auth {
                 mode: self.auth_mode,
                 secrets,
@@ -618,6 +705,83 @@ mod tests {
         assert_eq!(s.limits.body_rate_grace, Duration::from_secs(5));
         assert!(cli(&["--auth-mode", "hmac-only", "--secret", SECRET]).is_ok());
         assert!(cli(&["--auth-mode", "proof-only", "--audience", "a"]).is_ok());
+    }
+
+    #[test]
+    fn serving_needs_no_subcommand_and_the_subcommands_take_their_own_flags() {
+        let c = Cli::try_parse_from([
+            "link-receiver",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "sqlite://x.db",
+        ])
+        .unwrap();
+        assert!(c.command.is_none());
+        assert_eq!(c.database.url, "sqlite://x.db");
+        let c = Cli::try_parse_from(["link-receiver", "migrate", "--database", "sqlite://y.db"])
+            .unwrap();
+        match c.command {
+            Some(Command::Migrate(db)) => assert_eq!(db.url, "sqlite://y.db"),
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["link-receiver", "healthcheck", "--listen", "0.0.0.0:9000"])
+            .unwrap();
+        match c.command {
+            Some(Command::Healthcheck(h)) => {
+                assert_eq!(h.listen, "0.0.0.0:9000".parse().unwrap());
+                assert_eq!(h.timeout, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A server flag before a subcommand would be silently ignored by it: refused instead.
+        assert!(
+            Cli::try_parse_from(["link-receiver", "--database", "sqlite://z.db", "migrate"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_database_password_goes_into_the_url_encoded() {
+        let db = |url: &str, password: Option<&str>| Database {
+            url: url.to_string(),
+            password: password.map(str::to_string),
+        };
+        let url = db(
+            "postgres://registry@db.internal:5432/registry",
+            Some("p@ss/w%rd:x?"),
+        )
+        .url()
+        .unwrap();
+        let parsed = Url::parse(&url).unwrap();
+        assert_eq!(parsed.username(), "registry");
+        assert_eq!(parsed.password(), Some("p%40ss%2Fw%25rd%3Ax%3F"));
+        // What the driver decodes is the password as given.
+        let decoded = percent_encoding::percent_decode_str(parsed.password().unwrap());
+        assert_eq!(decoded.decode_utf8().unwrap(), "p@ss/w%rd:x?");
+        assert_eq!(
+            (parsed.host_str(), parsed.port(), parsed.path()),
+            (Some("db.internal"), Some(5432), "/registry")
+        );
+        // Without a separate password (or an empty one) the URL is used as given.
+        assert_eq!(db("sqlite://a.db", None).url().unwrap(), "sqlite://a.db");
+        assert_eq!(
+            db("postgres://u:pw@h/d", Some("")).url().unwrap(),
+            "postgres://u:pw@h/d"
+        );
+        for (url, problem) in [
+            ("sqlite:///data/r.db", "postgres://USER@HOST"),
+            ("postgres://h/d", "postgres://USER@HOST"),
+            ("postgres://u:old@h/d", "password already"),
+        ] {
+            let e = db(url, Some("secret-value")).url().unwrap_err();
+            assert_eq!(e.flag, "--database-password");
+            assert!(e.to_string().contains(problem), "{e}");
+            assert!(
+                !e.to_string().contains("secret-value") && !e.to_string().contains("old"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! verifies who sent them, stores them durably, and serves what it knows.
 //!
 //! - [`config`]: the command line, checked at start (what would expose data or weaken checks is refused).
+//! - [`healthcheck`], [`migrate`]: the `healthcheck` and `migrate` subcommands a deployment runs.
 //! - `server`: the listener and its limits (connections, each client's share, header size and time, body
 //!   rate).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
@@ -15,6 +16,7 @@
 //! counted in memory): several can share one PostgreSQL behind a load balancer.
 
 pub mod config;
+pub mod healthcheck;
 pub mod proof;
 
 mod store;
@@ -79,6 +81,12 @@ pub enum StartError {
     },
     #[error("--sts-endpoint: {0}")]
     Sts(#[from] proof::ProofError),
+}
+
+/// Applies the migrations `database` lacks (`link-receiver migrate`); the versions applied now, empty
+/// when the schema was current.
+pub async fn migrate(database: &str) -> Result<Vec<i64>, StartError> {
+    Ok(store::migrate(database).await?)
 }
 
 /// A bound, ready registry.

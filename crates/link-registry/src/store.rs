@@ -558,6 +558,42 @@ fn inventory_of(event_body: &str) -> Option<Box<RawValue>> {
 }
 
 /// sqlx URLs, with SQLite files created when missing.
+/// `link-receiver migrate`: applies the migrations `url` lacks and returns their versions (empty: the
+/// schema was current). The same migrations and advisory lock as [`Store::open`], without serving.
+pub async fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
+    use sqlx::migrate::Migrate;
+    use std::collections::HashSet;
+    let (_, url) = normalize(url)?;
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .map_err(StoreError::Connect)?;
+    let applied = |pool: AnyPool| async move {
+        let mut conn = pool.acquire().await?;
+        conn.ensure_migrations_table().await?;
+        let versions: HashSet<i64> = conn
+            .list_applied_migrations()
+            .await?
+            .into_iter()
+            .map(|m| m.version)
+            .collect();
+        Ok::<_, StoreError>(versions)
+    };
+    let before = applied(pool.clone()).await?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    let mut now: Vec<i64> = applied(pool.clone())
+        .await?
+        .difference(&before)
+        .copied()
+        .collect();
+    now.sort_unstable();
+    pool.close().await;
+    Ok(now)
+}
+
 fn normalize(url: &str) -> Result<(Engine, String), StoreError> {
     if let Some(rest) = url.strip_prefix("sqlite:") {
         let rest = rest.trim_start_matches("//");
