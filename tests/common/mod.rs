@@ -24,9 +24,13 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A tool from the project's virtualenv (installed by `make test`).
+/// A tool from the project's virtualenv (installed by `make test`; `ACCOUNT_LINK_VENV` names another one,
+/// e.g. the main checkout's from a git worktree).
 pub fn venv_bin(name: &str) -> PathBuf {
-    let p = root().join(".venv/bin").join(name);
+    let venv = std::env::var_os("ACCOUNT_LINK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
+    let p = venv.join("bin").join(name);
     assert!(
         p.exists(),
         "{} is missing: run `make test`, which installs the Python tools into .venv",
