@@ -36,7 +36,11 @@ struct Proxy {
     url: String,
     /// Requests seen whose body names this action, e.g. "Action=AssumeRole".
     seen: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Lets stalled requests go on.
+    #[allow(dead_code)]
     release: Arc<AtomicBool>,
+    /// Requests stalled so far.
+    #[allow(dead_code)]
     stalled: Arc<AtomicUsize>,
 }
 
