@@ -24,9 +24,12 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A tool from the project's virtualenv (installed by `make test`).
+/// A tool from the project's virtualenv (installed by `make test`), or from the one `ACCOUNT_LINK_VENV`
+/// names (a git worktree sharing the main checkout's).
 pub fn venv_bin(name: &str) -> PathBuf {
-    let p = root().join(".venv/bin").join(name);
+    let venv =
+        std::env::var_os("ACCOUNT_LINK_VENV").map_or_else(|| root().join(".venv"), PathBuf::from);
+    let p = venv.join("bin").join(name);
     assert!(
         p.exists(),
         "{} is missing: run `make test`, which installs the Python tools into .venv",
