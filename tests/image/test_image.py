@@ -18,7 +18,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -32,7 +31,7 @@ from cfnlint.decode import cfn_yaml
 from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "template"))
+# tests/template's renderer and scenarios, importable through pytest.ini's pythonpath.
 from render import Renderer  # noqa: E402
 from test_provider_stack import SCENARIOS  # noqa: E402
 
