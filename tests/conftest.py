@@ -1,9 +1,10 @@
-"""Fixtures the Python tests share: moto and link-receiver, each started on a loopback port and stopped
-(SIGTERM, then SIGKILL after a grace period) when the module's tests are done. The helpers are the
+"""Fixtures the Python tests share: moto, link-receiver and PostgreSQL, each started on a loopback port and
+stopped (SIGTERM, then SIGKILL after a grace period) when its tests are done. The helpers are the
 `linksupport` package (py/linksupport, installed into .venv by `make venv`)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,13 @@ def link_receiver(tmp_path_factory):
 
     yield start
     started.stop_all()
+
+
+@pytest.fixture
+def tls_postgres():
+    """A PostgreSQL cluster of its own that takes TCP connections only over TLS and with a SCRAM password,
+    like RDS with rds.force_ssl (`.psql` runs as its superuser through the Unix socket)."""
+    # Not under pytest's tmp_path: its folders are private to this user, and the server runs as postgres.
+    pg = services.Postgres(Path(tempfile.mkdtemp(prefix="lr-pg-")), tls_password_only=True)
+    yield pg
+    pg.close()

@@ -45,31 +45,42 @@ def as_postgres(cmd: list[str]) -> list[str]:
 
 
 class Postgres:
-    """A PostgreSQL cluster of its own in `dir` (trust authentication, fsync and synchronous commit on, as
-    crates/link-registry/tests/support starts one), listening on loopback; `close` stops it and removes it.
-    `settings` are extra `-c` settings."""
+    """A PostgreSQL cluster of its own in `dir` (as crates/link-registry/tests/support starts one), fsync and
+    synchronous commit on, listening on loopback; `close` stops it and removes it. `settings` are extra `-c`
+    settings. By default it trusts every connection; `tls_password_only`: TCP connections only over TLS (a
+    self-signed certificate) and with a SCRAM password, like RDS with rds.force_ssl (its own tools connect
+    through its Unix socket)."""
 
-    def __init__(self, dir: Path, settings: dict[str, str] | None = None, timeout: float = 60.0):
+    def __init__(self, dir: Path, settings: dict[str, str] | None = None, tls_password_only: bool = False,
+                 timeout: float = 60.0):
         self.dir = dir
-        self.dir.mkdir(parents=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "postgres:postgres", str(self.dir)], check=True)
         data = self.dir / "data"
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256"] if tls_password_only else ["--auth=trust"]
         subprocess.run(
-            as_postgres([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
-                         "-E", "UTF8"]),
+            as_postgres([pg_bin("initdb"), "-D", str(data), "-U", "postgres", *auth, "--no-sync", "-E", "UTF8"]),
             check=True, capture_output=True,
         )
+        settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": str(self.dir), **(settings or {})}
+        if tls_password_only:
+            subprocess.run(as_postgres(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                        "-subj", "/CN=127.0.0.1", "-keyout", str(data / "server.key"),
+                                        "-out", str(data / "server.crt")]), check=True, capture_output=True)
+            (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
+            settings.update(ssl="on", ssl_cert_file="server.crt", ssl_key_file="server.key")
+        # The host its tools use: loopback, or the Unix socket where TCP needs a password.
+        self.host = str(self.dir) if tls_password_only else "127.0.0.1"
         # PostgreSQL names its socket after its port, so it must be given one.
         self.port = free_port()
-        extra = [a for k, v in (settings or {}).items() for a in ("-c", f"{k}={v}")]
         self.proc = subprocess.Popen(
             as_postgres([pg_bin("postgres"), "-D", str(data), "-p", str(self.port),
-                         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}", *extra]),
+                         *[a for k, v in settings.items() for a in ("-c", f"{k}={v}")]]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         end = time.monotonic() + timeout
-        while subprocess.run([pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+        while subprocess.run([pg_bin("pg_isready"), "-h", self.host, "-p", str(self.port)],
                              capture_output=True).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > end:
                 self.close()
@@ -80,11 +91,11 @@ class Postgres:
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         out = subprocess.run(
-            [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-At", "-d", db,
+            [pg_bin("psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-At", "-d", db,
              "-c", sql],
             capture_output=True, text=True, check=True,
         )
-        return out.stdout
+        return out.stdout.strip()
 
     def database(self, name: str) -> str:
         """Creates database `name`; returns its URL."""
