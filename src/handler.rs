@@ -11,39 +11,22 @@ use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::app::App;
 use crate::cfn::{self, Answer, CfnRequest, IssuedId, Origin, ReplyTo, RequestError, RequestType};
-use crate::config::{Config, ConfigError};
 use crate::deadline::{Deadline, InFlight};
-use crate::http::Http;
 use link_contract::event::{LinkEvent, LinkProperties};
 use link_contract::inventory::Inventory;
 
-use crate::inventory::{self, Ec2Clients};
-use crate::notify::{Auth, Channels, Notifier, SnsPublisher, Webhook};
-use crate::outbound::{OutboundPolicy, Redacted};
+use crate::inventory;
+use crate::outbound::Redacted;
 use crate::peering;
-use crate::proof::Prover;
 use crate::properties;
 use crate::report;
-use crate::secret::SigningKeys;
 
 /// The answer to CloudFormation starts at least this long before the runtime's deadline.
 pub const ANSWER_MARGIN: Duration = Duration::from_secs(2);
 /// The last moment a retried answer may still be in flight.
 const PUT_CUTOFF: Duration = Duration::from_millis(300);
-
-/// What the function keeps between invocations: clients built once at init.
-pub struct App {
-    pub ec2: Ec2Clients,
-    /// Started by [`App::new`] on a blocking thread, awaited on first use.
-    pub http: Http,
-    pub outbound: OutboundPolicy,
-    pub notifier: Arc<dyn Notifier>,
-    /// The function's own region: the default for `Regions`.
-    pub region: String,
-    /// A configuration problem found at init; Create and Update report it.
-    pub config_error: Option<ConfigError>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -57,55 +40,6 @@ pub enum HandlerError {
 }
 
 pub use crate::http::client as http_client;
-
-impl App {
-    /// Builds the clients from the SDK configuration (region, endpoint, credentials) and the environment.
-    pub fn new(sdk: &aws_config::SdkConfig, config: Result<Config, ConfigError>) -> Self {
-        let region = sdk
-            .region()
-            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
-        let http = Http::lazy();
-        // Inside a runtime (main's, a test's) the client is built in the background from now on.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            http.warm_up();
-        }
-        let (config, config_error) = match config {
-            Ok(c) => (c, None),
-            Err(e) => (Config::default(), Some(e)),
-        };
-        let prover = config
-            .audience
-            .clone()
-            .map(|audience| Arc::new(Prover::new(sdk, audience)));
-        let channels = Channels {
-            webhook: config.callback.clone().map(|c| {
-                let auth = Auth {
-                    keys: c
-                        .secret
-                        .clone()
-                        .map(|s| Arc::new(SigningKeys::from_source(s, sdk))),
-                    prover: prover.clone(),
-                };
-                Webhook::new(http.clone(), c, auth)
-            }),
-            sns: config
-                .sns_topic_arn
-                .clone()
-                .map(|arn| SnsPublisher::for_topic(sdk, arn, prover.clone())),
-        };
-        let ec2 = Ec2Clients::new(aws_sdk_ec2::Config::from(sdk));
-        // The usual region's client is built at init; others on first use, then kept for the process.
-        ec2.client(&region);
-        Self {
-            ec2,
-            http,
-            outbound: config.outbound,
-            notifier: Arc::new(channels),
-            region,
-            config_error,
-        }
-    }
-}
 
 /// The Lambda entry point: returns the response body CloudFormation was sent.
 pub async fn handle(app: Arc<App>, event: LambdaEvent<Value>) -> Result<Value, HandlerError> {
@@ -346,9 +280,16 @@ impl From<Answer> for Done {
 async fn work(app: Arc<App>, req: CfnRequest, progress: Progress, until: Deadline) -> Done {
     // Two resource types, one binary: each has its own function and execution role in the template.
     if req.resource_type == peering::RESOURCE_TYPE {
-        return peering::run(&app, &req, &progress.in_flight, &progress.changed, until)
-            .await
-            .into();
+        return peering::run(
+            &app.ec2,
+            &app.region,
+            &req,
+            &progress.in_flight,
+            &progress.changed,
+            until,
+        )
+        .await
+        .into();
     }
     match req.request_type {
         RequestType::Create | RequestType::Update => {

@@ -2,6 +2,7 @@
 //! provider. See `handler` for the flow of one invocation and README.md for the whole picture; the event
 //! it sends is the `link-contract` crate's.
 
+pub mod app;
 pub mod cfn;
 pub mod config;
 pub mod deadline;
@@ -18,4 +19,5 @@ pub mod report;
 pub mod secret;
 pub mod text;
 
-pub use handler::{handle, App};
+pub use app::App;
+pub use handler::handle;

@@ -24,12 +24,11 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A tool from the project's virtualenv (installed by `make test`; `ACCOUNT_LINK_VENV` names another one,
-/// e.g. the main checkout's from a git worktree).
+/// A tool from the project's virtualenv (installed by `make test`), or from the one `ACCOUNT_LINK_VENV`
+/// names (a git worktree sharing the main checkout's).
 pub fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("ACCOUNT_LINK_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv"));
+    let venv =
+        std::env::var_os("ACCOUNT_LINK_VENV").map_or_else(|| root().join(".venv"), PathBuf::from);
     let p = venv.join("bin").join(name);
     assert!(
         p.exists(),
