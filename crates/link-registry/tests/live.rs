@@ -719,3 +719,64 @@ async fn a_receiver_killed_mid_refresh_loses_its_lease_and_another_completes_it(
     assert_eq!(pressed.status().as_u16(), 303);
     assert!(refreshes_of(&http, &b, &link).await.len() > before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_past_its_time_limit_is_cut_off_and_reported() {
+    let moto = Moto::start();
+    let stall = Proxy::start(&moto.endpoint, |body| {
+        if body.contains("Action=DescribeSubnets") {
+            Action::Stall
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let env = aws_env(&stall.url, &moto.endpoint);
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-timeout"),
+        &[
+            "--api-token",
+            TOKEN,
+            "--refresh-every",
+            "0",
+            "--refresh-timeout",
+            "2",
+        ],
+        &env,
+    );
+    let http = http();
+    let stack = "live-timeout";
+    let link = link_id(stack);
+    deliver(
+        &http,
+        &r,
+        "linked",
+        stack,
+        "msg_timeout_1",
+        &now_rfc3339(-60),
+    )
+    .await;
+    let (status, report) = refresh(&http, &r, &link).await;
+    stall.release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("failed")),
+        "{report}"
+    );
+    assert_eq!(
+        report["problem"], "cut off after 2 s (--refresh-timeout)",
+        "{report}"
+    );
+    assert!(stall.stalled.load(Ordering::SeqCst) > 0);
+    // The lease is released with the outcome; the stack's inventory stays.
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(
+        (
+            v["refresh"]["running"].as_bool(),
+            v["refresh"]["status"].as_str()
+        ),
+        (Some(false), Some("failed")),
+        "{v}"
+    );
+    assert_eq!(v["inventorySource"], "stack");
+}
