@@ -36,7 +36,15 @@ $(STAMP): requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-venv: $(STAMP) ## install the Python tools (moto, cargo-lambda, cfn-lint, checkov, standardwebhooks) into .venv
+# linksupport (py/linksupport): the helpers tests/, bench/ and scripts/ share (start a program, wait until it says
+# where it listens, stop it; moto, link-receiver, PostgreSQL, a Lambda Runtime API emulator), installed editable so
+# each imports it as a package, offline (its build backend comes from requirements-dev.txt).
+SUPPORT_PY := $(VENV)/.linksupport-installed
+$(SUPPORT_PY): $(STAMP) py/linksupport/pyproject.toml
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-build-isolation --no-index -e ./py/linksupport
+	@touch $@
+
+venv: $(STAMP) $(SUPPORT_PY) ## install the Python tools (moto, cargo-lambda, cfn-lint, checkov, standardwebhooks) and linksupport into .venv
 
 system-deps: ## install Debian's postgresql, chromium, chromium-driver, podman, buildah and runc when they are missing
 	@scripts/system_deps.sh

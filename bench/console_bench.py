@@ -39,6 +39,8 @@ import time
 import uuid
 from pathlib import Path
 
+from linksupport import procs, services
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RECEIVER = ROOT / "target" / "release" / "link-receiver"
@@ -52,7 +54,7 @@ ACCOUNT = "123456789012"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                   "--window-size=1400,1100")
-PROCS: list[subprocess.Popen] = []
+CHILDREN = procs.Children()
 # A customer on ordinary broadband rather than loopback: 20 Mbit/s down, 5 up, 20 ms added latency.
 SLOW_LINK = {"offline": False, "latency": 20, "downloadThroughput": 20e6 / 8, "uploadThroughput": 5e6 / 8}
 
@@ -218,23 +220,11 @@ def build() -> None:
 
 
 def start_receiver(work: Path, secret: str) -> str:
-    log = open(work / "link-receiver.log", "w+")
-    proc = subprocess.Popen(
-        [str(RECEIVER), "--listen", "127.0.0.1:0", "--database", f"sqlite://{work / 'registry.db'}",
-         "--auth-mode", "hmac-only", "--secret", secret, "--min-free-ips", str(MIN_FREE_IPS)],
-        stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
-    PROCS.append(proc)
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        log.seek(0)
-        for line in log:
-            if "listening on " in line:
-                return line.split("listening on ", 1)[1].strip()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    log.seek(0)
-    raise RuntimeError("link-receiver did not start:\n" + log.read())
+    proc = CHILDREN.adopt(services.link_receiver(
+        RECEIVER, ["--database", f"sqlite://{work / 'registry.db'}", "--auth-mode", "hmac-only",
+                   "--secret", secret, "--min-free-ips", str(MIN_FREE_IPS)],
+        work / "link-receiver.log", timeout=30, env=dict(os.environ, RUST_LOG="warn")))
+    return proc.url
 
 
 def request(base: str, method: str, path: str, body: bytes | None = None,
@@ -739,13 +729,7 @@ def wait_quiet(limit: float) -> None:
 
 
 def stop_all() -> None:
-    for p in PROCS:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    CHILDREN.stop_all()
 
 
 def main() -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
-from runtime_api import QuietServer
+from linksupport.runtime_api import QuietServer
 
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 SNS_NS = "http://sns.amazonaws.com/doc/2010-03-31/"

@@ -33,10 +33,9 @@ import time
 import uuid
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import run
 
-import run  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 # Innermost match wins: a sample in malloc called from the XML parser counts as "allocator".
 SUBSYSTEMS = [

@@ -35,15 +35,16 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from fake_ec2 import Dataset, FakeAws
+from linksupport import procs
+from linksupport.runtime_api import RuntimeApi
+from sinks import Sinks, make_tls_files
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
 
-from fake_ec2 import Dataset, FakeAws  # noqa: E402
-from runtime_api import RuntimeApi  # noqa: E402
-from sinks import Sinks, make_tls_files  # noqa: E402
-
-VENV_BIN = ROOT / ".venv" / "bin"
+# The virtualenv running this (make bench runs .venv's python).
+VENV_BIN = Path(sys.executable).parent
 PYTHON = VENV_BIN / "python"
 BOOTSTRAP = ROOT / "target" / "lambda" / "account-link" / "bootstrap"
 BUILD_CMD = ["nice", "-n", "10", "cargo", "lambda", "build", "--release", "--bin", "account-link"]
@@ -679,7 +680,7 @@ def report(res: dict, args, info: dict) -> str:
 
 METHOD = """## Method
 
-- **Runtime API**: `bench/runtime_api.py`, a Lambda Runtime API emulator (`/next` long poll, `/response`,
+- **Runtime API**: `linksupport.runtime_api` (py/linksupport/), a Lambda Runtime API emulator (`/next` long poll, `/response`,
   `/error`, `/init/error`; deadline now + 300 s). Both functions run under it exactly as in Lambda: the Rust
   `bootstrap` directly, the Python handler as `python -m awslambdaric handler.handler` with `/var/task`
   laid out like the unpacked zip (sources only, `PYTHONDONTWRITEBYTECODE=1`: /var/task is read-only in
@@ -734,12 +735,9 @@ def build() -> None:
 
 
 def stop_all(*_):
+    """On the way out: every process still running (each leads its own group), SIGTERM then SIGKILL."""
     for p in list(PROCS):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        procs.stop(p, group=True)
     PROCS.clear()
 
 

@@ -24,20 +24,21 @@ import urllib.parse
 import urllib.request
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from linksupport import procs, services
+
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = ROOT / ".venv" / "bin"
+# The virtualenv running this (make demo runs .venv's python): moto, cargo-lambda.
+VENV_BIN = Path(sys.executable).parent
 WORK = ROOT / ".demo"
 REGIONS = ["us-west-2", "eu-west-1"]
 # What `make test` builds (unit-test, console-test): the same command, so the same features.
 CARGO_BUILD = ["cargo", "test", "--locked", "--quiet", "--workspace", "--no-run"]
-PROCS = []
+CHILDREN = procs.Children()
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 
 
@@ -54,12 +55,6 @@ def done(t0, what="done"):
     say(f"  {GREEN}✓{RESET} {what} {DIM}({time.monotonic() - t0:.1f}s){RESET}")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def env_with_venv():
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -67,44 +62,10 @@ def env_with_venv():
 
 
 def start(cmd, log_name, env=None):
-    log = open(WORK / log_name, "w")
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env or env_with_venv(),
-                         start_new_session=True)
-    PROCS.append(p)
-    return p
-
-
-def stop_all(*_):
-    for p in reversed(PROCS):
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + 5
-    for p in PROCS:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-    PROCS.clear()
-
-
-def wait_for(pred, what, timeout, proc=None, log=None):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    tail = (WORK / log).read_text()[-2000:] if log else ""
-    raise SystemExit(f"{RED}✗ {what} did not come up{RESET}\n{tail}")
-
-
-def port_open(port):
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    """Starts `cmd` in its own process group (Ctrl-C reaches only this script, which stops it), its output in
+    .demo/`log_name`."""
+    return CHILDREN.start(cmd, name=log_name.removesuffix(".log"), log=WORK / log_name, ready=None,
+                          env=env or env_with_venv(), cwd=ROOT, group=True)
 
 
 def fixture(endpoint, *args):
@@ -180,7 +141,10 @@ def main():
     WORK.mkdir()
     total = time.monotonic()
     try:
-        console = run()
+        try:
+            console = run()
+        except procs.NotReady as e:
+            raise SystemExit(f"{RED}✗ {e}{RESET}")
         say(f"\n{GREEN}{BOLD}Link flow complete{RESET} in {time.monotonic() - total:.1f}s; logs in .demo/")
         say(f"\n{BOLD}The provider's console:{RESET} {console}")
         if serve:
@@ -191,7 +155,7 @@ def main():
         say(f"\n{DIM}stopped{RESET}" if serve else f"\n{RED}interrupted{RESET}")
         return 0 if serve else 130
     finally:
-        stop_all()
+        CHILDREN.stop_all(grace=5)
     return 0
 
 
@@ -225,10 +189,7 @@ def run():
     done(t)
 
     t = step("Starting moto (EC2, S3, SNS, SQS, STS) and seeding an account in " + " and ".join(REGIONS))
-    moto_port = free_port()
-    endpoint = f"http://127.0.0.1:{moto_port}"
-    moto = start([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)], "moto.log")
-    wait_for(lambda: port_open(moto_port), "moto", 30, moto, "moto.log")
+    endpoint = CHILDREN.adopt(services.moto(WORK / "moto.log", group=True, cwd=ROOT, timeout=30)).url
     seeded = json.loads(fixture(endpoint, "seed", "--regions", ",".join(REGIONS), "--vpcs", "2", "--subnets", "3"))
     topic = json.loads(fixture(endpoint, "sns-topic", "--name", "account-links"))
     # The function runs as its execution role: temporary credentials of an assumed role, which its proofs
@@ -241,22 +202,24 @@ def run():
 
     t = step("Starting the provider's registry and console (link-receiver, SQLite in .demo/)")
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-    receiver_port = free_port()
-    registry = f"http://127.0.0.1:{receiver_port}"
-    start([str(ROOT / "target/debug/link-receiver"), "--listen", f"127.0.0.1:{receiver_port}",
-           "--database", f"sqlite://{WORK / 'registry.db'}", "--secret", secret,
+    # Told a port rather than choosing one: its console's public URL and the audience of proofs are its origin.
+    registry = f"http://127.0.0.1:{procs.free_port()}"
+    CHILDREN.adopt(services.link_receiver(
+        ROOT / "target/debug/link-receiver",
+        ["--database", f"sqlite://{WORK / 'registry.db'}", "--secret", secret,
            "--audience", registry, "--sts-endpoint", endpoint,
            # Only the stack's function role may prove an event (not any other role of the account).
            "--proof-role-pattern", "*-BasicLambdaRole-*",
            "--template-url", "https://provider-templates.s3.us-west-2.amazonaws.com/account-link/template.yaml",
            "--stack-region", "us-west-2", "--stack-param", "ProviderAccountId=111122223333",
            "--stack-param", "ProviderPlayerAccountId=222233334444",
-           "--stack-param", "ProviderServiceAccountId=333344445555"], "link-receiver.log")
-    wait_for(lambda: port_open(receiver_port), "link-receiver", 15, None, "link-receiver.log")
+           "--stack-param", "ProviderServiceAccountId=333344445555"],
+        WORK / "link-receiver.log", listen=registry.removeprefix("http://"), group=True, cwd=ROOT, timeout=15))
     done(t, f"verifying signatures and proofs of the account (by the stack's function role only) at {registry}/hooks/account-link")
 
     t = step("Starting cargo lambda's Lambda emulator and the function")
-    invoke_port = free_port()
+    # cargo lambda cannot choose its own port (0 means its default, 9000): it is given a free one.
+    invoke_port = procs.free_port()
     function_env = {
         "AWS_REGION": "us-west-2", "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": role["accessKeyId"],
         "AWS_SECRET_ACCESS_KEY": role["secretAccessKey"], "AWS_SESSION_TOKEN": role["sessionToken"],
@@ -268,7 +231,7 @@ def run():
     # the features for the function's package alone and compiles every dependency again.
     watch = start(["cargo", "lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1",
                    "--invoke-port", str(invoke_port)], "cargo-lambda-watch.log")
-    wait_for(lambda: port_open(invoke_port), "cargo lambda watch", 60, watch, "cargo-lambda-watch.log")
+    procs.wait_port(invoke_port, watch.popen, "cargo lambda watch (its log is .demo/cargo-lambda-watch.log)", 60)
     # The variables Lambda (and `cargo lambda watch`) give a function; the runtime API is the emulator's,
     # under the function's name, which `cargo lambda invoke account-link` addresses.
     runtime_env = {

@@ -28,15 +28,8 @@ pub fn now_rfc3339() -> String {
 }
 
 fn rfc3339_millis(t: std::time::SystemTime) -> String {
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let whole = aws_smithy_types::DateTime::from_secs(since.as_secs() as i64)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default();
-    format!(
-        "{}.{:03}Z",
-        whole.trim_end_matches('Z'),
-        since.subsec_millis()
-    )
+    // humantime panics on a time before 1970: a clock that far off reports the epoch.
+    humantime::format_rfc3339_millis(t.max(std::time::UNIX_EPOCH)).to_string()
 }
 
 /// The event for `req`. `previous` is given on Update (None inside when the old properties could not be
@@ -109,6 +102,15 @@ mod tests {
         assert_eq!(t(1_795_478_400_000), "2026-11-24T00:00:00.000Z");
         assert_eq!(t(1_795_478_400_007), "2026-11-24T00:00:00.007Z");
         assert!(t(1_795_478_400_000) < t(1_795_478_400_007));
+        // Milliseconds are cut, not rounded; a clock before 1970 reports the epoch.
+        assert_eq!(
+            rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_999_999)),
+            "1970-01-01T00:00:00.001Z"
+        );
+        assert_eq!(
+            rfc3339_millis(std::time::UNIX_EPOCH - std::time::Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

@@ -28,7 +28,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -36,9 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from linksupport import procs
+from linksupport.services import Postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-VENV_BIN = ROOT / ".venv" / "bin"
+# The virtualenv running this (make bench runs .venv's python).
+VENV_BIN = Path(sys.executable).parent
 RECEIVER = ROOT / "target" / "release" / "link-receiver"
 LOADGEN = ROOT / "target" / "release" / "registry-loadgen"
 EXAMPLES = ROOT / "docs" / "examples"
@@ -57,48 +60,32 @@ PACKAGES = ("standardwebhooks", "psycopg", "uvicorn", "gunicorn")
 PY_SETUPS = {
     "uvicorn": {
         "label": "uvicorn 3 workers (uvloop, httptools), ASGI; SQLite on 8 threads per worker, psycopg async pool of 8",
-        "cmd": lambda port: [
+        # Port 0 and log level info (no access log): the line saying where it listens, nothing per request.
+        "cmd": [
             str(VENV_BIN / "uvicorn"), "--workers", "3", "--loop", "uvloop", "--http", "httptools",
-            "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--log-level", "info", "--host", "127.0.0.1", "--port", "0",
             "py_registry:asgi_app",
         ],
+        "ready": procs.UVICORN,
         "env": {"REGISTRY_POOL": "8"},
     },
     "gunicorn": {
         "label": "gunicorn 3 workers × 8 threads (gthread), WSGI; psycopg pool of 8 per worker",
-        "cmd": lambda port: [
+        "cmd": [
             str(VENV_BIN / "gunicorn"), "-k", "gthread", "--workers", "3", "--threads", "8",
-            "--keep-alive", "30", "--log-level", "warning", "--bind", f"127.0.0.1:{port}",
+            "--keep-alive", "30", "--log-level", "info", "--bind", "127.0.0.1:0",
             "py_registry:wsgi_app",
         ],
+        "ready": procs.GUNICORN,
         "env": {"REGISTRY_POOL": "8"},
     },
 }
 
-_children: list[subprocess.Popen] = []
+_children = procs.Children()
 
 
 def say(msg: str = "") -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
 
 
 def tree_cpu(pid: int) -> float:
@@ -147,122 +134,45 @@ def wait_quiet(limit_s: float, busy_share: float = 0.2) -> float:
             return time.monotonic() - t0
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def stop_all(*_) -> None:
-    for p in reversed(_children):
-        stop(p)
-
-
-# ---- PostgreSQL: a cluster of its own, as crates/link-registry/tests/support/mod.rs starts one ----
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not found:
-        raise RuntimeError(f"PostgreSQL's {name} is missing: `make system-deps` installs Debian's postgresql")
-    return str(found[-1])
-
-
-def as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-class Postgres:
-    def __init__(self, work: Path):
-        self.dir = work / "pg"
-        self.dir.mkdir()
-        if os.geteuid() == 0:
-            subprocess.run(["chown", "-R", "postgres:postgres", str(self.dir)], check=True)
-        data = self.dir / "data"
-        subprocess.run(
-            as_postgres([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"]),
-            check=True, capture_output=True,
-        )
-        self.port = free_port()
-        # Defaults otherwise: fsync on, synchronous_commit on, so a commit is on disk before the answer.
-        self.proc = subprocess.Popen(
-            as_postgres([pg_bin("postgres"), "-D", str(data), "-p", str(self.port),
-                         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-                         "-c", "max_connections=200"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        _children.append(self.proc)
-        deadline = time.monotonic() + 60
-        while subprocess.run([pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                             capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("postgres did not start")
-            time.sleep(0.1)
-        self.version = subprocess.run([pg_bin("postgres"), "--version"], capture_output=True, text=True).stdout.strip()
-
-    def psql(self, sql: str, db: str = "postgres") -> str:
-        out = subprocess.run(
-            [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-At", "-d", db, "-c", sql],
-            capture_output=True, text=True, check=True,
-        )
-        return out.stdout
-
-    def database(self, name: str) -> str:
-        self.psql(f"CREATE DATABASE {name}")
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
-
-    def cpu(self) -> float:
-        return tree_cpu(self.proc.pid)
-
-    def close(self) -> None:
-        stop(self.proc)
-        shutil.rmtree(self.dir, ignore_errors=True)
+    _children.stop_all()
 
 
 # ---- targets ----
 
 
 class Target:
-    """One receiver on one fresh database."""
+    """One receiver on one fresh database, on a port of its choosing."""
 
-    def __init__(self, impl: str, engine: str, database: str, work: Path):
+    def __init__(self, impl: str, engine: str, database: str, work: Path, n: int):
         self.impl, self.engine, self.database = impl, engine, database
-        self.port = free_port()
-        self.log = open(work / f"{impl}-{engine}-{self.port}.log", "w")
+        log = work / f"{impl}-{engine}-{n}.log"
         if impl.startswith("rust"):
             # The receiver's defaults (log level INFO: one line per delivery) except the auth mode: proofs
             # need AWS STS, which this benchmark leaves out for both. "rust-warn": at log level WARN.
-            cmd = [str(RECEIVER), "--listen", f"127.0.0.1:{self.port}", "--database", database,
+            cmd = [str(RECEIVER), "--listen", "127.0.0.1:0", "--database", database,
                    "--auth-mode", "hmac-only", "--secret", SECRET]
             env = dict(os.environ, RUST_LOG="warn" if impl == "rust-warn" else "info")
-            cwd = ROOT
+            cwd, ready = ROOT, procs.LINK_RECEIVER
         else:
             subprocess.run([str(VENV_BIN / "python"), str(HERE / "py_registry.py"), "migrate", database], check=True)
             setup = PY_SETUPS[impl.removeprefix("python-")]
-            cmd = setup["cmd"](self.port)
+            cmd, ready = setup["cmd"], setup["ready"]
             env = dict(os.environ, REGISTRY_DATABASE=database, REGISTRY_SECRET=SECRET, **setup["env"])
             cwd = HERE
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log, stderr=self.log)
-        _children.append(self.proc)
-        wait_port(self.port, self.proc, impl)
+        self.proc = _children.start(cmd, name=impl, log=log, ready=ready, env=env, cwd=cwd)
         if not impl.startswith("rust"):
             time.sleep(2)  # every worker process up, not only the first
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{HOOK}"
+        return f"{self.proc.url}{HOOK}"
 
     def cpu(self) -> float:
         return tree_cpu(self.proc.pid)
 
     def close(self) -> None:
-        stop(self.proc)
-        self.log.close()
+        self.proc.stop()
 
 
 def stored_ids(engine: str, database: str) -> list[str]:
@@ -331,10 +241,10 @@ class Bench:
         events, info = generate(self.work, count)
         acked = self.work / "acked.txt"
         waited = wait_quiet(self.quiet_s)
-        target = Target(impl, engine, database, self.work)
+        target = Target(impl, engine, database, self.work, self.n_db)
         try:
             cpu0 = target.cpu()
-            pg0 = self.pg.cpu() if engine == "postgres" else 0.0
+            pg0 = tree_cpu(self.pg.proc.pid) if engine == "postgres" else 0.0
             busy0, all0 = machine_cpu()
             args = [mode, "--events", str(events), "--url", target.url, "--warmup", str(warmup), "--acked", str(acked)]
             if mode == "closed":
@@ -348,7 +258,7 @@ class Bench:
             report, lg_cpu = loadgen(args)
             busy1, all1 = machine_cpu()
             cpu = target.cpu() - cpu0
-            pg_cpu = (self.pg.cpu() - pg0) if engine == "postgres" else None
+            pg_cpu = (tree_cpu(self.pg.proc.pid) - pg0) if engine == "postgres" else None
         finally:
             target.close()
         report["verify"] = verify(engine, database, acked)
@@ -722,7 +632,8 @@ def main() -> int:
                  "rust_sqlite": bundled_sqlite()}
     try:
         if "postgres" in engines:
-            pg = Postgres(work)
+            # A cluster of its own, as crates/link-registry/tests/support/mod.rs starts one.
+            pg = Postgres(work / "pg", settings={"max_connections": "200"})
         bench = Bench(work, pg, 0 if args.quick else 30)
 
         res["repeated"] = 0

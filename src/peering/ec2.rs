@@ -49,6 +49,18 @@ impl Ec2<'_> {
         })
     }
 
+    /// A call that changes the account, where only whether it succeeded matters.
+    async fn change<T, E, F>(&self, action: &'static str, what: &str, fut: F) -> Result<(), String>
+    where
+        F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        self.call(action, what, fut)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.message)
+    }
+
     /// The connection as this account sees it; None when EC2 does not know it.
     pub(super) async fn connection(
         &self,
@@ -106,7 +118,7 @@ impl Ec2<'_> {
     }
 
     pub(super) async fn accept(&self, pcx: &str) -> Result<(), String> {
-        self.call(
+        self.change(
             "AcceptVpcPeeringConnection",
             pcx,
             self.client
@@ -115,8 +127,6 @@ impl Ec2<'_> {
                 .send(),
         )
         .await
-        .map(|_| ())
-        .map_err(|e| e.message)
     }
 
     /// Points `cidr` in `table` at `pcx` as the plan's step says (CreateRoute or ReplaceRoute, which take
@@ -138,26 +148,25 @@ impl Ec2<'_> {
             };
         }
         let what = format!("{cidr} via {pcx} in {table}");
-        let done = match step {
-            Step::Keep => return Ok(()),
-            Step::Create => self
-                .call(
+        match step {
+            Step::Keep => Ok(()),
+            Step::Create => {
+                self.change(
                     "CreateRoute",
                     &what,
                     through_pcx!(self.client.create_route()),
                 )
                 .await
-                .map(|_| ()),
-            Step::Replace => self
-                .call(
+            }
+            Step::Replace => {
+                self.change(
                     "ReplaceRoute",
                     &what,
                     through_pcx!(self.client.replace_route()),
                 )
                 .await
-                .map(|_| ()),
-        };
-        done.map_err(|e| e.message)
+            }
+        }
     }
 
     pub(super) async fn delete_route(
@@ -166,7 +175,7 @@ impl Ec2<'_> {
         cidr: &str,
         pcx: &str,
     ) -> Result<(), String> {
-        self.call(
+        self.change(
             "DeleteRoute",
             &format!("{cidr} via {pcx} in {table}"),
             self.client
@@ -176,12 +185,10 @@ impl Ec2<'_> {
                 .send(),
         )
         .await
-        .map(|_| ())
-        .map_err(|e| e.message)
     }
 
     pub(super) async fn delete_connection(&self, pcx: &str) -> Result<(), String> {
-        self.call(
+        self.change(
             "DeleteVpcPeeringConnection",
             pcx,
             self.client
@@ -190,8 +197,6 @@ impl Ec2<'_> {
                 .send(),
         )
         .await
-        .map(|_| ())
-        .map_err(|e| e.message)
     }
 
     /// Waits until the connection is active, looking less often as time goes on; gives up in time for

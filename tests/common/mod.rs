@@ -1,4 +1,4 @@
-//! Shared test support: moto started on a free loopback port, a scriptable local HTTP server (fake S3,
+//! Shared test support: moto started on a loopback port of its choosing, a scriptable local HTTP server (fake S3,
 //! fake provider, fake EC2 faults), captured logs, and an `App` wired to them.
 #![allow(dead_code)]
 
@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use account_link::config::Config;
 use account_link::App;
@@ -53,23 +53,35 @@ pub struct Moto {
 }
 
 impl Moto {
+    /// On a port moto chooses (`-p 0`), read back from the line it prints once it listens: no free port is
+    /// picked, closed and passed on, which another test could take in between.
     pub fn start() -> Self {
-        let port = free_port();
-        let child = Command::new(venv_bin("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new(venv_bin("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("moto_server starts");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let stderr = child.stderr.take().expect("moto's stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads moto's log to its end: the endpoint from its "Running on" line, then every request line,
+        // so that moto never blocks on a full pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, url)) = line.split_once("Running on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("moto did not say where it listens within 30 s");
+            }
+        };
         Self { child, endpoint }
     }
 

@@ -16,31 +16,24 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from linksupport import procs
+from linksupport.runtime_api import RuntimeApi
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-from runtime_api import FUNCTION_ARN, RuntimeApi  # noqa: E402
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-
-VENV_BIN = ROOT / ".venv" / "bin"
-RECEIVER = ROOT / "target" / "debug" / "link-receiver"
 FUNCTION = ROOT / "target" / "debug" / "account-link"
 REGIONS = ["us-west-2", "eu-west-1"]
 TOKEN = "console-test-token-" + secrets.token_hex(8)
@@ -51,72 +44,36 @@ SCREENSHOT = ROOT / "target" / "test-output" / "console-picker.png"
 DOCS_SCREENSHOT = ROOT / "docs" / "console-picker.png"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start on port {port}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def fixture(endpoint: str, *args: str) -> str:
-    out = subprocess.run([str(VENV_BIN / "python"), str(ROOT / "scripts" / "moto_fixture.py"), "--endpoint", endpoint, *args],
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "moto_fixture.py"), "--endpoint", endpoint, *args],
                          capture_output=True, text=True, check=True)
     return out.stdout
 
 
 @pytest.fixture(scope="module")
-def moto():
-    port = free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(port, proc, "moto")
-    endpoint = f"http://127.0.0.1:{port}"
-    fixture(endpoint, "seed", "--regions", ",".join(REGIONS), "--vpcs", "2", "--subnets", "3")
-    yield endpoint
-    stop(proc)
+def moto(moto):
+    """conftest's moto, seeded with an account's VPCs in REGIONS: its endpoint."""
+    fixture(moto, "seed", "--regions", ",".join(REGIONS), "--vpcs", "2", "--subnets", "3")
+    return moto
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, moto):
-    for binary in (RECEIVER, FUNCTION):
-        if not binary.exists():
-            pytest.fail(f"{binary} is missing: run `cargo build --workspace` (make test does)")
-    port = free_port()
+def registry(tmp_path_factory, moto, link_receiver):
     db = tmp_path_factory.mktemp("registry") / "registry.db"
-    log = open(tmp_path_factory.mktemp("logs") / "link-receiver.log", "w")
+    # Told a port rather than choosing one: the console's public URL (the quick-create link's callback) and
+    # the audience of proofs are its own origin, so they must be known before it starts.
+    origin = f"http://127.0.0.1:{procs.free_port()}"
     # The default mode: a signature and a proof of the account, replayed to moto's STS (which does not
     # check SigV4 signatures; tests/trust.rs compares ours with botocore's).
-    proc = subprocess.Popen(
-        [str(RECEIVER), "--listen", f"127.0.0.1:{port}", "--database", f"sqlite://{db}",
-         "--secret", SECRET, "--audience", f"http://127.0.0.1:{port}", "--sts-endpoint", moto,
+    receiver = link_receiver(
+        ["--database", f"sqlite://{db}",
+         "--secret", SECRET, "--audience", origin, "--sts-endpoint", moto,
          "--api-token", TOKEN,
          "--template-url", TEMPLATE_URL, "--stack-region", "us-west-2",
          "--stack-param", "ProviderAccountId=111122223333", "--stack-param", "ProviderPlayerAccountId=222233334444",
          "--stack-param", "ProviderServiceAccountId=333344445555", "--min-free-ips", "16"],
-        stdout=log, stderr=log)
-    wait_port(port, proc, "link-receiver")
-    yield f"http://127.0.0.1:{port}"
-    stop(proc)
+        listen=origin.removeprefix("http://"))
+    return receiver.url
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +93,7 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-def run_function(moto: str, registry: str, event_name: str, properties: dict) -> dict:
+def run_function(moto: str, registry: str, event_name: str, properties: dict, log: Path) -> dict:
     """The real function binary under a Lambda Runtime API emulator: one CloudFormation request."""
     api = RuntimeApi().start()
     creds = json.loads(fixture(moto, "assume-role", "--role-name", "account-link-BasicLambdaRole",
@@ -151,7 +108,10 @@ def run_function(moto: str, registry: str, event_name: str, properties: dict) ->
         "ACCOUNT_LINK_ALLOW_LOOPBACK": "true",
         "PROVIDER_CALLBACK_URL": f"{registry}/hooks/account-link", "PROVIDER_SIGNING_SECRET": SECRET,
     }
-    proc = subprocess.Popen([str(FUNCTION)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if not FUNCTION.exists():
+        pytest.fail(f"{FUNCTION} is missing: run `cargo test --workspace --no-run` (make console-test does)")
+    # No line to wait for: the runtime polls the emulator for its invocation once it is up.
+    function = procs.start([str(FUNCTION)], name="account-link", log=log, ready=None, env=env)
     try:
         event = json.loads((ROOT / "events" / event_name).read_text())
         key = f"console/{event_name}-{secrets.token_hex(4)}"
@@ -161,14 +121,14 @@ def run_function(moto: str, registry: str, event_name: str, properties: dict) ->
         return json.loads(fixture(moto, "read", "--bucket", "cfn-responses", "--key", key))
     finally:
         api.close()
-        stop(proc)
+        function.stop()
 
 
 def wait(driver, timeout=30):
     return WebDriverWait(driver, timeout, poll_frequency=0.1)
 
 
-def test_link_connect_and_pick_a_network(moto, registry, browser):
+def test_link_connect_and_pick_a_network(moto, registry, browser, tmp_path):
     # Log in with the API token.
     browser.get(registry + "/")
     wait(browser).until(EC.url_contains("/login"))
@@ -196,7 +156,8 @@ def test_link_connect_and_pick_a_network(moto, registry, browser):
     request_url = browser.current_url
 
     # The customer's stack runs: the real function with that external id, against moto.
-    answer = run_function(moto, registry, "create.json", {"ExternalId": external_id, "Regions": REGIONS})
+    answer = run_function(moto, registry, "create.json", {"ExternalId": external_id, "Regions": REGIONS},
+                          tmp_path / "account-link.log")
     assert answer["Status"] == "SUCCESS", answer
     link_id = answer["PhysicalResourceId"]
 

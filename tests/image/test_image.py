@@ -15,12 +15,8 @@ import json
 import os
 import re
 import secrets
-import shutil
-import socket
 import subprocess
-import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,10 +25,12 @@ from pathlib import Path
 
 import pytest
 from cfnlint.decode import cfn_yaml
+# A host port for a container to publish (podman must be told one).
+from linksupport.procs import free_port
 from standardwebhooks import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "template"))
+# tests/template's renderer and scenarios, importable through pytest.ini's pythonpath.
 from render import Renderer  # noqa: E402
 from test_provider_stack import SCENARIOS  # noqa: E402
 
@@ -89,12 +87,6 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check:
         assert p.returncode == 0, f"podman {' '.join(args)}: {p.stderr}"
     return p
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
@@ -260,66 +252,13 @@ def test_sqlite_on_a_volume(image, cleanup):
 # --- PostgreSQL on the host, TLS and a password only -------------------------------------------------
 
 
-def pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if not found:
-        pytest.fail(f"PostgreSQL's {name} is missing: `make system-deps` installs Debian's postgresql")
-    return str(found[-1])
-
-
-def as_postgres(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-class TlsPostgres:
-    """A cluster of its own (as crates/link-registry/tests/support starts one), on a free loopback port, that
-    accepts TCP connections only over TLS and with a SCRAM password, like RDS with rds.force_ssl."""
-
-    def __init__(self):
-        self.dir = Path(tempfile.mkdtemp(prefix="lr-image-pg-"))
-        data = self.dir / "data"
-        if os.geteuid() == 0:
-            subprocess.run(["chown", "postgres:postgres", str(self.dir)], check=True)
-        subprocess.run(as_postgres([pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-                                    "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8"]),
-                       check=True, capture_output=True)
-        subprocess.run(as_postgres(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                                    "-subj", "/CN=127.0.0.1", "-keyout", str(data / "server.key"),
-                                    "-out", str(data / "server.crt")]), check=True, capture_output=True)
-        (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n")
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            as_postgres([pg_bin("postgres"), "-D", str(data), "-p", str(self.port),
-                         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-                         "-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while subprocess.run([pg_bin("pg_isready"), "-h", str(self.dir), "-p", str(self.port)],
-                             capture_output=True).returncode != 0:
-            assert self.proc.poll() is None and time.monotonic() < deadline, "postgres did not start"
-            time.sleep(0.1)
-
-    def psql(self, sql: str, db: str = "postgres") -> str:
-        return subprocess.run([pg_bin("psql"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres",
-                               "-At", "-d", db, "-c", sql], capture_output=True, text=True, check=True).stdout.strip()
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture
-def postgres():
-    pg = TlsPostgres()
+def postgres(tls_postgres):
+    """conftest's cluster taking TCP only over TLS and with a password, with the registry's role and database."""
     assert "'" not in DB_PASSWORD
-    pg.psql(f"CREATE ROLE linkregistry LOGIN PASSWORD '{DB_PASSWORD}'")
-    pg.psql("CREATE DATABASE linkregistry OWNER linkregistry")
-    yield pg
-    pg.close()
+    tls_postgres.psql(f"CREATE ROLE linkregistry LOGIN PASSWORD '{DB_PASSWORD}'")
+    tls_postgres.psql("CREATE DATABASE linkregistry OWNER linkregistry")
+    return tls_postgres
 
 
 def test_postgres_with_tls_and_a_password(image, postgres, cleanup):

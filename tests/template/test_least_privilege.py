@@ -18,8 +18,7 @@ from cfnlint.decode import cfn_yaml
 from parliament import analyze_policy_string, iam_definition, is_arn_strictly_valid
 from parliament.statement import get_arn_format
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render import ACCOUNT, REGION, Renderer, identity_policies  # noqa: E402
+from render import ACCOUNT, REGION, Renderer, identity_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

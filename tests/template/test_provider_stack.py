@@ -11,17 +11,15 @@ import fnmatch
 import ipaddress
 import json
 import re
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from cfnlint.decode import cfn_yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render import ACCOUNT, PARTITION, REGION, Renderer, identity_policies  # noqa: E402
-from test_least_privilege import lint  # noqa: E402
-from test_tooling import checkov, cfn_lint  # noqa: E402
+from render import ACCOUNT, PARTITION, REGION, Renderer, identity_policies
+from test_least_privilege import lint
+from test_tooling import checkov, cfn_lint
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "deploy" / "provider.yaml"

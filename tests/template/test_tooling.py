@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 BIN = Path(sys.executable).parent
 SCRIPTS = ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
 
+# The scripts under test, importable through pytest.ini's pythonpath.
 import package_template  # noqa: E402
 import quick_create_link  # noqa: E402
 import template_contract  # noqa: E402

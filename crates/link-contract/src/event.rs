@@ -147,7 +147,7 @@ pub fn id_digest(a: &str, b: &str) -> String {
         .chain_update(b"\n")
         .chain_update(b.as_bytes())
         .finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&digest[..16])
 }
 
 /// The link id (the custom resource's PhysicalResourceId): `link-` and [`id_digest`] of the stack and the

@@ -8,11 +8,13 @@
 //! - [`parts`]: events split into numbered parts, and put back together.
 //! - [`reason`]: the short words naming the check a delivery failed, shared with the verifiers in other
 //!   languages (`verifiers/`).
+//! - [`hex`]: lowercase hex, for digests and ids.
 //! - [`partition`], [`arn`]: the AWS partition table (with `regions`, generated from botocore's endpoint
 //!   data) and the one ARN parser.
 
 pub mod arn;
 pub mod event;
+pub mod hex;
 pub mod inventory;
 pub mod partition;
 pub mod parts;

@@ -158,12 +158,9 @@ impl<'a> Serialized<'a> {
                 json: self.whole.clone(),
             }];
         }
-        let set = self.set.get_or_init(|| {
-            Sha256::digest(self.whole.as_bytes())[..8]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        });
+        let set = self
+            .set
+            .get_or_init(|| crate::hex::encode(&Sha256::digest(self.whole.as_bytes())[..8]));
         let part = |index, count| {
             Some(Part {
                 index,
@@ -519,7 +516,7 @@ pub fn envelope_digest(e: &LinkEvent) -> String {
             h.update(x);
         }
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&h.finalize())
 }
 
 /// The first envelope field in which `part` differs from `first`.
@@ -825,10 +822,7 @@ mod reference {
                 json: whole,
             }];
         }
-        let set: String = Sha256::digest(whole.as_bytes())[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let set = crate::hex::encode(&Sha256::digest(whole.as_bytes())[..8]);
         // The envelope without inventory, with the widest part numbers it could carry.
         let mut skeleton = event.clone();
         skeleton.data.inventory.clear();

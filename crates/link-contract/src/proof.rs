@@ -125,10 +125,7 @@ impl Binding<'_> {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&Sha256::digest(bytes))
 }
 
 /// What the receiver expects of a delivery's proof.

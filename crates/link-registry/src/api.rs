@@ -27,6 +27,8 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/links/{link_id}", get(link))
         .route("/links/{link_id}/events", get(events))
         .route("/links/{link_id}/selection", put(save_selection))
+        .route("/links/{link_id}/refresh", post(refresh))
+        .route("/links/{link_id}/role-check", post(role_check))
         .route("/link-requests", post(create_request))
         .route("/link-requests/{external_id}", get(request))
         .route("/rejected-events", get(rejected))
@@ -175,14 +177,123 @@ async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> Respo
         Ok(s) => s,
         Err(e) => return store_error(e),
     };
+    let (role_checks, refresh) = match tokio::try_join!(
+        app.store.role_checks(&link_id),
+        app.store.refresh_state(&link_id)
+    ) {
+        Ok(x) => x,
+        Err(e) => return store_error(e),
+    };
     let (link, inventory) = found;
+    let selection_missing = match (&selection, &inventory) {
+        (Some(s), Some(raw)) => serde_json::from_str::<Vec<RegionInventory>>(raw.get())
+            .map(|inv| crate::live::missing_from(s, &inv))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let role_checks = role_checks
+        .into_iter()
+        .map(|c| {
+            let problem = crate::live::advice(&c);
+            RoleCheckView { check: c, problem }
+        })
+        .collect();
     Json(LinkDetail {
         link: &link,
         inventory: inventory.as_deref(),
         selection,
+        selection_missing,
         min_free_ips: app.console.min_free_ips,
+        role_checks,
+        refresh,
+        aws_access: access_text(&app),
     })
     .into_response()
+}
+
+/// `on`, `checking`, or `off: <why>`.
+pub(crate) fn access_text(app: &App) -> String {
+    match app.live.access() {
+        crate::live::Access::On => "on".into(),
+        crate::live::Access::Checking => "checking".into(),
+        crate::live::Access::Off(why) => format!("off: {why}"),
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleCheckView {
+    #[serde(flatten)]
+    check: crate::store::live::RoleCheck,
+    /// A refusal in words the customer can act on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
+}
+
+/// The answer to a refresh or role check that could not run.
+pub(crate) fn live_error(e: crate::live::LiveError) -> Response {
+    use crate::live::LiveError;
+    match e {
+        LiveError::Off(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        LiveError::NoLink => error(StatusCode::NOT_FOUND, &e.to_string()),
+        LiveError::Unlinked | LiveError::Busy => error(StatusCode::CONFLICT, &e.to_string()),
+        LiveError::Store(e) => store_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RefreshParams {
+    /// Answer when the refresh has ended (at most --refresh-timeout), with what it did.
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/links/{linkId}/refresh`: refreshes the link's networks now (202, or with `?wait=true` 200
+/// and the refresh's report).
+async fn refresh(
+    State(app): State<Arc<App>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    Path(link_id): Path<String>,
+    Query(p): Query<RefreshParams>,
+) -> Response {
+    if !auth::csrf_ok(&app, &access, &headers, None) {
+        return csrf_refused();
+    }
+    let run = tokio::spawn(crate::live::refresh(app.clone(), link_id, false));
+    if !p.wait {
+        return (StatusCode::ACCEPTED, Json(json!({ "status": "started" }))).into_response();
+    }
+    match run.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => live_error(e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the refresh failed"),
+    }
+}
+
+/// `POST /api/links/{linkId}/role-check`: assumes each of the link's roles now; their checks.
+async fn role_check(
+    State(app): State<Arc<App>>,
+    Extension(access): Extension<Access>,
+    headers: HeaderMap,
+    Path(link_id): Path<String>,
+) -> Response {
+    if !auth::csrf_ok(&app, &access, &headers, None) {
+        return csrf_refused();
+    }
+    match crate::live::check_roles(&app, &link_id).await {
+        Ok(checks) => {
+            let checks: Vec<RoleCheckView> = checks
+                .into_iter()
+                .map(|c| {
+                    let problem = crate::live::advice(&c);
+                    RoleCheckView { check: c, problem }
+                })
+                .collect();
+            Json(json!({ "roleChecks": checks })).into_response()
+        }
+        Err(e) => live_error(e),
+    }
 }
 
 /// `GET /api/links/{linkId}`: the link, its inventory as stored, the saved selection.
@@ -193,7 +304,16 @@ struct LinkDetail<'a> {
     link: &'a crate::store::LinkView,
     inventory: Option<&'a serde_json::value::RawValue>,
     selection: Option<Selection>,
+    /// The saved selection's VPC and subnets that the inventory no longer has (a refresh or event removed
+    /// them): the selection is kept, and flagged, until someone picks again.
+    selection_missing: Vec<String>,
     min_free_ips: i64,
+    /// Each role's newest check.
+    role_checks: Vec<RoleCheckView>,
+    /// The refresh schedule, the one running, the last one's outcome.
+    refresh: Option<crate::store::live::RefreshState>,
+    /// Whether role checks and refreshes run (`on`), or why not.
+    aws_access: String,
 }
 
 /// Why a subnet cannot be picked, if it cannot.

@@ -212,6 +212,19 @@ pub struct Cli {
     #[arg(long, default_value_t = 16)]
     pub min_free_ips: i64,
 
+    /// How often each linked account's networks are refreshed through its RemoteRole (e.g. 6h, 30m, 90s;
+    /// jittered by ±10%; 0: never on a schedule, only on demand). Needs the provider's AWS credentials.
+    #[arg(long, env = "LINK_REGISTRY_REFRESH_EVERY", default_value = "6h")]
+    pub refresh_every: String,
+
+    /// Refreshes this receiver runs at once (one per link at any time, across receivers).
+    #[arg(long, env = "LINK_REGISTRY_REFRESH_CONCURRENCY", default_value_t = 4)]
+    pub refresh_concurrency: usize,
+
+    /// Seconds a refresh (role checks and listing) may take before it is cut off and reported failed.
+    #[arg(long, default_value_t = 120)]
+    pub refresh_timeout: u64,
+
     /// Log lines as text or JSON.
     #[arg(
         long,
@@ -354,6 +367,8 @@ pub struct Settings {
     /// Peers whose forwarding headers name the client.
     pub trusted_proxies: Vec<IpNet>,
     pub sessions: SessionLimits,
+    /// Role checks and refreshes.
+    pub live: crate::live::LiveSettings,
 }
 
 /// How long a console session lasts.
@@ -520,6 +535,30 @@ impl Cli {
                 "must be at least 1 (leave it out to keep every delivery)",
             ));
         }
+        let refresh_every = match self.refresh_every.trim() {
+            "0" => None,
+            text => match humantime::parse_duration(text) {
+                Ok(d) if d >= Duration::from_secs(1) => Some(d),
+                Ok(_) => return Err(err("--refresh-every", "must be at least 1s (or 0: off)")),
+                Err(e) => {
+                    return Err(err(
+                        "--refresh-every",
+                        format!("must be a duration such as 6h or 30m, or 0: {e}"),
+                    ))
+                }
+            },
+        };
+        if self.refresh_concurrency == 0 {
+            return Err(err("--refresh-concurrency", "must be at least 1"));
+        }
+        if self.refresh_timeout == 0 {
+            return Err(err("--refresh-timeout", "must be at least 1 second"));
+        }
+        let live = crate::live::LiveSettings {
+            every: refresh_every,
+            concurrency: self.refresh_concurrency,
+            timeout: Duration::from_secs(self.refresh_timeout),
+        };
         if self.max_connections_per_client == 0 {
             return Err(err("--max-connections-per-client", "must be at least 1"));
         }
@@ -598,6 +637,7 @@ impl Cli {
                 .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
             api_token,
             trusted_proxies,
+            live,
             sessions: SessionLimits {
                 lifetime: Duration::from_secs(self.session_lifetime),
                 idle: Duration::from_secs(self.session_idle),

@@ -43,6 +43,7 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/console/requests", post(start_link))
         .route("/requests/{external_id}", get(request_page))
         .route("/links/{link_id}", get(link_page))
+        .route("/links/{link_id}/refresh", post(refresh_link))
         .route("/console/changes", get(changes))
         .route("/console/assets/console.js", get(script))
         .route("/console/assets/console.css", get(style))
@@ -434,7 +435,7 @@ async fn accounts(
             table.list #links {
                 thead { tr {
                     th { "Account" } th { "Partition" } th { "Stack region" } th { "State" }
-                    th { "Regions" } th.num { "VPCs" } th.num { "Subnets" } th { "Last event" }
+                    th { "Regions" } th.num { "VPCs" } th.num { "Subnets" } th { "Roles" } th { "Last event" }
                 } }
                 tbody {
                     @for l in &page.items { (link_row(l)) }
@@ -501,7 +502,19 @@ fn link_row(l: &LinkView) -> Markup {
             td { (regions_text(l)) }
             td.num { (l.vpc_count) }
             td.num { (l.subnet_count) }
+            td.roles { (roles_badge(l)) }
             td { (when(Some(&l.updated_at))) }
+        }
+    }
+}
+
+/// The roles' newest checks, in a word.
+fn roles_badge(l: &LinkView) -> Markup {
+    html! {
+        @match l.roles_state {
+            Some("verified") => span.state.linked title={"Verified " (when(l.roles_checked_at.as_deref()))} { "verified" },
+            Some(_) => span.badge.warn title="The provider could not assume a role: see the link" { "refused" },
+            None => span.muted { "not checked" },
         }
     }
 }
@@ -628,13 +641,31 @@ async fn link_page(
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let (l, rejected) = match tokio::try_join!(
-        app.store.link_view(&link_id),
-        app.store.rejected(Some(&link_id), 20, None)
+    let (found, rejected, checks, refresh, selection) = match tokio::try_join!(
+        app.store.link(&link_id),
+        app.store.rejected(Some(&link_id), 20, None),
+        app.store.role_checks(&link_id),
+        app.store.refresh_state(&link_id),
+        app.store.selection(&link_id)
     ) {
-        Ok((Some(l), rejected)) => (l, rejected),
-        Ok((None, _)) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
+        Ok((Some(found), rejected, checks, refresh, selection)) => {
+            (found, rejected, checks, refresh, selection)
+        }
+        Ok((None, ..)) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
         Err(e) => return unavailable(e),
+    };
+    let (l, inventory) = found;
+    let missing = match (&selection, &inventory) {
+        (Some(s), Some(raw)) => {
+            serde_json::from_str::<Vec<link_contract::inventory::RegionInventory>>(raw.get())
+                .map(|inv| crate::live::missing_from(s, &inv))
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let access_off = match app.live.access() {
+        crate::live::Access::Off(why) => Some(why),
+        _ => None,
     };
     let roles: Vec<(String, String)> = l
         .roles
@@ -667,6 +698,53 @@ async fn link_page(
             dt { "Last event" } dd { (when(Some(&l.updated_at))) }
             @if let Some(arn) = &l.caller_arn { dt { "Proven by" } dd { code #proven-by { (arn) } } }
             dt { "Roles" } dd { ul.plain { @for (k, v) in &roles { li { (k) ": " code { (v) } } } } }
+            dt { "Role check" } dd #roles-check {
+                @if checks.is_empty() {
+                    span.muted { "not checked yet" }
+                } @else if checks.iter().all(|c| c.assumable) {
+                    span.state.linked { "roles verified" } " at " (when(l.roles_checked_at.as_deref()))
+                } @else {
+                    ul.plain { @for c in &checks { @if let Some(problem) = crate::live::advice(c) {
+                        li.error role="alert" { (problem) " (" (when(Some(&c.checked_at))) ")" }
+                    } } }
+                }
+            }
+            dt { "Inventory" } dd #inventory-source {
+                @match (&l.inventory_at, l.inventory_source) {
+                    (Some(at), Some("refresh")) => { "as of " (when(Some(at))) " · refreshed" }
+                    (Some(at), _) => { "as of " (when(Some(at))) " · reported by the stack" }
+                    _ => { "none yet" }
+                }
+            }
+            dt { "Refresh" } dd #refresh-state data-status=(refresh.as_ref().and_then(|r| r.status.clone()).unwrap_or_default()) {
+                @if let Some(why) = &access_off {
+                    span.muted { "Role checks and refreshes are off: " (why) }
+                } @else {
+                    @if let Some(r) = &refresh {
+                        @if r.running { "running since " (when(r.started_at.as_deref())) }
+                        @else if let Some(status) = &r.status {
+                            (status) " at " (when(r.finished_at.as_deref()))
+                            @if let Some(p) = &r.problem { ": " span.error { (p) } }
+                            @if let Some(c) = r.changes.as_ref().and_then(|c| serde_json::from_value::<crate::live::Changes>(c.clone()).ok()) {
+                                " · " span #refresh-changes { (c.summary()) }
+                            }
+                        }
+                        @if let Some(due) = &r.due_at { br; span.muted { "next scheduled " (when(Some(due))) } }
+                    }
+                    @if l.state == "linked" {
+                        form.inline method="post" action={"/links/" (l.link_id) "/refresh"} {
+                            input type="hidden" name="csrf" value=(auth::page_csrf(&app, &access).unwrap_or_default());
+                            button #refresh type="submit" { "Refresh" }
+                        }
+                    }
+                }
+            }
+        }
+        @if !missing.is_empty() {
+            p.warn #selection-missing role="alert" {
+                "The saved network selection names what the account no longer has: " (missing.join(", "))
+                ". Pick the network again."
+            }
         }
         section #picker data-link-id=(l.link_id) {
             h2 { "Network" }
@@ -690,6 +768,30 @@ async fn link_page(
         &format!("Account {}", l.account_id),
         body,
     ))
+}
+
+/// The Refresh button: refreshes the link now (waiting for it, at most --refresh-timeout), then shows
+/// the link page again with the outcome.
+async fn refresh_link(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(link_id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let access = match allowed(&app, &headers).await {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    if !auth::csrf_ok(&app, &access, &headers, Some(&f.csrf)) {
+        return stale_form();
+    }
+    let back = format!("/links/{link_id}");
+    match crate::live::refresh(app.clone(), link_id, false).await {
+        // Failures are on the link page (the refresh's state).
+        Ok(_) | Err(crate::live::LiveError::Busy) => Redirect::to(&back).into_response(),
+        Err(crate::live::LiveError::Store(e)) => unavailable(e),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
 }
 
 // ---- live changes ----

@@ -7,6 +7,9 @@
 //!   rate).
 //! - `receiver`: `POST /hooks/account-link`, verified in the order that keeps unauthenticated work small;
 //!   [`proof`]: the proof of the sending account, replayed to AWS STS.
+//! - `live`: the provider's own AWS access: checks that it can assume each link's roles, and refreshes
+//!   each linked account's networks through its RemoteRole (on demand and on a schedule, one receiver per
+//!   link at a time).
 //! - `store`: links, inventories and every delivery in SQLite or PostgreSQL; 2xx only after commit.
 //! - `api`: the API under `/api`; `console`: the provider's console (pages, live changes, embedded assets);
 //!   `auth`: who may use either (bearer token, console sessions, loopback) and CSRF; `client`: the client's
@@ -25,6 +28,7 @@ mod api;
 mod auth;
 mod client;
 mod console;
+mod live;
 mod receiver;
 mod server;
 
@@ -62,6 +66,8 @@ pub(crate) struct App {
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// Present when deliveries must prove their account.
     pub(crate) proofs: Option<proof::ProofVerifier>,
+    /// Role checks and refreshes (the provider's AWS access).
+    pub(crate) live: Arc<live::Live>,
 }
 
 impl App {
@@ -133,6 +139,7 @@ impl Registry {
                     addr: settings.listen,
                     source,
                 })?;
+        let live = live::Live::start(settings.live).await;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let secure_cookie = settings.console.public_url.scheme() == "https";
         let app = Arc::new(App {
@@ -152,8 +159,10 @@ impl Registry {
             closing: watch::channel(false).0,
             console: settings.console,
             proofs,
+            live,
         });
         auth::purge_expired(app.clone());
+        live::schedule(app.clone());
         let api = api::router().layer(axum::middleware::from_fn_with_state(
             app.clone(),
             api::require_access,

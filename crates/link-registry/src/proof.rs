@@ -901,7 +901,11 @@ mod tests {
 
     impl Moto {
         fn start() -> Self {
-            let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
+            // ACCOUNT_LINK_VENV: another checkout's virtualenv (as tests/common allows).
+            let venv = std::env::var_os("ACCOUNT_LINK_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"));
+            let bin = venv.join("bin/moto_server");
             assert!(bin.exists(), "{} is missing: run make test", bin.display());
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()

@@ -28,7 +28,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use link_contract::event::{ClaimError, LinkEvent, SCHEMA_VERSION};
+use link_contract::event::{ClaimError, EventType, LinkEvent, SCHEMA_VERSION};
 use link_contract::parts::PartError;
 use link_contract::signing::{self, SigningSecret, VerifyError, WebhookHeaders};
 use tracing::Instrument;
@@ -202,7 +202,7 @@ fn link_contract_id(id: &str) -> String {
 }
 
 async fn accept(
-    app: &App,
+    app: &Arc<App>,
     client: IpAddr,
     headers: &HeaderMap,
     body: Body,
@@ -316,8 +316,15 @@ async fn accept(
         return Err(Rejected::Conflict(reason));
     }
     let account = delivery.event.data.account_id.clone();
+    let event_type = delivery.event.event_type;
     let message = match app.store.ingest(delivery).await? {
-        Outcome::Stored { applied: true } => "stored".to_string(),
+        Outcome::Stored { applied: true } => {
+            // A link's first event: can the provider use its roles? (Checked once, in the background.)
+            if event_type != EventType::Unlinked {
+                crate::live::after_event(app.clone(), link_id.clone());
+            }
+            "stored".to_string()
+        }
         Outcome::Stored { applied: false } => {
             "stored in the history; the link has a newer event".to_string()
         }

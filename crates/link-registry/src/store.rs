@@ -15,6 +15,7 @@
 //! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it
 //!   applied; an older event arriving late is kept in the history and changes nothing.
 
+pub(crate) mod live;
 mod sessions;
 mod write;
 
@@ -658,7 +659,12 @@ pub struct Page<T> {
 const LINK_COLUMNS: &str = "link_id, account_id, partition_name, region, stack_id, logical_resource_id, state, external_id, roles, regions, vpc_id, vpc_count, subnet_count, route_table_count, inventory_complete, caller_arn, linked_at, updated_at, unlinked_at, last_event_id, \
      (SELECT COUNT(*) FROM request_links r WHERE r.link_id = links.link_id) AS requested, \
      (SELECT r.account_id FROM link_requests r WHERE r.external_id = links.external_id) AS request_account, \
-     (SELECT r.multi_account FROM link_requests r WHERE r.external_id = links.external_id) AS request_multi";
+     (SELECT r.multi_account FROM link_requests r WHERE r.external_id = links.external_id) AS request_multi, \
+     (SELECT i.event_at FROM inventories i WHERE i.link_id = links.link_id) AS inventory_at, \
+     (SELECT i.refreshed FROM inventories i WHERE i.link_id = links.link_id) AS inventory_refreshed, \
+     (SELECT COUNT(*) FROM role_checks c WHERE c.link_id = links.link_id AND c.ok = 1) AS roles_ok, \
+     (SELECT COUNT(*) FROM role_checks c WHERE c.link_id = links.link_id AND c.ok = 0) AS roles_refused, \
+     (SELECT MAX(c.checked_at) FROM role_checks c WHERE c.link_id = links.link_id) AS roles_checked_at";
 
 /// A link as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -693,6 +699,14 @@ pub struct LinkView {
     /// used by another account, the account is not one the request expects, or it had expired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id_issue: Option<String>,
+    /// When the inventory kept observed the account (its event's timestamp, or the refresh's start).
+    pub inventory_at: Option<String>,
+    /// Who reported the inventory kept: `stack` (the function's event) or `refresh` (the registry).
+    pub inventory_source: Option<&'static str>,
+    /// The roles' newest checks: `verified` (every role assumable), `refused` (at least one was not), or
+    /// absent (never checked).
+    pub roles_state: Option<&'static str>,
+    pub roles_checked_at: Option<String>,
     #[serde(skip)]
     pub updated_at_ms: i64,
 }
@@ -742,6 +756,21 @@ impl LinkView {
             last_event_id: r.try_get("last_event_id")?,
             requested,
             external_id_issue,
+            inventory_at: r.try_get::<Option<i64>, _>("inventory_at")?.map(rfc3339),
+            inventory_source: r
+                .try_get::<Option<i64>, _>("inventory_refreshed")?
+                .map(|x| if x != 0 { "refresh" } else { "stack" }),
+            roles_state: match (
+                r.try_get::<i64, _>("roles_ok")?,
+                r.try_get::<i64, _>("roles_refused")?,
+            ) {
+                (_, n) if n > 0 => Some("refused"),
+                (n, _) if n > 0 => Some("verified"),
+                _ => None,
+            },
+            roles_checked_at: r
+                .try_get::<Option<i64>, _>("roles_checked_at")?
+                .map(rfc3339),
             updated_at_ms,
         })
     }

@@ -292,7 +292,7 @@ async fn valid_deliveries_are_stored_during_a_flood_of_forged_ones() {
 /// Signs `body` with the Python package.
 fn python_signed(body: &str, secret: &str, id: &str, ts: u64) -> Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut child = Command::new(root.join(".venv/bin/python"))
+    let mut child = Command::new(support::common::venv_bin("python"))
         .arg(root.join("scripts/webhook_sign.py"))
         .args([
             "--secret",

@@ -491,10 +491,7 @@ fn sigv4(headers: &BTreeMap<String, String>, amz: &str, region: &str) -> String 
     for part in [&amz[..8], region, "sts", "aws4_request"] {
         key = hmac(&key, part);
     }
-    let signature: String = hmac(&key, &to_sign)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let signature = link_contract::hex::encode(&hmac(&key, &to_sign));
     format!(
         "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/{scope}, SignedHeaders={}, Signature={signature}",
         signed.join(";")

@@ -812,7 +812,7 @@ async fn upsert_inventories(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO inventories (link_id, event_id, event_at, body) VALUES {} \
-         ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body \
+         ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, body = excluded.body, refreshed = 0 \
          WHERE inventories.event_at < excluded.event_at",
         placeholders(engine, chunk.len(), 4)
     );

@@ -58,7 +58,15 @@ impl Receiver {
     pub fn start_on(database: &str, listen: &str, extra: &[&str]) -> Self {
         let mut args = vec!["--auth-mode", "hmac-only", "--secret", SECRET];
         args.extend_from_slice(extra);
-        Self::spawn(database, listen, &args)
+        Self::spawn(database, listen, &args, &[])
+    }
+
+    /// [`Receiver::start`] with environment variables set (`Some`) or removed (`None`): the provider's
+    /// AWS credentials and endpoints.
+    pub fn start_env(database: &str, extra: &[&str], env: &[(&str, Option<&str>)]) -> Self {
+        let mut args = vec!["--auth-mode", "hmac-only", "--secret", SECRET];
+        args.extend_from_slice(extra);
+        Self::spawn(database, "127.0.0.1:0", &args, env)
     }
 
     /// The default mode, signatures and proofs of the account; STS is `sts` (moto), the audience is the
@@ -76,19 +84,25 @@ impl Receiver {
             sts,
         ];
         args.extend_from_slice(extra);
-        Self::spawn(database, &listen, &args)
+        Self::spawn(database, &listen, &args, &[])
     }
 
-    fn spawn(database: &str, listen: &str, args: &[&str]) -> Self {
+    fn spawn(database: &str, listen: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Self {
         let log = temp_dir("receiver-log").join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_link-receiver"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_link-receiver"));
+        command
             .args(["--listen", listen, "--database", database])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("link-receiver starts");
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            match v {
+                Some(v) => command.env(k, v),
+                None => command.env_remove(k),
+            };
+        }
+        let mut child = command.spawn().expect("link-receiver starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let log_path = log.clone();

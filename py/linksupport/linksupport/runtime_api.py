@@ -1,4 +1,4 @@
-"""A Lambda Runtime API emulator (the part of Lambda a runtime talks to), for benchmarks.
+"""A Lambda Runtime API emulator (the part of Lambda a runtime talks to), for the benchmarks and the console test.
 
 It serves `GET /2018-06-01/runtime/invocation/next` (long poll), `POST .../invocation/{id}/response`,
 `POST .../invocation/{id}/error` and `POST /2018-06-01/runtime/init/error`, on loopback, HTTP/1.1 with

@@ -1,0 +1,575 @@
+//! A live link, on moto: the registry assumes the link's roles with its own credentials (moto accepts any
+//! AssumeRole and answers as the role's account, 123456789012 here), lists the account's networks through
+//! the RemoteRole, records what changed, and flags a saved selection that names what is gone. Refusals
+//! and stalls come from a small proxy in front of moto.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use support::common::Moto;
+use support::{event_at, get, http, link_id, post, Receiver, Signed};
+
+const TOKEN: &str = "live-tests-api-token-0123456789";
+const REGIONS: [&str; 2] = ["us-west-2", "us-east-1"];
+
+/// What the proxy does with a request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Forward,
+    /// Answers as STS does when the role's trust policy refuses the caller.
+    DenyAssumeRole,
+    /// Holds the request until the proxy is told to let go (then forwards it).
+    Stall,
+}
+
+/// A proxy in front of moto that acts on each request by its form body (the STS and EC2 query APIs).
+struct Proxy {
+    url: String,
+    /// Requests seen whose body names this action, e.g. "Action=AssumeRole".
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Lets stalled requests go on.
+    #[allow(dead_code)]
+    release: Arc<AtomicBool>,
+    /// Requests stalled so far.
+    #[allow(dead_code)]
+    stalled: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    async fn start(target: &str, rule: impl Fn(&str) -> Action + Send + Sync + 'static) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let rule = Arc::new(rule);
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let target = target.to_string();
+        let client = support::http();
+        let (s, r, st) = (seen.clone(), release.clone(), stalled.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (rule, seen, release, stalled, target, client) = (
+                    rule.clone(),
+                    s.clone(),
+                    r.clone(),
+                    st.clone(),
+                    target.clone(),
+                    client.clone(),
+                );
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                        let (rule, seen, release, stalled, target, client) = (
+                            rule.clone(),
+                            seen.clone(),
+                            release.clone(),
+                            stalled.clone(),
+                            target.clone(),
+                            client.clone(),
+                        );
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let text = String::from_utf8_lossy(&body).to_string();
+                            seen.lock().unwrap().push(text.clone());
+                            let action = rule(&text);
+                            if action == Action::DenyAssumeRole {
+                                let xml = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                                    <Code>AccessDenied</Code><Message>User: arn:aws:iam::111122223333:user/provider is not authorized \
+                                    to perform: sts:AssumeRole on resource: the role</Message></Error><RequestId>fault-1</RequestId></ErrorResponse>";
+                                return Ok::<_, Infallible>(
+                                    hyper::Response::builder()
+                                        .status(403)
+                                        .header("content-type", "text/xml")
+                                        .body(Full::new(bytes::Bytes::from(xml)))
+                                        .unwrap(),
+                                );
+                            }
+                            if action == Action::Stall {
+                                stalled.fetch_add(1, Ordering::SeqCst);
+                                while !release.load(Ordering::SeqCst) {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                }
+                            }
+                            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                            let mut fwd =
+                                client.request(parts.method.clone(), format!("{target}{path}"));
+                            for (k, v) in &parts.headers {
+                                if k != "host" && k != "content-length" {
+                                    fwd = fwd.header(k, v);
+                                }
+                            }
+                            let answer = fwd.body(body.to_vec()).send().await.unwrap();
+                            let mut out = hyper::Response::builder().status(answer.status());
+                            for (k, v) in answer.headers() {
+                                if k != "content-length" && k != "transfer-encoding" {
+                                    out = out.header(k, v);
+                                }
+                            }
+                            let bytes = answer.bytes().await.unwrap();
+                            Ok(out.body(Full::new(bytes)).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            url,
+            seen,
+            release,
+            stalled,
+        }
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.contains(needle))
+            .count()
+    }
+}
+
+/// The provider's AWS settings for a receiver: moto for EC2, `sts` for STS.
+fn aws_env<'a>(ec2: &'a str, sts: &'a str) -> Vec<(&'static str, Option<&'a str>)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", Some("testing")),
+        ("AWS_SECRET_ACCESS_KEY", Some("testing")),
+        ("AWS_SESSION_TOKEN", None),
+        ("AWS_PROFILE", None),
+        ("AWS_EC2_METADATA_DISABLED", Some("true")),
+        ("AWS_ENDPOINT_URL", Some(ec2)),
+        ("AWS_ENDPOINT_URL_EC2", Some(ec2)),
+        ("AWS_ENDPOINT_URL_STS", Some(sts)),
+    ]
+}
+
+/// An EC2 client on moto's default account (the link's, 123456789012).
+async fn ec2(moto: &Moto, region: &str) -> aws_sdk_ec2::Client {
+    let conf = support::common::sdk_config(&moto.endpoint).await;
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&conf)
+            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+            .build(),
+    )
+}
+
+async fn link_of(http: &reqwest::Client, r: &Receiver, link: &str) -> Value {
+    let (status, body) = get(http, &format!("{}/api/links/{link}", r.url), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits (at most a minute) until the link satisfies `done`.
+async fn until(
+    http: &reqwest::Client,
+    r: &Receiver,
+    link: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    for _ in 0..600 {
+        let v = link_of(http, r, link).await;
+        if done(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the link never got there: {}", link_of(http, r, link).await);
+}
+
+async fn refresh(http: &reqwest::Client, r: &Receiver, link: &str) -> (u16, Value) {
+    let resp = http
+        .post(format!("{}/api/links/{link}/refresh?wait=true", r.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn page(http: &reqwest::Client, r: &Receiver, link: &str) -> String {
+    http.get(format!("{}/links/{link}", r.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Subnet ids of an inventory (the API's JSON), sorted.
+fn subnets_of(inventory: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = inventory
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["vpcs"].as_array().cloned().unwrap_or_default())
+        .flat_map(|v| v["subnets"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["subnetId"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// What moto lists (through boto3), as {subnetId: (vpcId, cidr, zone, zoneId, free, public)}, and the
+/// VPC and route table ids.
+fn moto_view(moto: &Moto) -> (Vec<(String, Value)>, Vec<String>, Vec<String>) {
+    let v: Value =
+        serde_json::from_str(&moto.fixture(&["inventory", "--regions", &REGIONS.join(",")]))
+            .unwrap();
+    let (mut subnets, mut vpcs, mut tables) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, region) in v.as_object().unwrap() {
+        for (vpc_id, vpc) in region.as_object().unwrap() {
+            vpcs.push(vpc_id.clone());
+            for (id, s) in vpc["subnets"].as_object().unwrap() {
+                subnets.push((
+                    id.clone(),
+                    json!([
+                        vpc_id,
+                        s["cidrBlock"],
+                        s["availabilityZone"],
+                        s["availabilityZoneId"],
+                        s["availableIpAddressCount"],
+                        s["mapPublicIpOnLaunch"]
+                    ]),
+                ));
+            }
+            for t in vpc["routeTables"].as_array().unwrap() {
+                tables.push(t.as_str().unwrap().to_string());
+            }
+        }
+    }
+    subnets.sort_by(|a, b| a.0.cmp(&b.0));
+    vpcs.sort();
+    tables.sort();
+    (subnets, vpcs, tables)
+}
+
+/// The same view of the registry's inventory.
+fn registry_view(inventory: &Value) -> (Vec<(String, Value)>, Vec<String>, Vec<String>) {
+    let (mut subnets, mut vpcs, mut tables) = (Vec::new(), Vec::new(), Vec::new());
+    for r in inventory.as_array().unwrap() {
+        for v in r["vpcs"].as_array().unwrap() {
+            let vpc_id = v["vpcId"].as_str().unwrap().to_string();
+            for s in v["subnets"].as_array().unwrap() {
+                subnets.push((
+                    s["subnetId"].as_str().unwrap().to_string(),
+                    json!([
+                        vpc_id,
+                        s["cidrBlock"],
+                        s["availabilityZone"],
+                        s["availabilityZoneId"],
+                        s["availableIpAddressCount"],
+                        s["mapPublicIpOnLaunch"]
+                    ]),
+                ));
+            }
+            for t in v["routeTables"].as_array().unwrap() {
+                tables.push(t["routeTableId"].as_str().unwrap().to_string());
+            }
+            vpcs.push(vpc_id);
+        }
+    }
+    subnets.sort_by(|a, b| a.0.cmp(&b.0));
+    vpcs.sort();
+    tables.sort();
+    (subnets, vpcs, tables)
+}
+
+async fn deliver(
+    http: &reqwest::Client,
+    r: &Receiver,
+    kind: &str,
+    stack: &str,
+    id: &str,
+    at: &str,
+) {
+    let e = event_at(kind, stack, id, at);
+    let (status, body) = post(http, &r.hook_url(), &Signed::of(&e)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Now, moved by `offset_secs`, as an event's timestamp.
+fn now_rfc3339(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let d = Duration::from_secs(offset_secs.unsigned_abs());
+    let t = if offset_secs >= 0 { now + d } else { now - d };
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_are_verified_and_a_refresh_follows_the_account() {
+    let moto = Moto::start();
+    let sts = Proxy::start(&moto.endpoint, |_| Action::Forward).await;
+    let env = aws_env(&moto.endpoint, &sts.url);
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-refresh"),
+        &["--api-token", TOKEN, "--refresh-every", "0"],
+        &env,
+    );
+    let http = http();
+    let stack = "live-refresh";
+    let link = link_id(stack);
+    deliver(&http, &r, "linked", stack, "msg_live_1", &now_rfc3339(-60)).await;
+
+    // The first event sets off a role check: every role assumable, with the link's external id.
+    let v = until(&http, &r, &link, |v| v["rolesState"] == "verified").await;
+    let checks = v["roleChecks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "{v}");
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["assumable"] == true && c["errorCode"].is_null()),
+        "{v}"
+    );
+    assert_eq!(v["inventorySource"], "stack");
+    assert_eq!(sts.count("ExternalId=provider-ext-7f3a9c"), 3);
+    assert!(page(&http, &r, &link).await.contains("roles verified"));
+
+    // The account changes after the stack reported it: a VPC with two subnets.
+    let west = ec2(&moto, "us-west-2").await;
+    let vpc = west
+        .create_vpc()
+        .cidr_block("10.40.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut made = Vec::new();
+    for cidr in ["10.40.1.0/24", "10.40.2.0/24"] {
+        let s = west
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(cidr)
+            .send()
+            .await
+            .unwrap();
+        made.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    let (status, report) = refresh(&http, &r, &link).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("ok")),
+        "{report}"
+    );
+    // The example event's inventory has none of moto's networks (its default VPCs included): all new.
+    assert!(
+        report["changes"]["vpcs"]["added"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(vpc_id)),
+        "{report}"
+    );
+    let mut added: Vec<String> =
+        serde_json::from_value(report["changes"]["subnets"]["added"].clone()).unwrap();
+    added.sort();
+    made.sort();
+    assert!(made.iter().all(|s| added.contains(s)), "{report}");
+
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(v["inventorySource"], "refresh", "{v}");
+    assert_eq!(registry_view(&v["inventory"]), moto_view(&moto));
+    assert!(page(&http, &r, &link).await.contains("· refreshed"));
+    let (_, history) = get(
+        &http,
+        &format!("{}/api/links/{link}/events", r.url),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(
+        history["events"][0]["type"], "registry.refreshed",
+        "{history}"
+    );
+
+    // The customer picks the first subnet; then it is deleted and the second one's neighbour added.
+    let resp = http
+        .put(format!("{}/api/links/{link}/selection", r.url))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "region": "us-west-2", "vpcId": vpc_id, "subnetIds": [made[0]] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    west.delete_subnet()
+        .subnet_id(&made[0])
+        .send()
+        .await
+        .unwrap();
+    let third = west
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.40.3.0/24")
+        .send()
+        .await
+        .unwrap();
+    let third = third.subnet().unwrap().subnet_id().unwrap().to_string();
+    let (status, report) = refresh(&http, &r, &link).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["changes"]["subnets"]["added"],
+        json!([third]),
+        "{report}"
+    );
+    assert_eq!(
+        report["changes"]["subnets"]["removed"],
+        json!([made[0]]),
+        "{report}"
+    );
+    assert!(report["summary"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("removed subnet {}", made[0])));
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(registry_view(&v["inventory"]), moto_view(&moto));
+    // The selection is kept as saved, and flagged.
+    assert_eq!(v["selection"]["subnetIds"], json!([made[0]]));
+    assert_eq!(v["selectionMissing"], json!([made[0]]), "{v}");
+    assert!(page(&http, &r, &link).await.contains("selection-missing"));
+
+    // Newest wins: an update the stack sent before the refresh changes the link but not its inventory;
+    // one sent after replaces it.
+    let refreshed = subnets_of(&v["inventory"]);
+    deliver(&http, &r, "updated", stack, "msg_live_2", &now_rfc3339(-30)).await;
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(v["lastEventId"], "msg_live_2");
+    assert_eq!(
+        (v["inventorySource"].as_str(), subnets_of(&v["inventory"])),
+        (Some("refresh"), refreshed.clone())
+    );
+    deliver(&http, &r, "updated", stack, "msg_live_3", &now_rfc3339(30)).await;
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(v["inventorySource"], "stack");
+    assert_ne!(subnets_of(&v["inventory"]), refreshed);
+
+    // An unlinked link is never assumed again.
+    deliver(&http, &r, "unlinked", stack, "msg_live_4", &now_rfc3339(40)).await;
+    let before = sts.count("Action=AssumeRole");
+    let (status, body) = refresh(&http, &r, &link).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(sts.count("Action=AssumeRole"), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_role_is_shown_in_words_the_customer_can_act_on() {
+    let moto = Moto::start();
+    let sts = Proxy::start(&moto.endpoint, |body| {
+        if body.contains("Action=AssumeRole") {
+            Action::DenyAssumeRole
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let env = aws_env(&moto.endpoint, &sts.url);
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-refused"),
+        &["--api-token", TOKEN, "--refresh-every", "0"],
+        &env,
+    );
+    let http = http();
+    let stack = "live-refused";
+    let link = link_id(stack);
+    deliver(
+        &http,
+        &r,
+        "linked",
+        stack,
+        "msg_refused_1",
+        &now_rfc3339(-60),
+    )
+    .await;
+    let v = until(&http, &r, &link, |v| v["rolesState"] == "refused").await;
+    let remote = v["roleChecks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["role"] == "RemoteRole")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (remote["assumable"].as_bool(), remote["errorCode"].as_str()),
+        (Some(false), Some("AccessDenied")),
+        "{v}"
+    );
+    let words = "AccessDenied assuming RemoteRole: the stack's ExternalId must be the one this console issued";
+    assert!(
+        remote["problem"].as_str().unwrap().starts_with(words),
+        "{remote}"
+    );
+    assert!(page(&http, &r, &link).await.contains(words));
+
+    // A refresh cannot list without the RemoteRole: it fails with the same reason, the inventory stays.
+    let (status, report) = refresh(&http, &r, &link).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("failed")),
+        "{report}"
+    );
+    assert!(
+        report["problem"].as_str().unwrap().starts_with(words),
+        "{report}"
+    );
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(v["inventorySource"], "stack");
+    assert_eq!(v["refresh"]["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_credentials_the_registry_runs_and_says_checks_are_off() {
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-off"),
+        &["--api-token", TOKEN],
+        &[
+            ("AWS_ACCESS_KEY_ID", None),
+            ("AWS_SECRET_ACCESS_KEY", None),
+            ("AWS_SESSION_TOKEN", None),
+            ("AWS_PROFILE", None),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                Some("/nonexistent/credentials"),
+            ),
+            ("AWS_CONFIG_FILE", Some("/nonexistent/config")),
+            ("AWS_EC2_METADATA_DISABLED", Some("true")),
+            ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", None),
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", None),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", None),
+        ],
+    );
+    let http = http();
+    let stack = "live-off";
+    let link = link_id(stack);
+    deliver(&http, &r, "linked", stack, "msg_off_1", &now_rfc3339(-60)).await;
+    let v = until(&http, &r, &link, |v| v["awsAccess"] != "checking").await;
+    assert!(v["awsAccess"].as_str().unwrap().starts_with("off: "), "{v}");
+    let (status, body) = refresh(&http, &r, &link).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("role checks and refreshes are off"));
+    assert!(page(&http, &r, &link)
+        .await
+        .contains("Role checks and refreshes are off"));
+}
