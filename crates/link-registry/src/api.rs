@@ -260,6 +260,16 @@ async fn refresh(
     if !auth::csrf_ok(&app, &access, &headers, None) {
         return csrf_refused();
     }
+    // What can be told at once is told at once, even without `wait`.
+    if let crate::live::Access::Off(why) = app.live.access() {
+        return live_error(crate::live::LiveError::Off(why));
+    }
+    match app.store.link_view(&link_id).await {
+        Ok(Some(l)) if l.state == "linked" => {}
+        Ok(Some(_)) => return live_error(crate::live::LiveError::Unlinked),
+        Ok(None) => return live_error(crate::live::LiveError::NoLink),
+        Err(e) => return store_error(e),
+    }
     let run = tokio::spawn(crate::live::refresh(app.clone(), link_id, false));
     if !p.wait {
         return (StatusCode::ACCEPTED, Json(json!({ "status": "started" }))).into_response();
