@@ -321,10 +321,7 @@ impl Live {
             }
             let _ = tell.send(found);
         });
-        let owner = crate::auth::random_bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let owner = crate::auth::random_hex(8);
         Arc::new(Self {
             sdk,
             access,

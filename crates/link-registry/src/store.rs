@@ -201,10 +201,7 @@ impl Store {
             options.quotas,
             jobs,
         ));
-        let receiver = crate::auth::random_bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let receiver = crate::auth::random_hex(8);
         Ok(Self {
             pool,
             engine,
