@@ -134,6 +134,14 @@ def start_link_request(base):
         return json.loads(r.read())
 
 
+def refresh(base, link_id):
+    """What the link page's Refresh button does, through the API: waits for the refresh's report."""
+    req = urllib.request.Request(f"{base}/api/links/{urllib.parse.quote(link_id)}/refresh?wait=true",
+                                 method="POST", data=b"", headers={"x-csrf-token": console_csrf(base)})
+    with urllib.request.urlopen(req, timeout=180) as r:
+        return json.loads(r.read())
+
+
 def main():
     serve = "--no-serve" not in sys.argv[1:]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
@@ -214,7 +222,10 @@ def run():
            "--stack-region", "us-west-2", "--stack-param", "ProviderAccountId=111122223333",
            "--stack-param", "ProviderPlayerAccountId=222233334444",
            "--stack-param", "ProviderServiceAccountId=333344445555"],
-        WORK / "link-receiver.log", listen=registry.removeprefix("http://"), group=True, cwd=ROOT, timeout=15))
+        WORK / "link-receiver.log", listen=registry.removeprefix("http://"), group=True, cwd=ROOT, timeout=15,
+        # The provider's own AWS access (role checks, refreshes): moto, with any credentials.
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "provider", "AWS_SECRET_ACCESS_KEY": "provider",
+             "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}))
     done(t, f"verifying signatures and proofs of the account (by the stack's function role only) at {registry}/hooks/account-link")
 
     t = step("Starting cargo lambda's Lambda emulator and the function")
@@ -272,6 +283,18 @@ def run():
         done(t)
     status = api(registry, f"/link-requests/{request['externalId']}")
     say(f"\n  the console's link request is {BOLD}{status['status']}{RESET} (link {status['linkId']})")
+
+    t = step("A subnet is added to the account after the stack reported it; the provider presses Refresh")
+    added = json.loads(fixture(endpoint, "add-subnet", "--region", REGIONS[0]))
+    say(f"  moto: added {added['subnetId']} {added['cidrBlock']} to {added['vpcId']} in {REGIONS[0]}")
+    report = refresh(registry, link_id)
+    checks = ", ".join(f"{c['role']} {'assumable' if c['assumable'] else c.get('errorCode')}" for c in report["roleChecks"])
+    say(f"  the registry assumed the link's roles ({checks}) and listed the account through RemoteRole:")
+    say(f"    refresh {BOLD}{report['status']}{RESET}: {report.get('summary') or report.get('problem')}")
+    link = api(registry, f"/links/{urllib.parse.quote(link_id)}")
+    say(f"    inventory as of {link['inventoryAt']} ({link['inventorySource']}): {link['subnetCount']} subnets; "
+        f"roles {link['rolesState']}")
+    done(t)
 
     msgs = json.loads(fixture(endpoint, "sqs-drain", "--queue-url", topic["queueUrl"]))
     say(f"  SNS topic {topic['topicArn']} carried {len(msgs)} messages: "

@@ -28,6 +28,9 @@ of the Rust SDK the function uses).
   moto_fixture.py --endpoint URL assume-role --role-name R --session S
       creates the IAM role R (trusting Lambda) and assumes it; prints the temporary credentials as
       {"accessKeyId", "secretAccessKey", "sessionToken", "arn"} (a function's credentials are such a session)
+  moto_fixture.py --endpoint URL add-subnet --region R [--vpc V]
+      adds a subnet in the first free /24 of VPC V (default: the region's first non-default VPC); prints
+      {"vpcId", "subnetId", "cidrBlock"} (the account changing after its stack reported it)
   moto_fixture.py --endpoint URL secret --name N --value V    creates (or updates) a Secrets Manager secret;
       prints its ARN
 """
@@ -229,6 +232,16 @@ def secret(args):
     print(arn)
 
 
+def add_subnet(args):
+    ec2 = client("ec2", args.endpoint, args.region)
+    vpcs = ec2.describe_vpcs()["Vpcs"]
+    vpc = next(v for v in vpcs if (v["VpcId"] == args.vpc if args.vpc else not v.get("IsDefault")))
+    used = {s["CidrBlock"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])["Subnets"]}
+    cidr = next(str(c) for c in ipaddress.ip_network(vpc["CidrBlock"]).subnets(new_prefix=24) if str(c) not in used)
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock=cidr)["Subnet"]["SubnetId"]
+    print(json.dumps({"vpcId": vpc["VpcId"], "subnetId": subnet, "cidrBlock": cidr}))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--endpoint", required=True)
@@ -269,6 +282,9 @@ def main():
     a.add_argument("--role-name", required=True)
     a.add_argument("--session", required=True)
     a.add_argument("--region", default="us-west-2")
+    ad = sub.add_parser("add-subnet")
+    ad.add_argument("--region", required=True)
+    ad.add_argument("--vpc")
     sm = sub.add_parser("secret")
     sm.add_argument("--name", required=True)
     sm.add_argument("--value", required=True)
@@ -276,7 +292,7 @@ def main():
     args = p.parse_args()
     {"seed": seed, "inventory": inventory, "presign": presign, "read": read, "sns-topic": sns_topic,
      "sqs-drain": sqs_drain, "peering": peering, "routes": routes, "peering-status": peering_status,
-     "assume-role": assume_role, "secret": secret}[args.cmd](args)
+     "assume-role": assume_role, "secret": secret, "add-subnet": add_subnet}[args.cmd](args)
 
 
 if __name__ == "__main__":

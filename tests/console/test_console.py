@@ -72,7 +72,10 @@ def registry(tmp_path_factory, moto, link_receiver):
          "--template-url", TEMPLATE_URL, "--stack-region", "us-west-2",
          "--stack-param", "ProviderAccountId=111122223333", "--stack-param", "ProviderPlayerAccountId=222233334444",
          "--stack-param", "ProviderServiceAccountId=333344445555", "--min-free-ips", "16"],
-        listen=origin.removeprefix("http://"))
+        listen=origin.removeprefix("http://"),
+        # The provider's own AWS access (role checks, the Refresh button): moto, with any credentials.
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "provider", "AWS_SECRET_ACCESS_KEY": "provider",
+             "AWS_ENDPOINT_URL": moto, "AWS_EC2_METADATA_DISABLED": "true"})
     return receiver.url
 
 
@@ -203,6 +206,18 @@ def test_link_connect_and_pick_a_network(moto, registry, browser, tmp_path):
     chosen = sorted(o.get_attribute("value") for o in Select(browser.find_element(By.ID, "subnets")).all_selected_options)
     assert chosen == picked
     assert vpc_id in browser.find_element(By.ID, "current-selection").text
+
+    # A subnet is added to the account after the stack reported it: Refresh shows it without a reload.
+    added = json.loads(fixture(moto, "add-subnet", "--region", region, "--vpc", vpc_id))
+    browser.execute_script("window.notReloaded = true;")
+    browser.find_element(By.ID, "refresh").click()
+    wait(browser, 60).until(EC.text_to_be_present_in_element((By.ID, "refresh-progress"), "Refreshed"))
+    assert f"added subnet {added['subnetId']}" in browser.find_element(By.ID, "refresh-progress").text
+    wait(browser).until(lambda d: added["subnetId"] in [
+        o.get_attribute("value") for o in Select(d.find_element(By.ID, "subnets")).options])
+    assert browser.execute_script("return window.notReloaded === true;"), "the page was not reloaded"
+    assert Select(browser.find_element(By.ID, "vpc")).first_selected_option.get_attribute("value") == vpc_id
+    assert "refreshed" in browser.find_element(By.ID, "inventory-source").text
 
     # Route tables and the history are one click away.
     browser.find_element(By.CSS_SELECTOR, "#route-tables-box summary").click()

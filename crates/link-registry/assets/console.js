@@ -143,7 +143,8 @@ async function renderHistory(linkId) {
   }
 }
 
-async function initPicker(box) {
+// `keep`: the region and VPC on screen, and the subnets chosen, kept when the picker is built again.
+async function initPicker(box, keep) {
   const linkId = box.dataset.linkId;
   let link;
   try { link = await api(`/links/${encodeURIComponent(linkId)}`); } catch (err) {
@@ -206,7 +207,11 @@ async function initPicker(box) {
   };
 
   for (const r of regions) regionSel.append(el("option", { value: r.region, text: `${r.region} (${r.vpcs.length} VPCs)` }));
-  if (saved && regions.some((r) => r.region === saved.region)) {
+  if (keep && regions.some((r) => r.region === keep.region)) {
+    regionSel.value = keep.region;
+    fillVpcs(keep.vpc);
+    fillSubnets(keep.subnets);
+  } else if (saved && regions.some((r) => r.region === saved.region)) {
     regionSel.value = saved.region;
     fillVpcs(saved.vpcId);
     fillSubnets(saved.subnetIds);
@@ -256,7 +261,44 @@ async function initPicker(box) {
     current].filter(Boolean));
 
   const history = document.getElementById("history-box");
-  history.addEventListener("toggle", () => { if (history.open) renderHistory(linkId); });
+  if (!history.dataset.follows) {
+    history.dataset.follows = "1";
+    history.addEventListener("toggle", () => { if (history.open) renderHistory(linkId); });
+  }
+  box.keep = () => ({ region: regionSel.value, vpc: vpcSel.value,
+                      subnets: [...subnetSel.selectedOptions].map((o) => o.value) });
+}
+
+// ---- refresh (the account's networks, listed by the registry through the link's RemoteRole) ----
+
+function initRefresh(form, picker) {
+  const state = document.getElementById("refresh-state");
+  const progress = el("span", { id: "refresh-progress", role: "status" });
+  form.after(progress);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    progress.className = "muted";
+    progress.textContent = " Refreshing: checking the roles, listing the account's networks…";
+    try {
+      const r = await api(`/links/${encodeURIComponent(picker.dataset.linkId)}/refresh?wait=true`, { method: "POST" });
+      progress.className = r.status === "failed" ? "error" : "";
+      progress.textContent = r.status === "failed" ? ` Refresh failed: ${r.problem}` : ` Refreshed: ${r.summary}.`;
+      state.dataset.status = r.status;
+      const link = await api(`/links/${encodeURIComponent(picker.dataset.linkId)}`);
+      const source = document.getElementById("inventory-source");
+      if (source && link.inventoryAt) {
+        source.textContent = `as of ${link.inventoryAt.replace("T", " ").slice(0, 16)} UTC · ${link.inventorySource === "refresh" ? "refreshed" : "reported by the stack"}`;
+      }
+      await initPicker(picker, picker.keep ? picker.keep() : undefined);
+    } catch (err) {
+      progress.className = "error";
+      progress.textContent = ` ${err.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -264,5 +306,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (request) initRequest(request);
   const picker = document.getElementById("picker");
   if (picker) initPicker(picker);
+  const refresh = document.getElementById("refresh");
+  if (picker && refresh) initRefresh(refresh.closest("form"), picker);
   if (document.getElementById("start-link")) initAccounts();
 });

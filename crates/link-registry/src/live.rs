@@ -237,6 +237,10 @@ pub(crate) fn advice(check: &RoleCheck) -> Option<String> {
              (IAM → Account settings)"
         ),
         "Unreachable" => format!("{role} could not be checked: AWS STS did not answer ({message})"),
+        "NoExternalId" => format!(
+            "{role} was not assumed: the stack sent no ExternalId; update it with the ExternalId this \
+             console issued"
+        ),
         _ => format!("{code} assuming {role}: {message}"),
     })
 }
@@ -361,16 +365,29 @@ impl Live {
                 .region(aws_sdk_sts::config::Region::new(link.region.clone()))
                 .build(),
         );
-        let mut call = sts
+        let now = now_millis();
+        // Never without the external id: the provider's task role may not assume without one, and a
+        // role that trusts the provider without one is the confused deputy the id prevents.
+        let Some(external_id) = &link.external_id else {
+            let check = RoleCheck {
+                role: role.to_string(),
+                role_arn: arn.to_string(),
+                assumable: false,
+                error_code: Some("NoExternalId".into()),
+                message: Some("the link's stack sent no ExternalId".into()),
+                checked_at: rfc3339(now),
+                checked_at_ms: now,
+            };
+            return (check, None);
+        };
+        let result = sts
             .assume_role()
             .role_arn(arn)
             .role_session_name(session_name(&link.link_id))
-            .duration_seconds(SESSION_SECS);
-        if let Some(x) = &link.external_id {
-            call = call.external_id(x);
-        }
-        let result = call.send().await;
-        let now = now_millis();
+            .duration_seconds(SESSION_SECS)
+            .external_id(external_id)
+            .send()
+            .await;
         let check = |ok: bool, code: Option<String>, message: Option<String>| RoleCheck {
             role: role.to_string(),
             role_arn: arn.to_string(),

@@ -472,14 +472,16 @@ async fn keep_alive_outlives_the_header_timeout_and_ends_at_the_idle_timeout() {
     // Idle for twice the header timeout, as a load balancer keeps its connections: still served.
     tokio::time::sleep(Duration::from_secs(2)).await;
     deliver(&mut tcp, 301).await;
-    // Now idle, and a new connection that sends nothing: the silent one has the header timeout (1 s),
-    // the idle one the idle timeout (6 s), so the silent one is closed first, and the idle one lives
-    // well past the header timeout. Orders and lower bounds only: a slow machine can only make the
-    // closes seem later, never change their order.
+    let idle_since = Instant::now();
+    // Now idle. A new connection that sends nothing is opened 2 s later: with the header timeout (1 s)
+    // it closes about 3 s into the idle one's wait, well before the idle one (6 s); were it given the
+    // idle timeout instead it would close at about 8 s, after it. Orders of close times and lower bounds
+    // only, each with seconds to spare: a slow machine can only make the closes seem later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut silent = TcpStream::connect(addr(&receiver)).await.unwrap();
     let (idle, silent) = tokio::join!(
-        closed_after(&mut tcp, Duration::from_secs(30)),
-        closed_after(&mut silent, Duration::from_secs(30))
+        closed_at(&mut tcp, Duration::from_secs(30)),
+        closed_at(&mut silent, Duration::from_secs(30))
     );
     let (idle, silent) = (
         idle.expect("the idle connection is closed at the idle timeout"),
@@ -487,12 +489,21 @@ async fn keep_alive_outlives_the_header_timeout_and_ends_at_the_idle_timeout() {
     );
     assert!(
         silent < idle,
-        "the silent new connection (closed after {silent:?}) outlived the idle one ({idle:?})"
+        "the silent new connection (closed {:?} into the idle one's wait) outlived the idle one ({:?}): \
+         it had the idle timeout, not the header timeout",
+        silent - idle_since,
+        idle - idle_since
     );
     assert!(
-        idle >= Duration::from_secs(3),
-        "the idle connection closed after {idle:?}, not after the 6 s idle timeout"
+        idle - idle_since >= Duration::from_secs(3),
+        "the idle connection closed after {:?}, not after the 6 s idle timeout",
+        idle - idle_since
     );
+}
+
+/// When the server closes `tcp` (reading and dropping whatever it sends).
+async fn closed_at(tcp: &mut TcpStream, at_most: Duration) -> Option<Instant> {
+    closed_after(tcp, at_most).await.map(|_| Instant::now())
 }
 
 #[tokio::test(flavor = "multi_thread")]

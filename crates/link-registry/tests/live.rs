@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use support::common::Moto;
-use support::{event_at, get, http, link_id, post, Receiver, Signed};
+use support::{event_at, get, http, link_id, post, Postgres, Receiver, Signed};
 
 const TOKEN: &str = "live-tests-api-token-0123456789";
 const REGIONS: [&str; 2] = ["us-west-2", "us-east-1"];
@@ -37,10 +37,8 @@ struct Proxy {
     /// Requests seen whose body names this action, e.g. "Action=AssumeRole".
     seen: Arc<std::sync::Mutex<Vec<String>>>,
     /// Lets stalled requests go on.
-    #[allow(dead_code)]
     release: Arc<AtomicBool>,
     /// Requests stalled so far.
-    #[allow(dead_code)]
     stalled: Arc<AtomicUsize>,
 }
 
@@ -572,4 +570,213 @@ async fn without_credentials_the_registry_runs_and_says_checks_are_off() {
     assert!(page(&http, &r, &link)
         .await
         .contains("Role checks and refreshes are off"));
+}
+
+/// The start times of a link's refreshes (its history's `registry.refreshed` entries), in order.
+async fn refreshes_of(http: &reqwest::Client, r: &Receiver, link: &str) -> Vec<i64> {
+    let (_, history) = get(
+        http,
+        &format!("{}/api/links/{link}/events?limit=500", r.url),
+        Some(TOKEN),
+    )
+    .await;
+    let mut at: Vec<i64> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "registry.refreshed")
+        .map(|e| {
+            let t = humantime::parse_rfc3339(e["timestamp"].as_str().unwrap()).unwrap();
+            t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        })
+        .collect();
+    at.sort_unstable();
+    at
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receivers_sharing_postgresql_refresh_each_due_link_once_per_period() {
+    let moto = Moto::start();
+    let pg = Postgres::start();
+    let db = pg.database("live_schedule");
+    let env = aws_env(&moto.endpoint, &moto.endpoint);
+    let flags = ["--api-token", TOKEN, "--refresh-every", "3s"];
+    let a = Receiver::start_env(&db, &flags, &env);
+    let b = Receiver::start_env(&db, &flags, &env);
+    let http = http();
+    let stacks = ["live-sched-1", "live-sched-2"];
+    for (i, stack) in stacks.iter().enumerate() {
+        let r = if i == 0 { &a } else { &b };
+        deliver(
+            &http,
+            r,
+            "linked",
+            stack,
+            &format!("msg_sched_{i}"),
+            &now_rfc3339(-60),
+        )
+        .await;
+    }
+    // Each link gets at least three scheduled refreshes.
+    for stack in stacks {
+        let link = link_id(stack);
+        for _ in 0..400 {
+            if refreshes_of(&http, &a, &link).await.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let at = refreshes_of(&http, &a, &link).await;
+        assert!(at.len() >= 3, "{link}: {at:?}");
+        // A refresh is due a jittered period (at least 0.9 x 3 s) after the previous one ended, and only
+        // the receiver holding the lease does it: never two in one period, whichever receiver ran them.
+        for pair in at.windows(2) {
+            assert!(pair[1] - pair[0] >= 2700, "{link}: refreshes at {at:?}");
+        }
+    }
+    let logs = a.logs() + &b.logs();
+    assert!(logs.contains("refreshed"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_killed_mid_refresh_loses_its_lease_and_another_completes_it() {
+    let moto = Moto::start();
+    let pg = Postgres::start();
+    let db = pg.database("live_lease");
+    // The first receiver's EC2 never answers a listing: its refresh stays open until it is killed.
+    let stall = Proxy::start(&moto.endpoint, |body| {
+        if body.contains("Action=Describe") {
+            Action::Stall
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let env_a = aws_env(&stall.url, &moto.endpoint);
+    let a = Receiver::start_env(
+        &db,
+        &[
+            "--api-token",
+            TOKEN,
+            "--refresh-every",
+            "2s",
+            "--refresh-timeout",
+            "8",
+        ],
+        &env_a,
+    );
+    let http = http();
+    let stack = "live-lease";
+    let link = link_id(stack);
+    deliver(&http, &a, "linked", stack, "msg_lease_1", &now_rfc3339(-60)).await;
+    until(&http, &a, &link, |v| v["refresh"]["running"] == true).await;
+    while stall.stalled.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill();
+
+    // Another receiver, whose EC2 answers, takes the link once the dead one's lease has expired.
+    let env_b = aws_env(&moto.endpoint, &moto.endpoint);
+    let b = Receiver::start_env(&db, &["--refresh-every", "2s"], &env_b);
+    let v = until(&http, &b, &link, |v| v["refresh"]["status"] == "ok").await;
+    stall.release.store(true, Ordering::SeqCst);
+    assert_eq!(v["inventorySource"], "refresh", "{v}");
+    // The killed receiver never finished its run: the one that counts is the second receiver's.
+    assert_eq!(v["refresh"]["runs"], 1, "{v}");
+    assert_eq!(registry_view(&v["inventory"]), moto_view(&moto));
+    assert!(b.logs().contains("refreshed"));
+
+    // The console's Refresh button needs the page's CSRF token (the receiver serves loopback callers
+    // without a token, as browsers on the same host).
+    let html = http
+        .get(format!("{}/links/{link}", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"refresh\""), "{html}");
+    let csrf = html
+        .split("data-csrf=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = |token: &str| {
+        no_redirects
+            .post(format!("{}/links/{link}/refresh", b.url))
+            .form(&[("csrf", token.to_string())])
+            .send()
+    };
+    let before = refreshes_of(&http, &b, &link).await.len();
+    assert_eq!(form("forged").await.unwrap().status().as_u16(), 403);
+    let pressed = form(&csrf).await.unwrap();
+    assert_eq!(pressed.status().as_u16(), 303);
+    assert!(refreshes_of(&http, &b, &link).await.len() > before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_past_its_time_limit_is_cut_off_and_reported() {
+    let moto = Moto::start();
+    let stall = Proxy::start(&moto.endpoint, |body| {
+        if body.contains("Action=DescribeSubnets") {
+            Action::Stall
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let env = aws_env(&stall.url, &moto.endpoint);
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-timeout"),
+        &[
+            "--api-token",
+            TOKEN,
+            "--refresh-every",
+            "0",
+            "--refresh-timeout",
+            "2",
+        ],
+        &env,
+    );
+    let http = http();
+    let stack = "live-timeout";
+    let link = link_id(stack);
+    deliver(
+        &http,
+        &r,
+        "linked",
+        stack,
+        "msg_timeout_1",
+        &now_rfc3339(-60),
+    )
+    .await;
+    let (status, report) = refresh(&http, &r, &link).await;
+    stall.release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("failed")),
+        "{report}"
+    );
+    assert_eq!(
+        report["problem"], "cut off after 2 s (--refresh-timeout)",
+        "{report}"
+    );
+    assert!(stall.stalled.load(Ordering::SeqCst) > 0);
+    // The lease is released with the outcome; the stack's inventory stays.
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(
+        (
+            v["refresh"]["running"].as_bool(),
+            v["refresh"]["status"].as_str()
+        ),
+        (Some(false), Some("failed")),
+        "{v}"
+    );
+    assert_eq!(v["inventorySource"], "stack");
 }
