@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: String,
     pub uri: String,
     pub headers: Vec<(String, String)>,
@@ -23,7 +23,7 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -32,7 +32,7 @@ impl Recorded {
 }
 
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -42,7 +42,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn status(status: u16) -> Self {
+    pub(crate) fn status(status: u16) -> Self {
         Self {
             status,
             headers: vec![],
@@ -51,19 +51,19 @@ impl Reply {
             hang: false,
         }
     }
-    pub fn body(mut self, body: &str) -> Self {
+    pub(crate) fn body(mut self, body: &str) -> Self {
         self.body = body.to_string();
         self
     }
-    pub fn header(mut self, k: &str, v: &str) -> Self {
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Self {
         self.headers.push((k.into(), v.into()));
         self
     }
-    pub fn delay(mut self, d: Duration) -> Self {
+    pub(crate) fn delay(mut self, d: Duration) -> Self {
         self.delay = d;
         self
     }
-    pub fn hang() -> Self {
+    pub(crate) fn hang() -> Self {
         Self {
             hang: true,
             ..Self::status(200)
@@ -73,7 +73,7 @@ impl Reply {
 
 type Script = Arc<dyn Fn(usize, &Recorded) -> Reply + Send + Sync>;
 
-pub struct Server {
+pub(crate) struct Server {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: tokio::task::JoinHandle<()>,
@@ -81,7 +81,9 @@ pub struct Server {
 
 impl Server {
     /// `script(n, request)` decides the answer to the n-th request (0-based).
-    pub async fn start(script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Self {
+    pub(crate) async fn start(
+        script: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
@@ -114,15 +116,15 @@ impl Server {
     }
 
     /// Answers every request with the same reply.
-    pub async fn always(reply: Reply) -> Self {
+    pub(crate) async fn always(reply: Reply) -> Self {
         Self::start(move |_, _| reply.clone()).await
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
+    pub(crate) fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
 }
@@ -180,14 +182,14 @@ async fn answer(
 /// A loopback listener that records the first line of every connection made to it (a request line, or a
 /// proxy's `CONNECT host:443`) and closes it. Used as the proxy of an HTTP client, it sees every request
 /// that client makes to any host, so "nothing was sent" is an observation, not an assumption.
-pub struct Trap {
+pub(crate) struct Trap {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Trap {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -221,7 +223,7 @@ impl Trap {
 
     /// An HTTP client that sends every request through this trap, except to loopback addresses (the
     /// tests' own fakes).
-    pub fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let proxy = reqwest::Proxy::all(format!("http://{}", self.addr))
             .unwrap()
@@ -235,7 +237,7 @@ impl Trap {
     }
 
     /// The first line of every connection so far.
-    pub async fn seen(&self) -> Vec<String> {
+    pub(crate) async fn seen(&self) -> Vec<String> {
         // A connection accepted just now is recorded once its first line is read.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.seen.lock().unwrap().clone()

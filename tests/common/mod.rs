@@ -2,7 +2,7 @@
 //! fake provider, fake EC2 faults), captured logs, and an `App` wired to them.
 #![allow(dead_code)]
 
-pub mod http;
+pub(crate) mod http;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -16,7 +16,7 @@ use account_link::App;
 use serde_json::Value;
 
 /// The workspace's root (these helpers are shared by the registry's tests too).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .find(|p| p.join("Cargo.lock").exists())
@@ -26,7 +26,7 @@ pub fn root() -> PathBuf {
 
 /// A tool from the project's virtualenv (installed by `make test`), or from the one `ACCOUNT_LINK_VENV`
 /// names (a git worktree sharing the main checkout's).
-pub fn venv_bin(name: &str) -> PathBuf {
+pub(crate) fn venv_bin(name: &str) -> PathBuf {
     let venv =
         std::env::var_os("ACCOUNT_LINK_VENV").map_or_else(|| root().join(".venv"), PathBuf::from);
     let p = venv.join("bin").join(name);
@@ -38,7 +38,7 @@ pub fn venv_bin(name: &str) -> PathBuf {
     p
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,7 +47,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A moto server for this test, stopped when dropped.
-pub struct Moto {
+pub(crate) struct Moto {
     child: Child,
     pub endpoint: String,
 }
@@ -55,7 +55,7 @@ pub struct Moto {
 impl Moto {
     /// On a port moto chooses (`-p 0`), read back from the line it prints once it listens: no free port is
     /// picked, closed and passed on, which another test could take in between.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut child = Command::new(venv_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
@@ -86,7 +86,7 @@ impl Moto {
     }
 
     /// Runs scripts/moto_fixture.py against this server and returns its stdout.
-    pub fn fixture(&self, args: &[&str]) -> String {
+    pub(crate) fn fixture(&self, args: &[&str]) -> String {
         let out = Command::new(venv_bin("python"))
             .arg(root().join("scripts/moto_fixture.py"))
             .args(["--endpoint", &self.endpoint])
@@ -101,14 +101,14 @@ impl Moto {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    pub fn presign(&self, key: &str) -> String {
+    pub(crate) fn presign(&self, key: &str) -> String {
         self.fixture(&["presign", "--bucket", "cfn-responses", "--key", key])
             .trim()
             .to_string()
     }
 
     /// The answer CloudFormation would read, as uploaded to moto's S3.
-    pub fn read_answer(&self, key: &str) -> Value {
+    pub(crate) fn read_answer(&self, key: &str) -> Value {
         serde_json::from_str(&self.fixture(&["read", "--bucket", "cfn-responses", "--key", key]))
             .unwrap()
     }
@@ -122,14 +122,14 @@ impl Drop for Moto {
 }
 
 /// events/<name>.json with its ResponseURL replaced.
-pub fn event(name: &str, response_url: &str) -> Value {
+pub(crate) fn event(name: &str, response_url: &str) -> Value {
     let mut v: Value =
         serde_json::from_slice(&std::fs::read(root().join("events").join(name)).unwrap()).unwrap();
     v["ResponseURL"] = response_url.into();
     v
 }
 
-pub fn config(vars: &[(&str, &str)]) -> Config {
+pub(crate) fn config(vars: &[(&str, &str)]) -> Config {
     let mut all: Vec<(&str, &str)> = vec![("ACCOUNT_LINK_ALLOW_LOOPBACK", "true")];
     all.extend_from_slice(vars);
     Config::from_lookup(|k| {
@@ -141,7 +141,7 @@ pub fn config(vars: &[(&str, &str)]) -> Config {
 }
 
 /// SDK configuration pointing every service at `endpoint`, as `AWS_ENDPOINT_URL` would.
-pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     use aws_config::{BehaviorVersion, Region};
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(account_link::config::aws_https_client())
@@ -155,12 +155,12 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-pub async fn app(endpoint: &str, vars: &[(&str, &str)]) -> Arc<App> {
+pub(crate) async fn app(endpoint: &str, vars: &[(&str, &str)]) -> Arc<App> {
     Arc::new(App::new(&sdk_config(endpoint).await, Ok(config(vars))))
 }
 
 /// Every log line written by any test in this binary (JSON, as in Lambda).
-pub fn logs() -> String {
+pub(crate) fn logs() -> String {
     let buf = log_buffer();
     let bytes = buf.lock().unwrap();
     String::from_utf8_lossy(&bytes).into_owned()
@@ -185,7 +185,7 @@ fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
 }
 
 /// Call first in every test that wants its logs captured.
-pub fn capture_logs() {
+pub(crate) fn capture_logs() {
     let _ = log_buffer();
 }
 
@@ -202,7 +202,7 @@ impl Write for LogWriter {
 }
 
 /// No log line carries a pre-signed URL's signature or a signing secret.
-pub fn assert_no_secrets_in_logs(secrets: &[&str]) {
+pub(crate) fn assert_no_secrets_in_logs(secrets: &[&str]) {
     let logs = logs();
     assert!(!logs.is_empty(), "logs were captured");
     for needle in ["X-Amz-Signature", "X-Amz-Credential", "Signature="]
@@ -214,13 +214,13 @@ pub fn assert_no_secrets_in_logs(secrets: &[&str]) {
 }
 
 /// A helper process that announces "... listening on http://ADDR" on stderr; killed when dropped.
-pub struct Listening {
+pub(crate) struct Listening {
     child: Child,
     pub url: String,
 }
 
 impl Listening {
-    pub fn start(cmd: &mut Command) -> Self {
+    pub(crate) fn start(cmd: &mut Command) -> Self {
         use std::io::BufRead;
         let mut child = cmd
             .stdout(Stdio::null())
@@ -250,7 +250,7 @@ impl Listening {
     }
 
     /// The Python `standardwebhooks` verifier writing verified payloads to `out`.
-    pub fn py_receiver(secret: &str, out: &std::path::Path) -> Self {
+    pub(crate) fn py_receiver(secret: &str, out: &std::path::Path) -> Self {
         Self::start(
             Command::new(venv_bin("python"))
                 .arg(root().join("scripts/py_receiver.py"))
@@ -268,7 +268,7 @@ impl Drop for Listening {
 }
 
 /// JSON lines written by a receiver.
-pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
+pub(crate) fn json_lines(path: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -277,7 +277,7 @@ pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
 }
 
 /// A fresh temporary file path (removed by the OS's tmp cleaning; names are unique per test run).
-pub fn temp_path(name: &str) -> PathBuf {
+pub(crate) fn temp_path(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("account-link-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
@@ -285,17 +285,17 @@ pub fn temp_path(name: &str) -> PathBuf {
     p
 }
 
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The function the sample events' stack (events/*.json) runs: same partition, region and account.
-pub const FUNCTION_ARN: &str = "arn:aws:lambda:us-west-2:123456789012:function:account-link";
+pub(crate) const FUNCTION_ARN: &str = "arn:aws:lambda:us-west-2:123456789012:function:account-link";
 
-pub fn origin() -> account_link::cfn::Origin {
+pub(crate) fn origin() -> account_link::cfn::Origin {
     account_link::cfn::Origin::from_function_arn(FUNCTION_ARN).unwrap()
 }
 
 /// Deliveries signed with these secrets only (no proof of the account).
-pub fn hmac_auth(
+pub(crate) fn hmac_auth(
     secrets: Vec<link_contract::signing::SigningSecret>,
 ) -> account_link::notify::Auth {
     account_link::notify::Auth {
@@ -305,7 +305,7 @@ pub fn hmac_auth(
 }
 
 /// An `App` on the given EC2 configuration and notifier, allowed to call the tests' loopback fakes.
-pub fn app_on(
+pub(crate) fn app_on(
     ec2: aws_sdk_ec2::Config,
     notifier: Arc<dyn account_link::notify::Notifier>,
 ) -> Arc<App> {
@@ -320,7 +320,7 @@ pub fn app_on(
 }
 
 /// EC2 faked (aws-smithy-mocks) with one VPC, `vpc-11111111`, and nothing else, in every region.
-pub fn one_vpc_ec2() -> aws_sdk_ec2::Config {
+pub(crate) fn one_vpc_ec2() -> aws_sdk_ec2::Config {
     use aws_sdk_ec2::operation::{
         describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput,
         describe_vpcs::DescribeVpcsOutput,
@@ -354,7 +354,10 @@ pub fn one_vpc_ec2() -> aws_sdk_ec2::Config {
 const PAGE: usize = 1000;
 
 /// EC2 with `vpcs` VPCs and `subnets` subnets spread over them, served `PAGE` subnets at a time.
-pub fn paged_ec2(vpcs: usize, subnets: usize) -> (aws_sdk_ec2::Client, aws_smithy_mocks::Rule) {
+pub(crate) fn paged_ec2(
+    vpcs: usize,
+    subnets: usize,
+) -> (aws_sdk_ec2::Client, aws_smithy_mocks::Rule) {
     use aws_sdk_ec2::operation::{
         describe_route_tables::DescribeRouteTablesOutput, describe_subnets::DescribeSubnetsOutput,
         describe_vpcs::DescribeVpcsOutput,
@@ -416,7 +419,7 @@ pub fn paged_ec2(vpcs: usize, subnets: usize) -> (aws_sdk_ec2::Client, aws_smith
     (client, subnet_rule)
 }
 
-pub struct Session {
+pub(crate) struct Session {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub session_token: String,
@@ -424,7 +427,7 @@ pub struct Session {
 }
 
 /// Temporary credentials of an assumed role in moto: what a Lambda function runs with.
-pub fn assume_role(moto: &Moto, role: &str) -> Session {
+pub(crate) fn assume_role(moto: &Moto, role: &str) -> Session {
     let v: Value = serde_json::from_str(&moto.fixture(&[
         "assume-role",
         "--role-name",
@@ -442,7 +445,7 @@ pub fn assume_role(moto: &Moto, role: &str) -> Session {
     }
 }
 
-pub async fn sdk_with(moto: &Moto, session: &Session) -> aws_config::SdkConfig {
+pub(crate) async fn sdk_with(moto: &Moto, session: &Session) -> aws_config::SdkConfig {
     use aws_config::{BehaviorVersion, Region};
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(account_link::config::aws_https_client())
@@ -461,7 +464,7 @@ pub async fn sdk_with(moto: &Moto, session: &Session) -> aws_config::SdkConfig {
 
 /// Keeps every event handed to the provider-notification step.
 #[derive(Default)]
-pub struct Recorder(pub Mutex<Vec<link_contract::event::LinkEvent>>);
+pub(crate) struct Recorder(pub Mutex<Vec<link_contract::event::LinkEvent>>);
 
 impl account_link::notify::Notifier for Recorder {
     fn notify<'a>(
@@ -476,7 +479,7 @@ impl account_link::notify::Notifier for Recorder {
 
 /// Gives the request a RequestId of its own (so its log lines can be told from other tests'), and
 /// returns it.
-pub fn own_request_id(payload: &mut Value, tag: &str) -> String {
+pub(crate) fn own_request_id(payload: &mut Value, tag: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let id = format!(
@@ -492,7 +495,7 @@ pub fn own_request_id(payload: &mut Value, tag: &str) -> String {
 /// (its "answering CloudFormation" log line; logs must be captured). Compared with
 /// `handler::ANSWER_MARGIN`, this checks the deadline the function was given, not how fast a loaded
 /// machine then delivered the answer.
-pub fn time_left_when_answering(request_id: &str) -> Duration {
+pub(crate) fn time_left_when_answering(request_id: &str) -> Duration {
     let lines: Vec<Value> = logs()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

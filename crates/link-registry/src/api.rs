@@ -5,16 +5,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use link_contract::inventory::RegionInventory;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{self, Access, Refused};
+use crate::auth;
+use crate::error::{csrf, ApiError, Caller, Problem};
 use crate::store::{LinkQuery, Selection};
 use crate::App;
 
@@ -34,51 +35,21 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/rejected-events", get(rejected))
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "status": status.as_u16(), "message": message })),
-    )
-        .into_response()
-}
+type ApiResult<T> = Result<T, ApiError>;
 
-/// Lets in the callers `auth::access` allows, and tells the handler how they came in.
+/// Lets in the callers `auth::access` allows, and hands the handlers how they came in (`Caller`).
 pub(crate) async fn require_access(
     State(app): State<Arc<App>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let access = match auth::access(&app, req.headers()).await {
-        Ok(a) => a,
-        Err(Refused::NotSignedIn) => {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "send Authorization: Bearer <the registry's API token>",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            return r;
+    match auth::access(&app, req.headers()).await {
+        Ok(access) => {
+            req.extensions_mut().insert(Caller(access));
+            next.run(req).await
         }
-        Err(Refused::BehindProxy(h)) => {
-            return error(StatusCode::FORBIDDEN, &Refused::proxy_message(&h))
-        }
-        Err(Refused::Unavailable(e)) => {
-            tracing::error!(error = %e, "api: sessions unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the registry's database is unavailable",
-            );
-        }
-    };
-    req.extensions_mut().insert(access);
-    next.run(req).await
-}
-
-fn csrf_refused() -> Response {
-    error(
-        StatusCode::FORBIDDEN,
-        "missing or wrong x-csrf-token header (send the console page's token, or use a bearer token)",
-    )
+        Err(refused) => ApiError::from(refused).into_response(),
+    }
 }
 
 /// Healthy only when a heartbeat commits through the writer (the path every delivery takes), so a load
@@ -108,21 +79,18 @@ struct RejectedParams {
 }
 
 /// Deliveries kept apart because they named another stack's link, newest first (`?link=` for one link).
-async fn rejected(State(app): State<Arc<App>>, Query(p): Query<RejectedParams>) -> Response {
-    let limit = match page_size(p.limit) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    match app
+async fn rejected(
+    State(app): State<Arc<App>>,
+    Query(p): Query<RejectedParams>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = page_size(p.limit)?;
+    let page = app
         .store
         .rejected(p.link.as_deref(), limit, p.after.as_deref())
-        .await
-    {
-        Ok(page) => {
-            Json(json!({ "rejectedEvents": page.items, "next": page.next })).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+        .await?;
+    Ok(Json(
+        json!({ "rejectedEvents": page.items, "next": page.next }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,25 +102,24 @@ struct LinksParams {
 }
 
 /// The page size asked for, or the answer to a bad one.
-fn page_size(limit: Option<i64>) -> Result<i64, Box<Response>> {
+fn page_size(limit: Option<i64>) -> Result<i64, Problem> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(_) => Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &format!("limit must be 1 to {MAX_PAGE}"),
+        Some(_) => Err(Problem::BadRequest(format!(
+            "limit must be 1 to {MAX_PAGE}"
         ))),
     }
 }
 
-async fn links(State(app): State<Arc<App>>, Query(p): Query<LinksParams>) -> Response {
-    let limit = match page_size(p.limit) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
+async fn links(
+    State(app): State<Arc<App>>,
+    Query(p): Query<LinksParams>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = page_size(p.limit)?;
     if let Some(s) = &p.state {
         if !["linked", "unlinked"].contains(&s.as_str()) {
-            return error(StatusCode::BAD_REQUEST, "state must be linked or unlinked");
+            return Err(Problem::BadRequest("state must be linked or unlinked".into()).into());
         }
     }
     let q = LinkQuery {
@@ -161,29 +128,21 @@ async fn links(State(app): State<Arc<App>>, Query(p): Query<LinksParams>) -> Res
         limit,
         after: p.after,
     };
-    match app.store.links(&q).await {
-        Ok(page) => Json(json!({ "links": page.items, "next": page.next })).into_response(),
-        Err(e) => store_error(e),
-    }
+    let page = app.store.links(&q).await?;
+    Ok(Json(json!({ "links": page.items, "next": page.next })))
 }
 
-async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> Response {
-    let found = match app.store.link(&link_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no link with this id"),
-        Err(e) => return store_error(e),
-    };
-    let selection = match app.store.selection(&link_id).await {
-        Ok(s) => s,
-        Err(e) => return store_error(e),
-    };
-    let (role_checks, refresh) = match tokio::try_join!(
+async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> ApiResult<Response> {
+    let found = app
+        .store
+        .link(&link_id)
+        .await?
+        .ok_or(Problem::NotFound("no link with this id"))?;
+    let (selection, role_checks, refresh) = tokio::try_join!(
+        app.store.selection(&link_id),
         app.store.role_checks(&link_id),
         app.store.refresh_state(&link_id)
-    ) {
-        Ok(x) => x,
-        Err(e) => return store_error(e),
-    };
+    )?;
     let (link, inventory) = found;
     let selection_missing = match (&selection, &inventory) {
         (Some(s), Some(raw)) => serde_json::from_str::<Vec<RegionInventory>>(raw.get())
@@ -198,7 +157,7 @@ async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> Respo
             RoleCheckView { check: c, problem }
         })
         .collect();
-    Json(LinkDetail {
+    Ok(Json(LinkDetail {
         link: &link,
         inventory: inventory.as_deref(),
         selection,
@@ -208,7 +167,7 @@ async fn link(State(app): State<Arc<App>>, Path(link_id): Path<String>) -> Respo
         refresh,
         aws_access: access_text(&app),
     })
-    .into_response()
+    .into_response())
 }
 
 /// `on`, `checking`, or `off: <why>`.
@@ -230,17 +189,6 @@ struct RoleCheckView {
     problem: Option<String>,
 }
 
-/// The answer to a refresh or role check that could not run.
-pub(crate) fn live_error(e: crate::live::LiveError) -> Response {
-    use crate::live::LiveError;
-    match e {
-        LiveError::Off(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        LiveError::NoLink => error(StatusCode::NOT_FOUND, &e.to_string()),
-        LiveError::Unlinked | LiveError::Busy => error(StatusCode::CONFLICT, &e.to_string()),
-        LiveError::Store(e) => store_error(e),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct RefreshParams {
     /// Answer when the refresh has ended (at most --refresh-timeout), with what it did.
@@ -252,58 +200,48 @@ struct RefreshParams {
 /// and the refresh's report).
 async fn refresh(
     State(app): State<Arc<App>>,
-    Extension(access): Extension<Access>,
+    Caller(access): Caller,
     headers: HeaderMap,
     Path(link_id): Path<String>,
     Query(p): Query<RefreshParams>,
-) -> Response {
-    if !auth::csrf_ok(&app, &access, &headers, None) {
-        return csrf_refused();
-    }
+) -> ApiResult<Response> {
+    csrf(&app, &access, &headers, None)?;
     // What can be told at once is told at once, even without `wait`.
     if let crate::live::Access::Off(why) = app.live.access() {
-        return live_error(crate::live::LiveError::Off(why));
+        return Err(Problem::from(crate::live::LiveError::Off(why)).into());
     }
-    match app.store.link_view(&link_id).await {
-        Ok(Some(l)) if l.state == "linked" => {}
-        Ok(Some(_)) => return live_error(crate::live::LiveError::Unlinked),
-        Ok(None) => return live_error(crate::live::LiveError::NoLink),
-        Err(e) => return store_error(e),
+    match app.store.link_view(&link_id).await.map_err(Problem::from)? {
+        Some(l) if l.state == "linked" => {}
+        Some(_) => return Err(Problem::from(crate::live::LiveError::Unlinked).into()),
+        None => return Err(Problem::from(crate::live::LiveError::NoLink).into()),
     }
     let run = tokio::spawn(crate::live::refresh(app.clone(), link_id, false));
     if !p.wait {
-        return (StatusCode::ACCEPTED, Json(json!({ "status": "started" }))).into_response();
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "status": "started" }))).into_response());
     }
-    match run.await {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => live_error(e),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the refresh failed"),
-    }
+    let report = run
+        .await
+        .map_err(|_| Problem::Internal("the refresh failed"))??;
+    Ok(Json(report).into_response())
 }
 
 /// `POST /api/links/{linkId}/role-check`: assumes each of the link's roles now; their checks.
 async fn role_check(
     State(app): State<Arc<App>>,
-    Extension(access): Extension<Access>,
+    Caller(access): Caller,
     headers: HeaderMap,
     Path(link_id): Path<String>,
-) -> Response {
-    if !auth::csrf_ok(&app, &access, &headers, None) {
-        return csrf_refused();
-    }
-    match crate::live::check_roles(&app, &link_id).await {
-        Ok(checks) => {
-            let checks: Vec<RoleCheckView> = checks
-                .into_iter()
-                .map(|c| {
-                    let problem = crate::live::advice(&c);
-                    RoleCheckView { check: c, problem }
-                })
-                .collect();
-            Json(json!({ "roleChecks": checks })).into_response()
-        }
-        Err(e) => live_error(e),
-    }
+) -> ApiResult<Json<serde_json::Value>> {
+    csrf(&app, &access, &headers, None)?;
+    let checks: Vec<RoleCheckView> = crate::live::check_roles(&app, &link_id)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let problem = crate::live::advice(&c);
+            RoleCheckView { check: c, problem }
+        })
+        .collect();
+    Ok(Json(json!({ "roleChecks": checks })))
 }
 
 /// `GET /api/links/{linkId}`: the link, its inventory as stored, the saved selection.
@@ -385,53 +323,41 @@ const MAX_SELECTED_SUBNETS: usize = 256;
 
 async fn save_selection(
     State(app): State<Arc<App>>,
-    Extension(access): Extension<Access>,
+    Caller(access): Caller,
     headers: HeaderMap,
     Path(link_id): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    if !auth::csrf_ok(&app, &access, &headers, None) {
-        return csrf_refused();
-    }
-    let selection: Selection = match serde_json::from_slice(&body) {
-        Ok(s) => s,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body must be {{\"region\", \"vpcId\", \"subnetIds\": [...]}}: {e}"),
-            )
-        }
-    };
+) -> ApiResult<Json<serde_json::Value>> {
+    csrf(&app, &access, &headers, None)?;
+    let selection: Selection = serde_json::from_slice(&body).map_err(|e| {
+        Problem::BadRequest(format!(
+            "the body must be {{\"region\", \"vpcId\", \"subnetIds\": [...]}}: {e}"
+        ))
+    })?;
     if selection.subnet_ids.len() > MAX_SELECTED_SUBNETS {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("subnetIds: at most {MAX_SELECTED_SUBNETS}"),
+        return Err(
+            Problem::BadRequest(format!("subnetIds: at most {MAX_SELECTED_SUBNETS}")).into(),
         );
     }
-    let (link, inventory) = match app.store.link(&link_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no link with this id"),
-        Err(e) => return store_error(e),
-    };
+    let (link, inventory) = app
+        .store
+        .link(&link_id)
+        .await?
+        .ok_or(Problem::NotFound("no link with this id"))?;
     if link.state != "linked" {
-        return error(
-            StatusCode::CONFLICT,
-            "the link is unlinked: its account's stack was deleted",
-        );
+        return Err(Problem::Conflict(
+            "the link is unlinked: its account's stack was deleted".into(),
+        )
+        .into());
     }
     let inventory: Vec<RegionInventory> = inventory
         .and_then(|raw| serde_json::from_str(raw.get()).ok())
         .unwrap_or_default();
-    if let Err(problem) = check_selection(&selection, &inventory, app.console.min_free_ips) {
-        return error(StatusCode::BAD_REQUEST, &problem);
-    }
-    match app.store.save_selection(&link_id, &selection).await {
-        Ok(()) => {
-            tracing::info!(link_id, vpc_id = %selection.vpc_id, subnets = selection.subnet_ids.len(), "network selection saved");
-            Json(json!({ "selection": selection })).into_response()
-        }
-        Err(e) => store_error(e),
-    }
+    check_selection(&selection, &inventory, app.console.min_free_ips)
+        .map_err(Problem::BadRequest)?;
+    app.store.save_selection(&link_id, &selection).await?;
+    tracing::info!(link_id, vpc_id = %selection.vpc_id, subnets = selection.subnet_ids.len(), "network selection saved");
+    Ok(Json(json!({ "selection": selection })))
 }
 
 /// `POST /api/link-requests`: an empty body for one account, or `{"multiAccount": true,
@@ -447,45 +373,37 @@ struct NewRequest {
 
 async fn create_request(
     State(app): State<Arc<App>>,
-    Extension(access): Extension<Access>,
+    Caller(access): Caller,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if !auth::csrf_ok(&app, &access, &headers, None) {
-        return csrf_refused();
-    }
+) -> ApiResult<Response> {
+    csrf(&app, &access, &headers, None)?;
     let asked: NewRequest = if body.iter().all(u8::is_ascii_whitespace) {
         NewRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body: {e}")),
-        }
+        serde_json::from_slice(&body).map_err(|e| Problem::BadRequest(format!("the body: {e}")))?
     };
     let accounts =
-        match crate::console::request_accounts(asked.multi_account, &asked.expected_account_ids) {
-            Ok(a) => a,
-            Err(problem) => return error(StatusCode::BAD_REQUEST, &problem),
-        };
-    match crate::console::new_request(&app, &accounts).await {
-        Ok(r) => (
-            StatusCode::CREATED,
-            Json(crate::console::request_json(&app, &r)),
-        )
-            .into_response(),
-        Err(e) => store_error(e),
-    }
+        crate::console::request_accounts(asked.multi_account, &asked.expected_account_ids)
+            .map_err(Problem::BadRequest)?;
+    let r = crate::console::new_request(&app, &accounts).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::console::request_json(&app, &r)),
+    )
+        .into_response())
 }
 
-async fn request(State(app): State<Arc<App>>, Path(external_id): Path<String>) -> Response {
-    match app.store.request(&external_id).await {
-        Ok(Some(r)) => Json(crate::console::request_json(&app, &r)).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "no link request with this external id",
-        ),
-        Err(e) => store_error(e),
-    }
+async fn request(
+    State(app): State<Arc<App>>,
+    Path(external_id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let r = app
+        .store
+        .request(&external_id)
+        .await?
+        .ok_or(Problem::NotFound("no link request with this external id"))?;
+    Ok(Json(crate::console::request_json(&app, &r)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,21 +416,11 @@ async fn events(
     State(app): State<Arc<App>>,
     Path(link_id): Path<String>,
     Query(p): Query<EventsParams>,
-) -> Response {
-    let limit = match page_size(p.limit) {
-        Ok(l) => l,
-        Err(r) => return *r,
-    };
-    match app.store.events(&link_id, limit, p.after.as_deref()).await {
-        Ok(page) => Json(json!({ "events": page.items, "next": page.next })).into_response(),
-        Err(e) => store_error(e),
-    }
-}
-
-fn store_error(e: crate::store::StoreError) -> Response {
-    tracing::error!(error = %e, "read failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the registry's database is unavailable; retry",
-    )
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = page_size(p.limit)?;
+    let page = app
+        .store
+        .events(&link_id, limit, p.after.as_deref())
+        .await?;
+    Ok(Json(json!({ "events": page.items, "next": page.next })))
 }

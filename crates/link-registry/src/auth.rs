@@ -149,6 +149,11 @@ pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     b
 }
 
+/// `n` random bytes as lowercase hex (names: receivers, lease owners, stack suffixes).
+pub(crate) fn random_hex(n: usize) -> String {
+    link_contract::hex::encode(&random_bytes(n))
+}
+
 fn eq(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }

@@ -22,9 +22,11 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::auth::{self, Access, Refused};
 use crate::client::Client;
+use crate::error::{csrf, ApiError, PageError, Problem, Viewer};
 use crate::store::{LinkQuery, LinkRequest, LinkView, RejectedView, RequestAccounts, StoreError};
 use crate::App;
 
@@ -36,7 +38,7 @@ pub(crate) const MAX_FOLLOWERS: usize = 64;
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 pub(crate) fn router() -> Router<Arc<App>> {
-    Router::new()
+    let router = Router::new()
         .route("/", get(accounts))
         .route("/login", get(login_form).post(login))
         .route("/logout", post(logout))
@@ -46,7 +48,8 @@ pub(crate) fn router() -> Router<Arc<App>> {
         .route("/links/{link_id}/refresh", post(refresh_link))
         .route("/console/changes", get(changes))
         .route("/console/assets/console.js", get(script))
-        .route("/console/assets/console.css", get(style))
+        .route("/console/assets/console.css", get(style));
+    secure_headers(router)
 }
 
 /// A fresh external id: 30 bytes from the OS's CSPRNG, base64url (40 characters, all in IAM's set).
@@ -96,10 +99,7 @@ pub(crate) async fn new_request(
     accounts: &RequestAccounts,
 ) -> Result<LinkRequest, StoreError> {
     let id = external_id();
-    let suffix: String = auth::random_bytes(4)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let suffix: String = auth::random_hex(4);
     let stack_name = format!("{}-{suffix}", app.console.stack_name_prefix);
     app.store
         .create_request(
@@ -161,30 +161,29 @@ pub(crate) fn request_json(app: &App, r: &LinkRequest) -> Value {
 // ---- responses ----
 
 fn html_page(markup: Markup) -> Response {
-    let mut r = axum::response::Html(markup.into_string()).into_response();
-    secure_headers(r.headers_mut());
-    r
+    axum::response::Html(markup.into_string()).into_response()
 }
 
-/// Everything the console serves comes from here, and nothing may frame it.
-fn secure_headers(h: &mut HeaderMap) {
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+/// Everything the console serves (pages, errors, redirects, assets) carries these, and nothing may frame
+/// it. One layer, so no handler can forget them; a response that sets one itself (the assets' caching)
+/// keeps its own.
+fn secure_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                       connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ]
+    .into_iter()
+    .fold(router, |r, (name, value)| {
+        r.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ))
+    })
 }
 
 /// A page. `access`: how its viewer came in (None: not signed in, e.g. the login page, which then carries
@@ -215,33 +214,6 @@ fn layout(app: &App, access: Option<&Access>, title: &str, body: Markup) -> Mark
             }
         }
     }
-}
-
-/// The caller, or the way to the login form.
-async fn allowed(app: &App, headers: &HeaderMap) -> Result<Access, Box<Response>> {
-    auth::access(app, headers).await.map_err(|why| {
-        Box::new(match why {
-            Refused::NotSignedIn if app.api_token.is_some() => {
-                Redirect::to("/login").into_response()
-            }
-            Refused::NotSignedIn => {
-                (StatusCode::FORBIDDEN, "use a loopback address").into_response()
-            }
-            Refused::BehindProxy(h) => {
-                (StatusCode::FORBIDDEN, Refused::proxy_message(&h)).into_response()
-            }
-            Refused::Unavailable(e) => unavailable(e),
-        })
-    })
-}
-
-fn unavailable(e: StoreError) -> Response {
-    tracing::error!(error = %e, "console: database unavailable");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The registry's database is unavailable; reload in a moment.",
-    )
-        .into_response()
 }
 
 fn when(t: Option<&str>) -> String {
@@ -282,9 +254,13 @@ struct LoginForm {
 }
 
 /// Checks the token (at most `auth::LOGIN_FAILURES` tries per client per minute) and starts a session.
-async fn login(State(app): State<Arc<App>>, client: Client, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(app): State<Arc<App>>,
+    client: Client,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, PageError> {
     if app.api_token.is_none() {
-        return Redirect::to("/").into_response();
+        return Ok(Redirect::to("/").into_response());
     }
     if let Err(wait) = app
         .sessions
@@ -302,25 +278,22 @@ async fn login(State(app): State<Arc<App>>, client: Client, Form(f): Form<LoginF
         *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return r;
+        return Ok(r);
     }
     if !auth::token_matches(&app, &f.token) {
         tracing::warn!(client = %client.ip, peer = %client.peer, "console login refused: not the API token");
         let mut r = login_page(&app, Some("That is not the registry's API token."));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
-        return r;
+        return Ok(r);
     }
     app.sessions.throttle.succeeded(client.ip);
-    let cookie = match auth::start_session(&app, &client).await {
-        Ok(c) => c,
-        Err(e) => return unavailable(e),
-    };
+    let cookie = auth::start_session(&app, &client).await?;
     tracing::info!(client = %client.ip, "console login");
     let mut r = Redirect::to("/").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
-    r
+    Ok(r)
 }
 
 #[derive(Deserialize)]
@@ -334,24 +307,20 @@ async fn logout(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, FormRejection>,
-) -> Response {
+) -> Result<Response, PageError> {
     let access = match auth::access(&app, &headers).await {
         Ok(a) => a,
-        Err(Refused::Unavailable(e)) => return unavailable(e),
+        Err(Refused::Unavailable(e)) => return Err(e.into()),
         // Nothing to end: whatever the browser holds is worth nothing.
-        Err(_) => return cleared(Redirect::to("/login").into_response()),
+        Err(_) => return Ok(cleared(Redirect::to("/login").into_response())),
     };
     if !matches!(access, Access::Session { .. }) {
-        return Redirect::to("/").into_response();
+        return Ok(Redirect::to("/").into_response());
     }
     let given = form.as_ref().ok().map(|Form(f)| f.csrf.as_str());
-    if !auth::csrf_ok(&app, &access, &headers, given) {
-        return stale_form();
-    }
-    if let Err(e) = auth::end_session(&app, &access).await {
-        return unavailable(e);
-    }
-    cleared(Redirect::to("/login").into_response())
+    csrf(&app, &access, &headers, given)?;
+    auth::end_session(&app, &access).await?;
+    Ok(cleared(Redirect::to("/login").into_response()))
 }
 
 fn cleared(mut r: Response) -> Response {
@@ -359,14 +328,6 @@ fn cleared(mut r: Response) -> Response {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
-}
-
-fn stale_form() -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        "The form is stale: reload the page and try again.",
-    )
-        .into_response()
 }
 
 // ---- accounts ----
@@ -378,26 +339,19 @@ struct AccountsParams {
 
 async fn accounts(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Viewer(access): Viewer,
     Query(p): Query<AccountsParams>,
-) -> Response {
-    let access = match allowed(&app, &headers).await {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
+) -> Result<Response, PageError> {
     let query = LinkQuery {
         limit: 100,
         after: p.after.clone(),
         ..LinkQuery::default()
     };
-    let (requests, page, rejected) = match tokio::try_join!(
+    let (requests, page, rejected) = tokio::try_join!(
         app.store.open_requests(20),
         app.store.links(&query),
         app.store.rejected(None, 20, None)
-    ) {
-        Ok(x) => x,
-        Err(e) => return unavailable(e),
-    };
+    )?;
     let body = html! {
         section.actions {
             h1 { "AWS accounts" }
@@ -449,7 +403,7 @@ async fn accounts(
             (rejected_table(&rejected.items))
         }
     };
-    html_page(layout(&app, Some(&access), "Accounts", body))
+    Ok(html_page(layout(&app, Some(&access), "Accounts", body)))
 }
 
 /// Deliveries refused because they named another stack's link: who sent them and why.
@@ -534,49 +488,34 @@ struct StartForm {
 
 async fn start_link(
     State(app): State<Arc<App>>,
+    Viewer(access): Viewer,
     headers: HeaderMap,
     Form(f): Form<StartForm>,
-) -> Response {
-    let access = match allowed(&app, &headers).await {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    if !auth::csrf_ok(&app, &access, &headers, Some(&f.csrf)) {
-        return stale_form();
-    }
+) -> Result<Response, PageError> {
+    csrf(&app, &access, &headers, Some(&f.csrf))?;
     let expected: Vec<String> = f
         .expected_accounts
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect();
-    let accounts = match request_accounts(f.multi_account.is_some(), &expected) {
-        Ok(a) => a,
-        Err(problem) => return (StatusCode::BAD_REQUEST, problem).into_response(),
-    };
-    match new_request(&app, &accounts).await {
-        Ok(r) => {
-            tracing::info!(stack_name = %r.stack_name, multi_account = accounts.multi_account, "link request started");
-            Redirect::to(&format!("/requests/{}", r.external_id)).into_response()
-        }
-        Err(e) => unavailable(e),
-    }
+    let accounts =
+        request_accounts(f.multi_account.is_some(), &expected).map_err(Problem::BadRequest)?;
+    let r = new_request(&app, &accounts).await?;
+    tracing::info!(stack_name = %r.stack_name, multi_account = accounts.multi_account, "link request started");
+    Ok(Redirect::to(&format!("/requests/{}", r.external_id)).into_response())
 }
 
 async fn request_page(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Viewer(access): Viewer,
     Path(external_id): Path<String>,
-) -> Response {
-    let access = match allowed(&app, &headers).await {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    let r = match app.store.request(&external_id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return (StatusCode::NOT_FOUND, "No such link request.").into_response(),
-        Err(e) => return unavailable(e),
-    };
+) -> Result<Response, PageError> {
+    let r = app
+        .store
+        .request(&external_id)
+        .await?
+        .ok_or(Problem::NotFound("No such link request."))?;
     let launch = quick_create_url(&app, &r);
     let body = html! {
         h1 { "Link an AWS account" }
@@ -619,7 +558,12 @@ async fn request_page(
             }
         }
     };
-    html_page(layout(&app, Some(&access), "Link an AWS account", body))
+    Ok(html_page(layout(
+        &app,
+        Some(&access),
+        "Link an AWS account",
+        body,
+    )))
 }
 
 fn status_text(r: &LinkRequest) -> String {
@@ -634,26 +578,17 @@ fn status_text(r: &LinkRequest) -> String {
 
 async fn link_page(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    Viewer(access): Viewer,
     Path(link_id): Path<String>,
-) -> Response {
-    let access = match allowed(&app, &headers).await {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    let (found, rejected, checks, refresh, selection) = match tokio::try_join!(
+) -> Result<Response, PageError> {
+    let (found, rejected, checks, refresh, selection) = tokio::try_join!(
         app.store.link(&link_id),
         app.store.rejected(Some(&link_id), 20, None),
         app.store.role_checks(&link_id),
         app.store.refresh_state(&link_id),
         app.store.selection(&link_id)
-    ) {
-        Ok((Some(found), rejected, checks, refresh, selection)) => {
-            (found, rejected, checks, refresh, selection)
-        }
-        Ok((None, ..)) => return (StatusCode::NOT_FOUND, "No such link.").into_response(),
-        Err(e) => return unavailable(e),
-    };
+    )?;
+    let found = found.ok_or(Problem::NotFound("No such link."))?;
     let (l, inventory) = found;
     let missing = match (&selection, &inventory) {
         (Some(s), Some(raw)) => {
@@ -762,49 +697,38 @@ async fn link_page(
             (rejected_table(&rejected.items))
         }
     };
-    html_page(layout(
+    Ok(html_page(layout(
         &app,
         Some(&access),
         &format!("Account {}", l.account_id),
         body,
-    ))
+    )))
 }
 
 /// The Refresh button: refreshes the link now (waiting for it, at most --refresh-timeout), then shows
 /// the link page again with the outcome.
 async fn refresh_link(
     State(app): State<Arc<App>>,
+    Viewer(access): Viewer,
     headers: HeaderMap,
     Path(link_id): Path<String>,
     Form(f): Form<CsrfForm>,
-) -> Response {
-    let access = match allowed(&app, &headers).await {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    if !auth::csrf_ok(&app, &access, &headers, Some(&f.csrf)) {
-        return stale_form();
-    }
+) -> Result<Response, PageError> {
+    csrf(&app, &access, &headers, Some(&f.csrf))?;
     let back = format!("/links/{link_id}");
     match crate::live::refresh(app.clone(), link_id, false).await {
         // Failures are on the link page (the refresh's state).
-        Ok(_) | Err(crate::live::LiveError::Busy) => Redirect::to(&back).into_response(),
-        Err(crate::live::LiveError::Store(e)) => unavailable(e),
-        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+        Ok(_) | Err(crate::live::LiveError::Busy) => Ok(Redirect::to(&back).into_response()),
+        Err(e) => Err(e.into()),
     }
 }
 
 // ---- live changes ----
 
 async fn changes(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    // A stream has no login form to go to: 401 (the page's script falls back to polling).
     if let Err(why) = auth::access(&app, &headers).await {
-        return match why {
-            Refused::BehindProxy(h) => {
-                (StatusCode::FORBIDDEN, Refused::proxy_message(&h)).into_response()
-            }
-            Refused::Unavailable(e) => unavailable(e),
-            Refused::NotSignedIn => StatusCode::UNAUTHORIZED.into_response(),
-        };
+        return ApiError::from(why).into_response();
     }
     let Ok(permit) = app.followers.clone().try_acquire_owned() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
@@ -851,10 +775,6 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }

@@ -28,6 +28,7 @@ mod api;
 mod auth;
 mod client;
 mod console;
+mod error;
 mod live;
 mod receiver;
 mod server;

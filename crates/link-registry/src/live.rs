@@ -89,7 +89,7 @@ pub(crate) enum LiveError {
 
 /// The changes of one kind of resource, by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Delta {
+pub(crate) struct Delta {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
@@ -105,19 +105,19 @@ impl Delta {
 /// all the time and is not a change here (the inventory itself has the new count).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Changes {
+pub(crate) struct Changes {
     pub vpcs: Delta,
     pub subnets: Delta,
     pub route_tables: Delta,
 }
 
 impl Changes {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.vpcs.is_empty() && self.subnets.is_empty() && self.route_tables.is_empty()
     }
 
     /// One line for people: "added subnet-1; removed subnet-2" or "no changes".
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.is_empty() {
             return "no changes".into();
         }
@@ -325,10 +325,7 @@ impl Live {
             }
             let _ = tell.send(found);
         });
-        let owner = crate::auth::random_bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let owner = crate::auth::random_hex(8);
         Arc::new(Self {
             sdk,
             access,

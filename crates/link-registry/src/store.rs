@@ -36,7 +36,7 @@ const QUEUE: usize = 1024;
 
 /// The database behind the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
+pub(crate) enum Engine {
     Sqlite,
     Postgres,
 }
@@ -61,7 +61,7 @@ pub enum StoreError {
 
 /// A verified delivery, ready to store.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub webhook_id: String,
     pub event: LinkEvent,
     /// The exact body that was verified.
@@ -75,7 +75,7 @@ pub struct Delivery {
 
 /// What storing a delivery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Stored. `applied`: the link now reflects it (false: an older event that arrived late, kept in the
     /// history only). For the last part of a split event, this is the reassembled event's outcome.
     Stored { applied: bool },
@@ -91,7 +91,7 @@ pub enum Outcome {
 
 /// Why the store did not take a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// It conflicts with the link it names; kept apart with this reason (409).
     Conflict(String),
     /// Its split refuses it (another envelope, count or too many bytes); nothing of it is stored (400).
@@ -135,7 +135,7 @@ pub struct StoreOptions {
 
 /// The registry's database.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     pool: AnyPool,
     engine: Engine,
     writer: mpsc::Sender<Job>,
@@ -144,7 +144,7 @@ pub struct Store {
 }
 
 /// The event's timestamp as Unix milliseconds, if it is RFC 3339 UTC.
-pub fn event_millis(timestamp: &str) -> Option<i64> {
+pub(crate) fn event_millis(timestamp: &str) -> Option<i64> {
     humantime::parse_rfc3339(timestamp).ok().map(millis)
 }
 
@@ -153,19 +153,19 @@ fn millis(t: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     millis(SystemTime::now())
 }
 
 /// Unix milliseconds as RFC 3339 UTC with milliseconds (the event timestamps' format).
-pub fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
 
 impl Store {
     /// Opens (creating a SQLite file if needed) and migrates the database, and starts the writer.
-    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+    pub(crate) async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let (engine, url) = normalize(url)?;
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
@@ -201,10 +201,7 @@ impl Store {
             options.quotas,
             jobs,
         ));
-        let receiver = crate::auth::random_bytes(8)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let receiver = crate::auth::random_hex(8);
         Ok(Self {
             pool,
             engine,
@@ -213,7 +210,7 @@ impl Store {
         })
     }
 
-    pub fn engine(&self) -> Engine {
+    pub(crate) fn engine(&self) -> Engine {
         self.engine
     }
 
@@ -227,18 +224,22 @@ impl Store {
     }
 
     /// Stores one delivery; returns once it is durably committed (or known to be a duplicate, or refused).
-    pub async fn ingest(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
+    pub(crate) async fn ingest(&self, delivery: Delivery) -> Result<Outcome, StoreError> {
         self.submit(Work::Deliver(delivery)).await
     }
 
     /// Keeps a delivery that conflicts with the link it names apart, with the reason; never applied.
-    pub async fn reject(&self, delivery: Delivery, reason: String) -> Result<Outcome, StoreError> {
+    pub(crate) async fn reject(
+        &self,
+        delivery: Delivery,
+        reason: String,
+    ) -> Result<Outcome, StoreError> {
         self.submit(Work::Reject { delivery, reason }).await
     }
 
     /// The store can commit: a heartbeat goes through the writer (the same queue and transaction as
     /// deliveries) within `within`.
-    pub async fn check_commit(&self, within: Duration) -> Result<(), StoreError> {
+    pub(crate) async fn check_commit(&self, within: Duration) -> Result<(), StoreError> {
         let probe = self.submit(Work::Probe {
             receiver: self.receiver.clone(),
         });
@@ -254,7 +255,7 @@ impl Store {
 
     /// Links, newest update first, filtered by state and account; `after` continues a listing from the
     /// cursor the previous page returned.
-    pub async fn links(&self, q: &LinkQuery) -> Result<Page<LinkView>, StoreError> {
+    pub(crate) async fn links(&self, q: &LinkQuery) -> Result<Page<LinkView>, StoreError> {
         let mut sql = format!("SELECT {LINK_COLUMNS} FROM links WHERE 1=1");
         let mut args: Vec<Arg> = Vec::new();
         if let Some(state) = &q.state {
@@ -291,7 +292,7 @@ impl Store {
     }
 
     /// One link, without its inventory.
-    pub async fn link_view(&self, link_id: &str) -> Result<Option<LinkView>, StoreError> {
+    pub(crate) async fn link_view(&self, link_id: &str) -> Result<Option<LinkView>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {LINK_COLUMNS} FROM links WHERE link_id = $1"
         ))
@@ -303,7 +304,7 @@ impl Store {
 
     /// One link and its newest complete inventory, as stored: a JSON array of RegionInventory, passed on
     /// without being parsed (it can be megabytes).
-    pub async fn link(
+    pub(crate) async fn link(
         &self,
         link_id: &str,
     ) -> Result<Option<(LinkView, Option<Box<RawValue>>)>, StoreError> {
@@ -332,7 +333,7 @@ impl Store {
     }
 
     /// A link's deliveries, newest event first.
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         link_id: &str,
         limit: i64,
@@ -368,7 +369,7 @@ impl Store {
 /// A link a customer started in the console.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LinkRequest {
+pub(crate) struct LinkRequest {
     pub external_id: String,
     pub stack_name: String,
     pub region: String,
@@ -391,7 +392,7 @@ pub struct LinkRequest {
 
 /// Which accounts a console request may connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestAccounts {
+pub(crate) struct RequestAccounts {
     /// Several accounts (a StackSet): each account that names the external id connects.
     pub multi_account: bool,
     /// With `multi_account`, only these (12-digit account ids).
@@ -429,7 +430,7 @@ impl LinkRequest {
 /// The network a link's customer picked: one VPC and one or more of its subnets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Selection {
+pub(crate) struct Selection {
     pub region: String,
     pub vpc_id: String,
     pub subnet_ids: Vec<String>,
@@ -441,7 +442,7 @@ const REQUEST_COLUMNS: &str =
 
 impl Store {
     /// Records a pending link.
-    pub async fn create_request(
+    pub(crate) async fn create_request(
         &self,
         external_id: &str,
         stack_name: &str,
@@ -474,7 +475,10 @@ impl Store {
             .ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
     }
 
-    pub async fn request(&self, external_id: &str) -> Result<Option<LinkRequest>, StoreError> {
+    pub(crate) async fn request(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<LinkRequest>, StoreError> {
         let now = now_millis();
         Ok(sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM link_requests WHERE external_id = $1"
@@ -487,7 +491,7 @@ impl Store {
     }
 
     /// Requests not yet connected, newest first (pending ones, then those that expired recently).
-    pub async fn open_requests(&self, limit: i64) -> Result<Vec<LinkRequest>, StoreError> {
+    pub(crate) async fn open_requests(&self, limit: i64) -> Result<Vec<LinkRequest>, StoreError> {
         let now = now_millis();
         let rows = sqlx::query(&format!(
             "SELECT {REQUEST_COLUMNS} FROM link_requests WHERE link_id IS NULL ORDER BY created_at DESC LIMIT {limit}"
@@ -499,7 +503,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn selection(&self, link_id: &str) -> Result<Option<Selection>, StoreError> {
+    pub(crate) async fn selection(&self, link_id: &str) -> Result<Option<Selection>, StoreError> {
         let row =
             sqlx::query("SELECT region, vpc_id, subnet_ids FROM selections WHERE link_id = $1")
                 .bind(link_id)
@@ -514,7 +518,11 @@ impl Store {
         }))
     }
 
-    pub async fn save_selection(&self, link_id: &str, s: &Selection) -> Result<(), StoreError> {
+    pub(crate) async fn save_selection(
+        &self,
+        link_id: &str,
+        s: &Selection,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO selections (link_id, region, vpc_id, subnet_ids, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (link_id) DO UPDATE SET region = excluded.region, vpc_id = excluded.vpc_id, \
@@ -532,7 +540,7 @@ impl Store {
 
     /// Changes whenever a delivery is stored, by any receiver sharing the database: what a page that
     /// follows changes polls.
-    pub async fn version(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn version(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query("SELECT COALESCE(MAX(received_at), 0) FROM events")
                 .fetch_one(&self.pool)
@@ -561,7 +569,7 @@ fn inventory_of(event_body: &str) -> Option<Box<RawValue>> {
 /// sqlx URLs, with SQLite files created when missing.
 /// `link-receiver migrate`: applies the migrations `url` lacks and returns their versions (empty: the
 /// schema was current). The same migrations and advisory lock as [`Store::open`], without serving.
-pub async fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
+pub(crate) async fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
     use sqlx::migrate::Migrate;
     use std::collections::HashSet;
     let (_, url) = normalize(url)?;
@@ -641,7 +649,7 @@ fn bind_all<'q>(
 
 /// Which links to list.
 #[derive(Debug, Clone, Default)]
-pub struct LinkQuery {
+pub(crate) struct LinkQuery {
     pub state: Option<String>,
     pub account: Option<String>,
     pub limit: i64,
@@ -649,7 +657,7 @@ pub struct LinkQuery {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Page<T> {
+pub(crate) struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -669,7 +677,7 @@ const LINK_COLUMNS: &str = "link_id, account_id, partition_name, region, stack_i
 /// A link as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LinkView {
+pub(crate) struct LinkView {
     pub link_id: String,
     pub account_id: String,
     pub partition: String,
@@ -779,7 +787,7 @@ impl LinkView {
 /// One stored delivery, without its body.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EventView {
+pub(crate) struct EventView {
     pub webhook_id: String,
     pub event_id: String,
     #[serde(rename = "type")]
@@ -820,7 +828,7 @@ impl EventView {
 /// A delivery kept apart because it conflicts with the link it names.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RejectedView {
+pub(crate) struct RejectedView {
     pub webhook_id: String,
     /// The link the event named (not necessarily one that exists).
     pub link_id: String,
@@ -838,7 +846,7 @@ pub struct RejectedView {
 
 impl Store {
     /// Deliveries kept apart, newest first; only those naming `link_id` when given.
-    pub async fn rejected(
+    pub(crate) async fn rejected(
         &self,
         link_id: Option<&str>,
         limit: i64,
@@ -893,7 +901,7 @@ impl Store {
     /// and rejected deliveries received before it (never the delivery whose body holds a link's current
     /// inventory), with the split bookkeeping of parts that are gone. Deletes in bounded steps, so a
     /// large purge never holds the writer's lock for long. Returns the rows deleted.
-    pub async fn purge(&self, retain: Option<Duration>) -> Result<u64, StoreError> {
+    pub(crate) async fn purge(&self, retain: Option<Duration>) -> Result<u64, StoreError> {
         let now = now_millis();
         let mut deleted = sqlx::query("DELETE FROM account_usage WHERE hour < $1")
             .bind(now / 3_600_000 - 1)

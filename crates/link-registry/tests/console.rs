@@ -364,6 +364,24 @@ async fn selections_are_checked_against_the_inventory_and_need_csrf_from_browser
         csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
+    // The headers are one layer over the whole console: errors and assets carry them too, and an asset
+    // keeps its own caching.
+    let missing = browser
+        .get(format!("{base}/links/no-such-link"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["x-frame-options"], "DENY");
+    assert_eq!(missing.headers()["content-security-policy"], csp.as_str());
+    let script = browser
+        .get(format!("{base}/console/assets/console.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.headers()["cache-control"], "no-cache");
+    assert_eq!(script.headers()["x-content-type-options"], "nosniff");
     let html = page.text().await.unwrap();
     let csrf = html
         .split("data-csrf=\"")

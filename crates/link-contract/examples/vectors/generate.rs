@@ -30,7 +30,7 @@ use link_contract::signing::{
 };
 
 /// 2026-11-23T12:00:00Z, the time of the documentation's examples.
-pub const NOW: u64 = 1_795_435_200;
+pub(crate) const NOW: u64 = 1_795_435_200;
 const AUDIENCE: &str = "https://hooks.provider.example";
 const ACCOUNT: &str = "123456789012";
 const ACCESS_KEY_ID: &str = "ASIAVECTORSEXAMPLE01";
@@ -45,7 +45,7 @@ const UNLINKED: &str = include_str!("../../../../docs/examples/account.unlinked.
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct File {
+pub(crate) struct File {
     about: &'static str,
     generator: &'static str,
     test_credentials: Credentials,
@@ -100,7 +100,7 @@ struct Reason {
 
 #[derive(Serialize, Clone)]
 #[serde(rename_all = "camelCase")]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub name: String,
     about: String,
     /// `callback` (HTTP headers and body) or `sns` (message attributes and `Message`).
@@ -162,7 +162,7 @@ struct Expect {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReassemblyVector {
+pub(crate) struct ReassemblyVector {
     pub name: String,
     about: &'static str,
     /// Fed one at a time to a fresh reassembler; `size` is the delivery's body length in bytes.
@@ -171,14 +171,14 @@ pub struct ReassemblyVector {
 }
 
 #[derive(Serialize)]
-pub struct PartInput {
+pub(crate) struct PartInput {
     pub body: String,
     pub size: usize,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ReassemblyExpect {
+pub(crate) struct ReassemblyExpect {
     pub ok: bool,
     /// The event the last part completes, or null when none is complete (every add returns nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,13 +191,13 @@ pub struct ReassemblyExpect {
 }
 
 /// The file's text.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let mut text = serde_json::to_string_pretty(&file()).expect("vectors serialize");
     text.push('\n');
     text
 }
 
-pub fn file() -> File {
+pub(crate) fn file() -> File {
     File {
         about: "Test vectors for account-link delivery verifiers: genuine deliveries and one hostile variant per check, \
                 with the reason each must be refused with. Verify each delivery at its `now` with its `config`; serve `sts` \

@@ -17,7 +17,7 @@ pub(crate) const REFRESHED: &str = "registry.refreshed";
 /// One role's newest check.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RoleCheck {
+pub(crate) struct RoleCheck {
     /// The role's name in the event's `data.roles` (RemoteRole, ...).
     pub role: String,
     pub role_arn: String,
@@ -33,7 +33,7 @@ pub struct RoleCheck {
 /// A link's refresh: the schedule, the one running, and how the last one ended.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RefreshState {
+pub(crate) struct RefreshState {
     /// `running`, `ok`, `failed` or `kept` (the refresh was older than the inventory kept), or absent.
     pub status: Option<String>,
     pub running: bool,
@@ -49,7 +49,7 @@ pub struct RefreshState {
 
 /// What storing a refresh did.
 #[derive(Debug, Clone)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// The link's inventory is now the refresh's (false: a later event's inventory holds).
     pub applied: bool,
     pub changes: Changes,
@@ -60,7 +60,7 @@ pub(crate) const NEVER: i64 = i64::MAX / 4;
 
 impl Store {
     /// Records the newest check of each role (replacing the previous one).
-    pub async fn record_role_checks(
+    pub(crate) async fn record_role_checks(
         &self,
         link_id: &str,
         checks: &[RoleCheck],
@@ -87,7 +87,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn role_checks(&self, link_id: &str) -> Result<Vec<RoleCheck>, StoreError> {
+    pub(crate) async fn role_checks(&self, link_id: &str) -> Result<Vec<RoleCheck>, StoreError> {
         let rows = sqlx::query(
             "SELECT role_name, role_arn, ok, error_code, message, checked_at FROM role_checks \
              WHERE link_id = $1 ORDER BY role_name",
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// Gives every linked link without one a refresh row, first due at `due_at`.
-    pub async fn schedule_new_links(&self, due_at: i64) -> Result<u64, StoreError> {
+    pub(crate) async fn schedule_new_links(&self, due_at: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "INSERT INTO refreshes (link_id, due_at) SELECT l.link_id, $1 FROM links l \
              WHERE l.state = 'linked' AND NOT EXISTS (SELECT 1 FROM refreshes r WHERE r.link_id = l.link_id) \
@@ -126,7 +126,11 @@ impl Store {
     }
 
     /// Linked links whose refresh is due and not leased, the most overdue first.
-    pub async fn due_refreshes(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn due_refreshes(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT r.link_id FROM refreshes r JOIN links l ON l.link_id = r.link_id \
              WHERE l.state = 'linked' AND r.due_at <= $1 AND (r.lease_until IS NULL OR r.lease_until < $1) \
@@ -143,7 +147,7 @@ impl Store {
     /// Takes the link's refresh lease for `owner` until `until`, if nobody holds it (or its holder's
     /// expired); `scheduled`: only if the refresh is still due (another receiver may have just done it).
     /// One conditional UPDATE: of receivers racing for it, exactly one gets the row.
-    pub async fn claim_refresh(
+    pub(crate) async fn claim_refresh(
         &self,
         link_id: &str,
         owner: &str,
@@ -175,7 +179,7 @@ impl Store {
 
     /// Ends `owner`'s lease with the refresh's outcome and the next due time. Nothing, if the lease was
     /// lost (it expired and another receiver took it).
-    pub async fn finish_refresh(
+    pub(crate) async fn finish_refresh(
         &self,
         link_id: &str,
         owner: &str,
@@ -202,7 +206,10 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub async fn refresh_state(&self, link_id: &str) -> Result<Option<RefreshState>, StoreError> {
+    pub(crate) async fn refresh_state(
+        &self,
+        link_id: &str,
+    ) -> Result<Option<RefreshState>, StoreError> {
         let row = sqlx::query(
             "SELECT status, lease_until, started_at, finished_at, due_at, problem, changes, runs FROM refreshes \
              WHERE link_id = $1",
@@ -232,7 +239,7 @@ impl Store {
     /// against the link's inventory now), and, if it is newer than that inventory, the link's inventory
     /// and counts. One transaction; its first statement writes, so SQLite takes the write lock before the
     /// inventory is read.
-    pub async fn store_refresh(
+    pub(crate) async fn store_refresh(
         &self,
         link_id: &str,
         observed_at: i64,

@@ -13,18 +13,18 @@ use serde_json::Value;
 
 /// The function's test support (moto, fake endpoints, free ports), shared with the root package's tests.
 #[path = "../../../../tests/common/mod.rs"]
-pub mod common;
+pub(crate) mod common;
 
-pub use common::free_port;
+pub(crate) use common::free_port;
 
-pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-pub fn secrets() -> Vec<SigningSecret> {
+pub(crate) fn secrets() -> Vec<SigningSecret> {
     SigningSecret::parse_list(SECRET).unwrap()
 }
 
 /// A fresh directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "link-registry-tests-{}-{name}-{}",
         std::process::id(),
@@ -38,12 +38,12 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// `sqlite://` URL of a fresh database file.
-pub fn sqlite_url(name: &str) -> String {
+pub(crate) fn sqlite_url(name: &str) -> String {
     format!("sqlite://{}", temp_dir(name).join("registry.db").display())
 }
 
 /// A running `link-receiver`; killed (SIGKILL) when dropped.
-pub struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     pub url: String,
     pub log: PathBuf,
@@ -51,11 +51,11 @@ pub struct Receiver {
 
 impl Receiver {
     /// Starts the receiver on `database` with HMAC-only verification and the given extra flags.
-    pub fn start(database: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start(database: &str, extra: &[&str]) -> Self {
         Self::start_on(database, "127.0.0.1:0", extra)
     }
 
-    pub fn start_on(database: &str, listen: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_on(database: &str, listen: &str, extra: &[&str]) -> Self {
         let mut args = vec!["--auth-mode", "hmac-only", "--secret", SECRET];
         args.extend_from_slice(extra);
         Self::spawn(database, listen, &args, &[])
@@ -63,7 +63,7 @@ impl Receiver {
 
     /// [`Receiver::start`] with environment variables set (`Some`) or removed (`None`): the provider's
     /// AWS credentials and endpoints.
-    pub fn start_env(database: &str, extra: &[&str], env: &[(&str, Option<&str>)]) -> Self {
+    pub(crate) fn start_env(database: &str, extra: &[&str], env: &[(&str, Option<&str>)]) -> Self {
         let mut args = vec!["--auth-mode", "hmac-only", "--secret", SECRET];
         args.extend_from_slice(extra);
         Self::spawn(database, "127.0.0.1:0", &args, env)
@@ -71,7 +71,7 @@ impl Receiver {
 
     /// The default mode, signatures and proofs of the account; STS is `sts` (moto), the audience is the
     /// receiver's own origin (what the function binds by default: its callback URL's origin).
-    pub fn start_with_proofs(database: &str, sts: &str, extra: &[&str]) -> Self {
+    pub(crate) fn start_with_proofs(database: &str, sts: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let audience = format!("http://{listen}");
@@ -134,17 +134,17 @@ impl Receiver {
         Self { child, url, log }
     }
 
-    pub fn hook_url(&self) -> String {
+    pub(crate) fn hook_url(&self) -> String {
         format!("{}/hooks/account-link", self.url)
     }
 
     /// SIGKILL: no chance to flush or finish anything.
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -157,7 +157,7 @@ impl Drop for Receiver {
 }
 
 /// Runs `link-receiver` with these arguments to its end (for start-up refusals).
-pub fn receiver_exit(args: &[&str]) -> (i32, String) {
+pub(crate) fn receiver_exit(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_link-receiver"))
         .args(args)
         .output()
@@ -170,7 +170,7 @@ pub fn receiver_exit(args: &[&str]) -> (i32, String) {
 
 /// A PostgreSQL cluster of its own, initialised as the unprivileged `postgres` user in a temporary
 /// directory and listening on a free loopback port; stopped (and its files removed) when dropped.
-pub struct Postgres {
+pub(crate) struct Postgres {
     child: Child,
     dir: PathBuf,
     pub port: u16,
@@ -211,7 +211,7 @@ fn unsafe_is_root() -> bool {
 }
 
 impl Postgres {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = temp_dir("pg");
         let data = dir.join("data");
         if unsafe_is_root() {
@@ -276,7 +276,7 @@ impl Postgres {
     }
 
     /// Stops the server (fast shutdown: connections are cut), keeping its data.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let ok = as_postgres(&pg_bin("pg_ctl"))
             .arg("stop")
             .arg("-D")
@@ -291,7 +291,7 @@ impl Postgres {
     }
 
     /// Starts the stopped server again on the same port and data.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.child = Self::spawn_server(&self.dir, self.port);
         self.wait_ready();
     }
@@ -312,13 +312,13 @@ impl Postgres {
     }
 
     /// A new, empty database in this cluster.
-    pub fn database(&self, name: &str) -> String {
+    pub(crate) fn database(&self, name: &str) -> String {
         self.psql("postgres", &format!("CREATE DATABASE {name}"));
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     /// Runs one SQL statement and returns psql's unaligned output.
-    pub fn query(&self, database: &str, sql: &str) -> String {
+    pub(crate) fn query(&self, database: &str, sql: &str) -> String {
         self.psql(database, sql)
     }
 }
@@ -331,7 +331,7 @@ impl Drop for Postgres {
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -339,7 +339,7 @@ pub fn now() -> u64 {
 }
 
 /// The documented example event, as a template.
-pub fn example(kind: &str) -> LinkEvent {
+pub(crate) fn example(kind: &str) -> LinkEvent {
     let path = format!(
         "{}/../../docs/examples/account.{kind}.json",
         env!("CARGO_MANIFEST_DIR")
@@ -348,27 +348,27 @@ pub fn example(kind: &str) -> LinkEvent {
 }
 
 /// A delivery as the function would send it: body, and the headers signed with [`SECRET`].
-pub struct Signed {
+pub(crate) struct Signed {
     pub id: String,
     pub body: String,
 }
 
 impl Signed {
-    pub fn of(event: &LinkEvent) -> Self {
+    pub(crate) fn of(event: &LinkEvent) -> Self {
         Self {
             id: event.data.delivery_id(),
             body: serde_json::to_string(event).unwrap(),
         }
     }
 
-    pub fn raw(id: &str, body: String) -> Self {
+    pub(crate) fn raw(id: &str, body: String) -> Self {
         Self {
             id: id.to_string(),
             body,
         }
     }
 
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn headers(&self) -> Vec<(&'static str, String)> {
         let ts = now();
         vec![
             ("webhook-id", self.id.clone()),
@@ -382,7 +382,7 @@ impl Signed {
     }
 }
 
-pub fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -391,7 +391,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// POSTs a signed delivery; the status and the message.
-pub async fn post(http: &reqwest::Client, url: &str, d: &Signed) -> (u16, String) {
+pub(crate) async fn post(http: &reqwest::Client, url: &str, d: &Signed) -> (u16, String) {
     let mut req = http.post(url).body(d.body.clone());
     for (k, v) in d.headers() {
         req = req.header(k, v);
@@ -406,7 +406,7 @@ pub async fn post(http: &reqwest::Client, url: &str, d: &Signed) -> (u16, String
 }
 
 /// GET on the read API (with the bearer token, when given); the status and the JSON body.
-pub async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = http.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -418,18 +418,18 @@ pub async fn get(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16
 }
 
 /// The stack of the example's account named `stack` (letters, digits and '-').
-pub fn stack_id(stack: &str) -> String {
+pub(crate) fn stack_id(stack: &str) -> String {
     format!("arn:aws:cloudformation:us-west-2:123456789012:stack/{stack}/6f5c1a40-cb0e-11ef-9b7f-0a1b2c3d4e5f")
 }
 
 /// The link id of the example's resource in stack `stack` (what [`event_at`] makes).
-pub fn link_id(stack: &str) -> String {
+pub(crate) fn link_id(stack: &str) -> String {
     link_contract::event::link_id(&stack_id(stack), "AccountLink")
 }
 
 /// An event of `kind` for the link of stack `stack` ([`link_id`]), at the given timestamp, with its own
 /// event id. Its claims hold together as the function's do (the receiver checks them).
-pub fn event_at(kind: &str, stack: &str, event_id: &str, timestamp: &str) -> LinkEvent {
+pub(crate) fn event_at(kind: &str, stack: &str, event_id: &str, timestamp: &str) -> LinkEvent {
     let mut e = example(kind);
     e.data.stack_id = stack_id(stack);
     e.data.logical_resource_id = "AccountLink".into();
