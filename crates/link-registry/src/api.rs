@@ -206,6 +206,15 @@ async fn refresh(
     Query(p): Query<RefreshParams>,
 ) -> ApiResult<Response> {
     csrf(&app, &access, &headers, None)?;
+    // What can be told at once is told at once, even without `wait`.
+    if let crate::live::Access::Off(why) = app.live.access() {
+        return Err(Problem::from(crate::live::LiveError::Off(why)).into());
+    }
+    match app.store.link_view(&link_id).await.map_err(Problem::from)? {
+        Some(l) if l.state == "linked" => {}
+        Some(_) => return Err(Problem::from(crate::live::LiveError::Unlinked).into()),
+        None => return Err(Problem::from(crate::live::LiveError::NoLink).into()),
+    }
     let run = tokio::spawn(crate::live::refresh(app.clone(), link_id, false));
     if !p.wait {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "status": "started" }))).into_response());

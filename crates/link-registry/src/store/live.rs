@@ -1,7 +1,7 @@
-//! What a live link keeps (`crate::live`): each role's newest check, the refresh schedule and leases, and a
-//! refresh's inventory, which goes into the history (an `events` row of type `registry.refreshed`, whose
-//! body holds the inventory and its changes) and becomes the link's inventory only if it observed the
-//! account later than the inventory kept: the function's events and refreshes never fight, the newest wins.
+//! What a live link keeps (`crate::live`): each role's newest check, the refresh schedule and leases, and
+//! each refresh: its changes go into the history (an `events` row of type `registry.refreshed`), and its
+//! inventory becomes the link's (kept in `inventories.body`) only if it observed the account later than the
+//! inventory kept: the function's events and refreshes never fight, the newest wins.
 
 use link_contract::inventory::RegionInventory;
 use serde::Serialize;
@@ -279,6 +279,8 @@ impl Store {
         };
         let changes = crate::live::diff(&before, inventory);
         let id = format!("refresh_{link_id}_{observed_at}");
+        // The history entry holds the changes only: a refresh every 6 h of a large account would otherwise
+        // keep megabytes a day. The inventory itself is kept once, as the link's (below), if it wins.
         let body = json!({
             "type": REFRESHED,
             "timestamp": rfc3339(observed_at),
@@ -286,7 +288,6 @@ impl Store {
                 "linkId": link_id,
                 "roleSession": session_arn,
                 "changes": &changes,
-                "inventory": inventory,
             }
         });
         sqlx::query(
@@ -306,13 +307,14 @@ impl Store {
         // read above.
         let applied = observed_at > kept_at
             && sqlx::query(
-                "INSERT INTO inventories (link_id, event_id, event_at, body, refreshed) VALUES ($1, $2, $3, NULL, 1) \
+                "INSERT INTO inventories (link_id, event_id, event_at, body, refreshed) VALUES ($1, $2, $3, $4, 1) \
                  ON CONFLICT (link_id) DO UPDATE SET event_id = excluded.event_id, event_at = excluded.event_at, \
-                 body = NULL, refreshed = 1 WHERE inventories.event_at < excluded.event_at RETURNING link_id",
+                 body = excluded.body, refreshed = 1 WHERE inventories.event_at < excluded.event_at RETURNING link_id",
             )
             .bind(link_id)
             .bind(id.as_str())
             .bind(observed_at)
+            .bind(serde_json::to_string(inventory).unwrap_or_default())
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
