@@ -215,6 +215,10 @@ def test_link_connect_and_pick_a_network(moto, registry, browser, tmp_path):
     assert f"added subnet {added['subnetId']}" in browser.find_element(By.ID, "refresh-progress").text
     wait(browser).until(lambda d: added["subnetId"] in [
         o.get_attribute("value") for o in Select(d.find_element(By.ID, "subnets")).options])
+    # The role checks and the refresh's outcome follow too (server-sent events), without a reload.
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "roles-check"), "roles verified"))
+    wait(browser).until(EC.text_to_be_present_in_element((By.ID, "refresh-status"), "ok at"))
+    assert added["subnetId"] in browser.find_element(By.ID, "refresh-changes").text
     assert browser.execute_script("return window.notReloaded === true;"), "the page was not reloaded"
     assert Select(browser.find_element(By.ID, "vpc")).first_selected_option.get_attribute("value") == vpc_id
     assert "refreshed" in browser.find_element(By.ID, "inventory-source").text

@@ -269,6 +269,59 @@ async function initPicker(box, keep) {
                       subnets: [...subnetSel.selectedOptions].map((o) => o.value) });
 }
 
+// ---- a live link: role checks and refreshes, followed as they happen ----
+
+const when = (t) => (t ? `${t.replace("T", " ").slice(0, 16)} UTC` : "—");
+
+// The role check, the refresh's state and the inventory's source from the API's link.
+function renderLive(link) {
+  const roles = document.getElementById("roles-check");
+  if (roles && link.roleChecks) {
+    const checks = link.roleChecks;
+    if (!checks.length) {
+      roles.replaceChildren(el("span", { className: "muted", text: "not checked yet" }));
+    } else if (checks.every((c) => c.assumable)) {
+      roles.replaceChildren(el("span", { className: "state linked", text: "roles verified" }), ` at ${when(link.rolesCheckedAt)}`);
+    } else {
+      roles.replaceChildren(el("ul", { className: "plain" }, ...checks.filter((c) => c.problem).map((c) =>
+        el("li", { className: "error", role: "alert", text: `${c.problem} (${when(c.checkedAt)})` }))));
+    }
+  }
+  const status = document.getElementById("refresh-status");
+  const r = link.refresh;
+  if (status && r) {
+    const parts = [];
+    if (r.running) parts.push(`running since ${when(r.startedAt)}`);
+    else if (r.status) {
+      parts.push(`${r.status} at ${when(r.finishedAt)}`);
+      if (r.problem) parts.push(": ", el("span", { className: "error", text: r.problem }));
+      if (r.summary) parts.push(" · ", el("span", { id: "refresh-changes", text: r.summary }));
+    }
+    if (r.dueAt) parts.push(el("br"), el("span", { className: "muted", text: `next scheduled ${when(r.dueAt)}` }));
+    status.replaceChildren(...parts);
+    document.getElementById("refresh-state").dataset.status = r.running ? "running" : (r.status || "");
+  }
+  const source = document.getElementById("inventory-source");
+  if (source && link.inventoryAt) {
+    source.textContent = `as of ${when(link.inventoryAt)} · ${link.inventorySource === "refresh" ? "refreshed" : "reported by the stack"}`;
+  }
+}
+
+// Follows the link: each change stored for it (a role check, a refresh starting or ending, an event) is
+// shown without a reload; a new inventory rebuilds the picker, keeping what is chosen on screen.
+function followLink(picker) {
+  const linkId = picker.dataset.linkId;
+  let seen;
+  follow(async (ev) => {
+    if (ev && ev.data && ev.data !== linkId) return;
+    let link;
+    try { link = await api(`/links/${encodeURIComponent(linkId)}`); } catch (_) { return; }
+    renderLive(link);
+    if (seen !== undefined && link.inventoryAt !== seen) await initPicker(picker, picker.keep && picker.keep());
+    seen = link.inventoryAt;
+  }, true);
+}
+
 // ---- refresh (the account's networks, listed by the registry through the link's RemoteRole) ----
 
 function initRefresh(form, picker) {
@@ -286,11 +339,7 @@ function initRefresh(form, picker) {
       progress.className = r.status === "failed" ? "error" : "";
       progress.textContent = r.status === "failed" ? ` Refresh failed: ${r.problem}` : ` Refreshed: ${r.summary}.`;
       state.dataset.status = r.status;
-      const link = await api(`/links/${encodeURIComponent(picker.dataset.linkId)}`);
-      const source = document.getElementById("inventory-source");
-      if (source && link.inventoryAt) {
-        source.textContent = `as of ${link.inventoryAt.replace("T", " ").slice(0, 16)} UTC · ${link.inventorySource === "refresh" ? "refreshed" : "reported by the stack"}`;
-      }
+      renderLive(await api(`/links/${encodeURIComponent(picker.dataset.linkId)}`));
       await initPicker(picker, picker.keep ? picker.keep() : undefined);
     } catch (err) {
       progress.className = "error";
@@ -308,5 +357,6 @@ document.addEventListener("DOMContentLoaded", () => {
   if (picker) initPicker(picker);
   const refresh = document.getElementById("refresh");
   if (picker && refresh) initRefresh(refresh.closest("form"), picker);
+  if (picker && document.getElementById("roles-check")) followLink(picker);
   if (document.getElementById("start-link")) initAccounts();
 });

@@ -655,16 +655,17 @@ async fn link_page(
                 @if let Some(why) = &access_off {
                     span.muted { "Role checks and refreshes are off: " (why) }
                 } @else {
-                    @if let Some(r) = &refresh {
-                        @if r.running { "running since " (when(r.started_at.as_deref())) }
-                        @else if let Some(status) = &r.status {
-                            (status) " at " (when(r.finished_at.as_deref()))
-                            @if let Some(p) = &r.problem { ": " span.error { (p) } }
-                            @if let Some(c) = r.changes.as_ref().and_then(|c| serde_json::from_value::<crate::live::Changes>(c.clone()).ok()) {
-                                " · " span #refresh-changes { (c.summary()) }
+                    // Kept up to date by the page's script as refreshes start and end (server-sent events).
+                    span #refresh-status {
+                        @if let Some(r) = &refresh {
+                            @if r.running { "running since " (when(r.started_at.as_deref())) }
+                            @else if let Some(status) = &r.status {
+                                (status) " at " (when(r.finished_at.as_deref()))
+                                @if let Some(p) = &r.problem { ": " span.error { (p) } }
+                                @if let Some(summary) = &r.summary { " · " span #refresh-changes { (summary) } }
                             }
+                            @if let Some(due) = &r.due_at { br; span.muted { "next scheduled " (when(Some(due))) } }
                         }
-                        @if let Some(due) = &r.due_at { br; span.muted { "next scheduled " (when(Some(due))) } }
                     }
                     @if l.state == "linked" {
                         form.inline method="post" action={"/links/" (l.link_id) "/refresh"} {

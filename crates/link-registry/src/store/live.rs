@@ -45,6 +45,8 @@ pub(crate) struct RefreshState {
     pub problem: Option<String>,
     /// The last stored refresh's changes against the inventory it replaced.
     pub changes: Option<Value>,
+    /// The changes in one line ("added subnet subnet-1; ...", "no changes").
+    pub summary: Option<String>,
     pub runs: i64,
 }
 
@@ -222,6 +224,9 @@ impl Store {
         let now = now_millis();
         let lease: Option<i64> = r.try_get(1)?;
         let due: i64 = r.try_get(4)?;
+        let changes: Option<Value> = r
+            .try_get::<Option<String>, _>(6)?
+            .and_then(|c| serde_json::from_str(&c).ok());
         Ok(Some(RefreshState {
             status: r.try_get(0)?,
             running: lease.is_some_and(|l| l >= now),
@@ -229,9 +234,11 @@ impl Store {
             finished_at: r.try_get::<Option<i64>, _>(3)?.map(rfc3339),
             due_at: (due < NEVER).then(|| rfc3339(due)),
             problem: r.try_get(5)?,
-            changes: r
-                .try_get::<Option<String>, _>(6)?
-                .and_then(|c| serde_json::from_str(&c).ok()),
+            summary: changes
+                .as_ref()
+                .and_then(|c| serde_json::from_value::<Changes>(c.clone()).ok())
+                .map(|c| c.summary()),
+            changes,
             runs: r.try_get(7)?,
         }))
     }
