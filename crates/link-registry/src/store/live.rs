@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::Row;
 
-use super::{inventory_of, now_millis, rfc3339, Store, StoreError};
+use super::read::inventory_of;
+use super::{now_millis, rfc3339, Store, StoreError};
 use crate::live::Changes;
 
 /// The event type of a refresh's history entry.
