@@ -29,6 +29,8 @@ enum Action {
     DenyAssumeRole,
     /// Holds the request until the proxy is told to let go (then forwards it).
     Stall,
+    /// Answers as EC2 does when the caller's policy does not allow the action.
+    DenyEc2,
 }
 
 /// A proxy in front of moto that acts on each request by its form body (the STS and EC2 query APIs).
@@ -93,6 +95,15 @@ impl Proxy {
                                         .body(Full::new(bytes::Bytes::from(xml)))
                                         .unwrap(),
                                 );
+                            }
+                            if action == Action::DenyEc2 {
+                                let xml = "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not \
+                                    authorized to perform this operation.</Message></Error></Errors><RequestID>fault-2</RequestID></Response>";
+                                return Ok(hyper::Response::builder()
+                                    .status(403)
+                                    .header("content-type", "text/xml")
+                                    .body(Full::new(bytes::Bytes::from(xml)))
+                                    .unwrap());
                             }
                             if action == Action::Stall {
                                 stalled.fetch_add(1, Ordering::SeqCst);
@@ -779,4 +790,61 @@ async fn a_refresh_past_its_time_limit_is_cut_off_and_reported() {
         "{v}"
     );
     assert_eq!(v["inventorySource"], "stack");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ec2_action_the_remote_role_may_not_call_fails_the_refresh_naming_it() {
+    let moto = Moto::start();
+    let ec2 = Proxy::start(&moto.endpoint, |body| {
+        if body.contains("Action=DescribeRouteTables") {
+            Action::DenyEc2
+        } else {
+            Action::Forward
+        }
+    })
+    .await;
+    let env = aws_env(&ec2.url, &moto.endpoint);
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-denied"),
+        &["--api-token", TOKEN, "--refresh-every", "0"],
+        &env,
+    );
+    let http = http();
+    let stack = "live-denied";
+    let link = link_id(stack);
+    deliver(
+        &http,
+        &r,
+        "linked",
+        stack,
+        "msg_denied_1",
+        &now_rfc3339(-60),
+    )
+    .await;
+    let (status, report) = refresh(&http, &r, &link).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("failed")),
+        "{report}"
+    );
+    let problem = report["problem"].as_str().unwrap();
+    assert!(
+        problem.starts_with("ec2:DescribeRouteTables in "),
+        "{problem}"
+    );
+    assert!(
+        problem.contains("was denied (UnauthorizedOperation)"),
+        "{problem}"
+    );
+    assert!(
+        problem.contains("Allow this action on the stack's RemoteRole"),
+        "{problem}"
+    );
+    // The roles were assumable: only the listing failed, and the stack's inventory stays.
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(
+        (v["rolesState"].as_str(), v["inventorySource"].as_str()),
+        (Some("verified"), Some("stack")),
+        "{v}"
+    );
 }
