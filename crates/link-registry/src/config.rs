@@ -225,6 +225,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 120)]
     pub refresh_timeout: u64,
 
+    /// Bytes of JSON a refreshed inventory may have at most; a larger one is not stored and the refresh is
+    /// reported failed. The default is the bound link-receiver puts on a stack's split event (16 MiB).
+    #[arg(long, default_value_t = link_contract::parts::MAX_SET_BYTES)]
+    pub refresh_max_bytes: usize,
+
     /// Log lines as text or JSON.
     #[arg(
         long,
@@ -554,10 +559,14 @@ impl Cli {
         if self.refresh_timeout == 0 {
             return Err(err("--refresh-timeout", "must be at least 1 second"));
         }
+        if self.refresh_max_bytes == 0 {
+            return Err(err("--refresh-max-bytes", "must be at least 1"));
+        }
         let live = crate::live::LiveSettings {
             every: refresh_every,
             concurrency: self.refresh_concurrency,
             timeout: Duration::from_secs(self.refresh_timeout),
+            max_bytes: self.refresh_max_bytes,
         };
         if self.max_connections_per_client == 0 {
             return Err(err("--max-connections-per-client", "must be at least 1"));

@@ -41,6 +41,8 @@ pub struct LiveSettings {
     pub every: Option<Duration>,
     pub concurrency: usize,
     pub timeout: Duration,
+    /// A refreshed inventory's JSON at most (a customer's account is input like an event is).
+    pub max_bytes: usize,
 }
 
 impl Default for LiveSettings {
@@ -49,6 +51,7 @@ impl Default for LiveSettings {
             every: Some(Duration::from_secs(6 * 3600)),
             concurrency: 4,
             timeout: Duration::from_secs(120),
+            max_bytes: link_contract::parts::MAX_SET_BYTES,
         }
     }
 }
@@ -622,6 +625,17 @@ async fn run(app: &App, link: &LinkView, started: i64) -> Run {
         Ok(i) => i.0,
         Err(e) => return Err((checks, e.to_string())),
     };
+    // The account is the customer's: what it lists is bounded like an event the stack sends.
+    let bytes = serde_json::to_vec(&inventory).map_or(usize::MAX, |b| b.len());
+    if bytes > live.settings.max_bytes {
+        return Err((
+            checks,
+            format!(
+                "the account's inventory is {bytes} bytes of JSON, over --refresh-max-bytes ({}): not stored",
+                live.settings.max_bytes
+            ),
+        ));
+    }
     match app
         .store
         .store_refresh(&link.link_id, started, session.as_deref(), &inventory)

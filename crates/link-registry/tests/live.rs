@@ -793,6 +793,52 @@ async fn a_refresh_past_its_time_limit_is_cut_off_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_inventory_over_the_byte_cap_is_not_stored() {
+    // An account is input: one with more networks than a stack may report (16 MiB by default; here 1 KiB,
+    // below moto's default VPC alone) fails its refresh, and the stack's inventory stays.
+    let moto = Moto::start();
+    let env = aws_env(&moto.endpoint, &moto.endpoint);
+    let r = Receiver::start_env(
+        &support::sqlite_url("live-max-bytes"),
+        &[
+            "--api-token",
+            TOKEN,
+            "--refresh-every",
+            "0",
+            "--refresh-max-bytes",
+            "1024",
+        ],
+        &env,
+    );
+    let http = http();
+    let stack = "live-max-bytes";
+    let link = link_id(stack);
+    deliver(
+        &http,
+        &r,
+        "linked",
+        stack,
+        "msg_max_bytes_1",
+        &now_rfc3339(-60),
+    )
+    .await;
+    let (status, report) = refresh(&http, &r, &link).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("failed")),
+        "{report}"
+    );
+    let problem = report["problem"].as_str().unwrap_or_default();
+    assert!(
+        problem.contains("over --refresh-max-bytes (1024): not stored"),
+        "{report}"
+    );
+    let v = link_of(&http, &r, &link).await;
+    assert_eq!(v["inventorySource"], "stack", "{v}");
+    assert_eq!(v["refresh"]["status"], "failed", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_ec2_action_the_remote_role_may_not_call_fails_the_refresh_naming_it() {
     let moto = Moto::start();
     let ec2 = Proxy::start(&moto.endpoint, |body| {
