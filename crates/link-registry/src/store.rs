@@ -1,6 +1,7 @@
 //! The registry's only state: links, their newest complete inventory, and every accepted delivery, in
 //! SQLite (one box) or PostgreSQL (several receivers behind a load balancer) through sqlx's `Any` driver,
-//! with one schema and one set of migrations (`migrations/`, applied at start).
+//! with one schema and one set of migrations (`migrations/`, applied at start). The SQLite writer alone
+//! uses a connection of its own through rusqlite ([`conn`] says why).
 //!
 //! Why it is shaped like this:
 //! - **Nothing acknowledged is lost.** [`Store::ingest`] returns only after the transaction holding the
@@ -8,13 +9,14 @@
 //!   error, so the receiver answers 5xx and the sender's retry stores it.
 //! - **Exactly once.** The `events` table's primary key is the webhook-id: a retried, replayed or
 //!   concurrent second delivery inserts nothing, in this process or another, before or after a restart.
-//! - **Group commit.** One writer task per process takes every delivery waiting and commits them in one
+//! - **Group commit.** One writer per process takes every delivery waiting and commits them in one
 //!   transaction, so the cost of a durable commit (an fsync) is shared by all of them ([`write`], which
 //!   also holds what no single delivery may do: stop the writer, break a split, move a link, exceed its
 //!   account's quota).
 //! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it
 //!   applied; an older event arriving late is kept in the history and changes nothing.
 
+mod conn;
 pub(crate) mod live;
 mod read;
 mod requests;
@@ -26,10 +28,12 @@ pub(crate) use read::{LinkQuery, LinkView, RejectedView};
 pub(crate) use requests::{LinkRequest, RequestAccounts, Selection};
 pub(crate) use sql::{event_millis, now_millis, rfc3339};
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use link_contract::event::LinkEvent;
 use sqlx::any::AnyPoolOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyPool, Executor};
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,6 +59,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("a stored part of event {event_id} could not be read back: {problem}")]
     Corrupt { event_id: String, problem: String },
     #[error("the store is shutting down")]
@@ -158,17 +164,7 @@ impl Store {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
-                        // Durable before the 2xx: every commit reaches the disk (WAL, fsync per commit).
-                        // Statement journals (multi-row upserts) in memory, not in temporary files;
-                        // a page cache large enough that a batch does not read pages back; a checkpoint
-                        // every 8192 WAL pages (32 MiB) rather than 1000: the hot pages (links, indexes) are
-                        // rewritten by most batches, and a checkpoint copies each once however often it changed
-                        // (+20% deliveries/s in the registry benchmark; a checkpoint pauses the writer longer).
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=10000; \
-                             PRAGMA journal_size_limit=67108864; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=8192;",
-                        )
-                        .await?;
+                        conn.execute(conn::SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
@@ -179,12 +175,16 @@ impl Store {
         // PostgreSQL: the migrator takes an advisory lock, so receivers starting together migrate once.
         sqlx::migrate!("./migrations").run(&pool).await?;
         let (writer, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(write::run_writer(
-            pool.clone(),
-            engine,
-            options.quotas,
-            jobs,
-        ));
+        let source = match engine {
+            Engine::Sqlite => write::Source::Sqlite(
+                SqliteConnectOptions::from_str(&url)
+                    .map_err(StoreError::Connect)?
+                    .get_filename()
+                    .to_path_buf(),
+            ),
+            Engine::Postgres => write::Source::Pool(pool.clone()),
+        };
+        write::start(source, engine, options.quotas, jobs)?;
         let receiver = crate::auth::random_hex(8);
         Ok(Self {
             pool,

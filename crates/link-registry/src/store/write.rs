@@ -1,6 +1,6 @@
-//! The write path: one writer task per process takes every job waiting and commits them in one transaction
-//! (group commit), so a durable commit's fsync is shared by all of them; each job is answered only after
-//! that commit.
+//! The write path: one writer per process (a tokio task for PostgreSQL, an OS thread for SQLite) takes
+//! every job waiting and commits them in one transaction (group commit), so a durable commit's fsync is
+//! shared by all of them; each job is answered only after that commit.
 //!
 //! What no single delivery may do, whatever it holds once its signature or proof was good:
 //! - **Stop the writer.** A batch that fails (a database error, or a panic in our own code) fails only its
@@ -19,14 +19,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 
 use futures::FutureExt;
 use link_contract::event::{EventType, LinkEvent, Part};
 use link_contract::parts::{self, PartError, Reassembly};
-use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Row, Transaction};
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::conn::{Args, Conn, Tx};
 use super::{now_millis, Delivery, Engine, Outcome, Quotas, Refusal, StoreError};
 
 /// Jobs committed together at most.
@@ -70,23 +71,41 @@ struct Usage {
     accounts: HashMap<String, (i64, i64)>,
 }
 
+/// Where the writer gets a connection when it has none (at start, and after a failed batch).
+pub(crate) enum Source {
+    /// PostgreSQL: one from the pool, kept.
+    Pool(AnyPool),
+    /// SQLite: a connection of the writer thread's own on this file ([`Conn::open_sqlite`]).
+    Sqlite(PathBuf),
+}
+
 /// The single writer: takes every job waiting, commits them together, answers each.
-pub(crate) async fn run_writer(
-    pool: AnyPool,
+struct Writer {
+    source: Source,
+    /// The connection every write uses, kept: its page cache stays warm (with SQLite, the pages a batch
+    /// touches are mostly the ones the last batch did). Replaced after an error.
+    conn: Option<Conn>,
     engine: Engine,
     quotas: Quotas,
-    mut jobs: mpsc::Receiver<Job>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // One connection for every write, kept: its page cache stays warm (with SQLite, the pages a batch
-    // touches are mostly the ones the last batch did). Replaced after an error.
-    let mut writer: Option<PoolConnection<Any>> = None;
-    let mut usage = Usage::default();
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let taken = std::mem::take(&mut batch);
+    usage: Usage,
+}
+
+impl Writer {
+    fn new(source: Source, engine: Engine, quotas: Quotas) -> Self {
+        Self {
+            source,
+            conn: None,
+            engine,
+            quotas,
+            usage: Usage::default(),
+        }
+    }
+
+    /// Commits a batch and answers each of its jobs. When the batch fails, each job is tried alone, so
+    /// one bad delivery fails only itself.
+    async fn answer(&mut self, taken: Vec<Job>) {
         let work: Vec<&Work> = taken.iter().map(|j| &j.work).collect();
-        let result = commit_guarded(&pool, &mut writer, engine, &quotas, &mut usage, &work).await;
-        match result {
+        match self.commit_guarded(&work).await {
             Ok(outcomes) => {
                 for (job, outcome) in taken.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -95,16 +114,10 @@ pub(crate) async fn run_writer(
             Err(e) if taken.len() > 1 => {
                 tracing::warn!(error = %e, jobs = taken.len(), "batch commit failed; storing one by one");
                 for job in taken {
-                    let result = commit_guarded(
-                        &pool,
-                        &mut writer,
-                        engine,
-                        &quotas,
-                        &mut usage,
-                        &[&job.work],
-                    )
-                    .await
-                    .map(|mut o| o.remove(0));
+                    let result = self
+                        .commit_guarded(&[&job.work])
+                        .await
+                        .map(|mut o| o.remove(0));
                     let _ = job.reply.send(result);
                 }
             }
@@ -115,41 +128,77 @@ pub(crate) async fn run_writer(
             }
         }
     }
-}
 
-/// One commit on the kept connection (or a fresh one), with a panic turned into an error: the batch
-/// fails, the writer goes on.
-async fn commit_guarded(
-    pool: &AnyPool,
-    writer: &mut Option<PoolConnection<Any>>,
-    engine: Engine,
-    quotas: &Quotas,
-    usage: &mut Usage,
-    work: &[&Work],
-) -> Result<Vec<Outcome>, StoreError> {
-    let mut conn = match writer.take() {
-        Some(c) => c,
-        None => pool.acquire().await?,
-    };
-    let run = commit(&mut conn, engine, quotas, usage, work);
-    match AssertUnwindSafe(run).catch_unwind().await {
-        Ok(Ok(outcomes)) => {
-            *writer = Some(conn);
-            Ok(outcomes)
-        }
-        Ok(Err(e)) => Err(e),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(panic = %what, jobs = work.len(), "the writer panicked storing a batch; its jobs fail, the writer goes on");
-            // The connection may be mid-transaction: dropped, not reused (the pool rolls it back).
-            drop(conn);
-            Err(StoreError::Internal(what.chars().take(200).collect()))
+    /// One commit on the kept connection (or a new one), with a panic turned into an error: the batch
+    /// fails, the writer goes on.
+    async fn commit_guarded(&mut self, work: &[&Work]) -> Result<Vec<Outcome>, StoreError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => match &self.source {
+                Source::Pool(pool) => Conn::Any(pool.acquire().await?),
+                Source::Sqlite(path) => Conn::open_sqlite(path)?,
+            },
+        };
+        let run = commit(&mut conn, self.engine, &self.quotas, &mut self.usage, work);
+        match AssertUnwindSafe(run).catch_unwind().await {
+            Ok(Ok(outcomes)) => {
+                self.conn = Some(conn);
+                Ok(outcomes)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, jobs = work.len(), "the writer panicked storing a batch; its jobs fail, the writer goes on");
+                // The connection may be mid-transaction: dropped, not reused (its transaction rolls back).
+                drop(conn);
+                Err(StoreError::Internal(what.chars().take(200).collect()))
+            }
         }
     }
+}
+
+/// Starts the writer: for PostgreSQL a tokio task, for SQLite an OS thread of its own that runs each
+/// batch's statements one after another without waiting on anything but SQLite.
+pub(crate) fn start(
+    source: Source,
+    engine: Engine,
+    quotas: Quotas,
+    mut jobs: mpsc::Receiver<Job>,
+) -> Result<(), StoreError> {
+    let mut writer = Writer::new(source, engine, quotas);
+    match &writer.source {
+        Source::Pool(_) => {
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                    writer.answer(std::mem::take(&mut batch)).await;
+                }
+            });
+        }
+        Source::Sqlite(_) => {
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || {
+                    while let Some(first) = jobs.blocking_recv() {
+                        let mut batch = Vec::with_capacity(MAX_BATCH);
+                        batch.push(first);
+                        while batch.len() < MAX_BATCH {
+                            match jobs.try_recv() {
+                                Ok(job) => batch.push(job),
+                                Err(_) => break,
+                            }
+                        }
+                        futures::executor::block_on(writer.answer(batch));
+                    }
+                })
+                .map_err(|e| StoreError::Internal(format!("could not start the writer thread: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// `rows` rows of `width` parameters for a multi-row statement, bound in order: `($1, ..., $k), ...` for
@@ -175,7 +224,7 @@ pub(crate) fn placeholders(engine: Engine, rows: usize, width: usize) -> String 
 /// insert, the rejected ones in another, then the links, inventories and console requests the whole
 /// events touch, and the usage counts. Parts of split events, which are rare, are stored one by one.
 async fn commit(
-    conn: &mut AnyConnection,
+    conn: &mut Conn,
     engine: Engine,
     quotas: &Quotas,
     usage: &mut Usage,
@@ -207,13 +256,11 @@ async fn commit(
             },
             Work::Reject { .. } => reject.push(i),
             Work::Probe { receiver } => {
-                sqlx::query(
+                tx.exec(
                     "INSERT INTO heartbeat (receiver, at) VALUES ($1, $2) \
                      ON CONFLICT (receiver) DO UPDATE SET at = excluded.at",
+                    Args::default().add(receiver.as_str()).add(now),
                 )
-                .bind(receiver.as_str())
-                .bind(now)
-                .execute(&mut *tx)
                 .await?;
                 outcomes[i] = Some(Outcome::Alive);
             }
@@ -314,7 +361,7 @@ async fn commit(
 /// The quota check: each delivery of an account that has used its hour's events or bytes is refused
 /// (429 until the hour ends), in batch order; the others are admitted and counted.
 async fn admit(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     quotas: &Quotas,
     usage: &mut Usage,
@@ -345,14 +392,14 @@ async fn admit(
             "SELECT account_id, events, bytes FROM account_usage WHERE hour = {hour} AND account_id IN ({})",
             list(engine, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len());
         for a in chunk {
-            q = q.bind(*a);
+            args.add(*a);
         }
-        for row in q.fetch_all(&mut **tx).await? {
+        for row in tx.rows(&sql, &args).await? {
             usage
                 .accounts
-                .insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+                .insert(row.text(0)?, (row.int(1)?, row.int(2)?));
         }
         for a in chunk {
             usage.accounts.entry(a.to_string()).or_insert((0, 0));
@@ -392,7 +439,7 @@ async fn admit(
 /// Adds what this batch stored to each account's usage of the hour; returns the totals the database now
 /// holds (other receivers' included).
 async fn count_usage(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     hour: i64,
     work: &[&Work],
@@ -417,12 +464,12 @@ async fn count_usage(
              bytes = account_usage.bytes + excluded.bytes RETURNING account_id, events, bytes",
             placeholders(engine, chunk.len(), 4)
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len() * 4);
         for (account, (events, bytes)) in chunk {
-            q = q.bind(*account).bind(hour).bind(*events).bind(*bytes);
+            args.add(*account).add(hour).add(*events).add(*bytes);
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            totals.push((row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?)));
+        for row in tx.rows(&sql, &args).await? {
+            totals.push((row.text(0)?, (row.int(1)?, row.int(2)?)));
         }
     }
     Ok(totals)
@@ -438,7 +485,7 @@ fn list(engine: Engine, n: usize) -> String {
 
 /// The deliveries' rows; returns the webhook-ids that were new (the others were stored before).
 async fn insert_events(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     rows: &[&Delivery],
 ) -> Result<HashSet<String>, StoreError> {
@@ -449,25 +496,24 @@ async fn insert_events(
              VALUES {} ON CONFLICT (webhook_id) DO NOTHING RETURNING webhook_id",
             placeholders(engine, chunk.len(), 11)
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len() * 11);
         for d in chunk {
             let data = &d.event.data;
             let part = data.part.as_ref();
-            q = q
-                .bind(d.webhook_id.as_str())
-                .bind(data.event_id.as_str())
-                .bind(data.physical_resource_id.as_str())
-                .bind(d.event.event_type.as_str())
-                .bind(d.event_at)
-                .bind(d.received_at)
-                .bind(part.map(|p| p.index as i64))
-                .bind(part.map(|p| p.count as i64))
-                .bind(part.map(|p| p.set.as_str()))
-                .bind(d.caller_arn.as_deref())
-                .bind(d.body.as_str());
+            args.add(d.webhook_id.as_str())
+                .add(data.event_id.as_str())
+                .add(data.physical_resource_id.as_str())
+                .add(d.event.event_type.as_str())
+                .add(d.event_at)
+                .add(d.received_at)
+                .add(part.map(|p| p.index as i64))
+                .add(part.map(|p| p.count as i64))
+                .add(part.map(|p| p.set.as_str()))
+                .add(d.caller_arn.as_deref())
+                .add(d.body.as_str());
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            inserted.insert(row.try_get::<String, _>(0)?);
+        for row in tx.rows(&sql, &args).await? {
+            inserted.insert(row.text(0)?);
         }
     }
     Ok(inserted)
@@ -475,7 +521,7 @@ async fn insert_events(
 
 /// Deliveries kept apart with their reason; returns the webhook-ids that were new.
 async fn insert_rejected(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     rows: &[(&Delivery, &str)],
 ) -> Result<HashSet<String>, StoreError> {
@@ -486,22 +532,21 @@ async fn insert_rejected(
              VALUES {} ON CONFLICT (webhook_id) DO NOTHING RETURNING webhook_id",
             placeholders(engine, chunk.len(), 9)
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len() * 9);
         for (d, reason) in chunk {
             let data = &d.event.data;
-            q = q
-                .bind(d.webhook_id.as_str())
-                .bind(data.physical_resource_id.as_str())
-                .bind(data.account_id.as_str())
-                .bind(d.event.event_type.as_str())
-                .bind(d.event_at)
-                .bind(d.received_at)
-                .bind(d.caller_arn.as_deref())
-                .bind(*reason)
-                .bind(d.body.as_str());
+            args.add(d.webhook_id.as_str())
+                .add(data.physical_resource_id.as_str())
+                .add(data.account_id.as_str())
+                .add(d.event.event_type.as_str())
+                .add(d.event_at)
+                .add(d.received_at)
+                .add(d.caller_arn.as_deref())
+                .add(*reason)
+                .add(d.body.as_str());
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            inserted.insert(row.try_get::<String, _>(0)?);
+        for row in tx.rows(&sql, &args).await? {
+            inserted.insert(row.text(0)?);
         }
     }
     Ok(inserted)
@@ -511,7 +556,7 @@ async fn insert_rejected(
 /// nothing behind); when it is the last one, the event is put back together from the stored parts, one
 /// at a time, and returned to be applied.
 async fn store_part(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     d: &Delivery,
     part: &Part,
@@ -522,16 +567,16 @@ async fn store_part(
         return invalid(e.to_string());
     }
     let envelope = parts::envelope_digest(&d.event);
-    let set = sqlx::query(
-        "SELECT part_count, envelope, bytes FROM part_sets WHERE event_id = $1 AND part_set = $2",
-    )
-    .bind(data.event_id.as_str())
-    .bind(part.set.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
+    let set = tx
+        .row(
+            "SELECT part_count, envelope, bytes FROM part_sets WHERE event_id = $1 AND part_set = $2",
+            Args::default()
+                .add(data.event_id.as_str())
+                .add(part.set.as_str()),
+        )
+        .await?;
     if let Some(row) = set {
-        let (count, kept, bytes): (i64, Option<String>, i64) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let (count, kept, bytes) = (row.int(0)?, row.opt_text(1)?, row.int(2)?);
         if count != part.count as i64 {
             return invalid(format!(
                 "data.part.count is {} but split {} has {count} parts",
@@ -568,20 +613,22 @@ async fn store_part(
     {
         return Ok((Outcome::Duplicate, None));
     }
-    let received: i64 = sqlx::query(
-        "INSERT INTO part_sets (event_id, part_set, part_count, received, envelope, bytes) VALUES ($1, $2, $3, 1, $4, $5) \
-         ON CONFLICT (event_id, part_set) DO UPDATE SET received = part_sets.received + 1, \
-           bytes = part_sets.bytes + excluded.bytes, envelope = COALESCE(part_sets.envelope, excluded.envelope) \
-         RETURNING received",
-    )
-    .bind(data.event_id.as_str())
-    .bind(part.set.as_str())
-    .bind(part.count as i64)
-    .bind(envelope)
-    .bind(d.body.len() as i64)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get(0)?;
+    let received = tx
+        .row(
+            "INSERT INTO part_sets (event_id, part_set, part_count, received, envelope, bytes) VALUES ($1, $2, $3, 1, $4, $5) \
+             ON CONFLICT (event_id, part_set) DO UPDATE SET received = part_sets.received + 1, \
+               bytes = part_sets.bytes + excluded.bytes, envelope = COALESCE(part_sets.envelope, excluded.envelope) \
+             RETURNING received",
+            Args::default()
+                .add(data.event_id.as_str())
+                .add(part.set.as_str())
+                .add(part.count as i64)
+                .add(envelope)
+                .add(d.body.len() as i64),
+        )
+        .await?
+        .ok_or_else(|| StoreError::Internal("the part's set was not counted".into()))?
+        .int(0)?;
     let count = part.count as i64;
     if received < count {
         return Ok((Outcome::PartStored { received, count }, None));
@@ -592,21 +639,19 @@ async fn store_part(
 
 /// Part `index` of a stored split.
 async fn stored_part(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     event_id: &str,
     set: &str,
     index: usize,
 ) -> Result<Option<LinkEvent>, StoreError> {
-    let row = sqlx::query(
-        "SELECT body FROM events WHERE event_id = $1 AND part_set = $2 AND part_index = $3",
-    )
-    .bind(event_id)
-    .bind(set)
-    .bind(index as i64)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = tx
+        .row(
+            "SELECT body FROM events WHERE event_id = $1 AND part_set = $2 AND part_index = $3",
+            Args::default().add(event_id).add(set).add(index as i64),
+        )
+        .await?;
     let Some(row) = row else { return Ok(None) };
-    let body: String = row.try_get(0)?;
+    let body = row.text(0)?;
     serde_json::from_str(&body)
         .map(Some)
         .map_err(|e| StoreError::Corrupt {
@@ -617,26 +662,25 @@ async fn stored_part(
 
 /// The lowest-numbered stored part of a split: what later parts are compared with.
 async fn first_part(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     event_id: &str,
     set: &str,
 ) -> Result<Option<LinkEvent>, StoreError> {
-    let row = sqlx::query(
-        "SELECT part_index FROM events WHERE event_id = $1 AND part_set = $2 ORDER BY part_index LIMIT 1",
-    )
-    .bind(event_id)
-    .bind(set)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row = tx
+        .row(
+            "SELECT part_index FROM events WHERE event_id = $1 AND part_set = $2 ORDER BY part_index LIMIT 1",
+            Args::default().add(event_id).add(set),
+        )
+        .await?;
     match row {
-        Some(r) => stored_part(tx, event_id, set, r.try_get::<i64, _>(0)? as usize).await,
+        Some(r) => stored_part(tx, event_id, set, r.int(0)? as usize).await,
         None => Ok(None),
     }
 }
 
 /// The whole event from its stored parts, read and merged one at a time.
 async fn reassemble(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     event_id: &str,
     set: &str,
     count: usize,
@@ -698,7 +742,7 @@ fn newest_per_link<'a>(events: &'a [Applying<'a>], keep: impl Fn(&Applying) -> b
 /// event's is complete and newer than the one kept; console requests named by an external id connect.
 /// Returns, for each event, whether its link now reflects it.
 async fn apply(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     events: &[Applying<'_>],
 ) -> Result<Vec<bool>, StoreError> {
@@ -730,7 +774,7 @@ async fn apply(
 /// is newer than the one the link applied and names the same account, partition and stack (what a link is
 /// never changes); the links that changed are added to `changed`.
 async fn upsert_links(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     events: &[Applying<'_>],
     chunk: &[usize],
@@ -759,7 +803,7 @@ async fn upsert_links(
          RETURNING link_id",
         placeholders(engine, chunk.len(), 21)
     );
-    let mut q = sqlx::query(&sql);
+    let mut args = Args::with_capacity(chunk.len() * 21);
     for &k in chunk {
         let Applying {
             event,
@@ -773,31 +817,30 @@ async fn upsert_links(
             EventType::Unlinked => ("unlinked", None, Some(*event_at)),
             EventType::Linked | EventType::Updated => ("linked", Some(*event_at), None),
         };
-        q = q
-            .bind(d.physical_resource_id.as_str())
-            .bind(d.account_id.as_str())
-            .bind(d.partition.as_str())
-            .bind(d.region.as_str())
-            .bind(d.stack_id.as_str())
-            .bind(d.logical_resource_id.as_str())
-            .bind(state)
-            .bind(d.external_id.as_deref())
-            .bind(serde_json::to_string(&d.roles).unwrap_or_default())
-            .bind(serde_json::to_string(&d.regions).unwrap_or_default())
-            .bind(d.vpc_id.as_deref())
-            .bind(vpcs.clone().count() as i64)
-            .bind(vpcs.clone().map(|v| v.subnets.len()).sum::<usize>() as i64)
-            .bind(vpcs.map(|v| v.route_tables.len()).sum::<usize>() as i64)
-            .bind(i64::from(d.inventory_complete))
-            .bind(*caller_arn)
-            .bind(linked_at)
-            .bind(*event_at)
-            .bind(unlinked_at)
-            .bind(*event_at)
-            .bind(d.event_id.as_str());
+        args.add(d.physical_resource_id.as_str())
+            .add(d.account_id.as_str())
+            .add(d.partition.as_str())
+            .add(d.region.as_str())
+            .add(d.stack_id.as_str())
+            .add(d.logical_resource_id.as_str())
+            .add(state)
+            .add(d.external_id.as_deref())
+            .add(serde_json::to_string(&d.roles).unwrap_or_default())
+            .add(serde_json::to_string(&d.regions).unwrap_or_default())
+            .add(d.vpc_id.as_deref())
+            .add(vpcs.clone().count() as i64)
+            .add(vpcs.clone().map(|v| v.subnets.len()).sum::<usize>() as i64)
+            .add(vpcs.map(|v| v.route_tables.len()).sum::<usize>() as i64)
+            .add(i64::from(d.inventory_complete))
+            .add(*caller_arn)
+            .add(linked_at)
+            .add(*event_at)
+            .add(unlinked_at)
+            .add(*event_at)
+            .add(d.event_id.as_str());
     }
-    for row in q.fetch_all(&mut **tx).await? {
-        changed.insert(row.try_get::<String, _>(0)?);
+    for row in tx.rows(&sql, &args).await? {
+        changed.insert(row.text(0)?);
     }
     Ok(())
 }
@@ -805,7 +848,7 @@ async fn upsert_links(
 /// The inventories of `chunk` (indexes into `events`: complete ones, at most one per link), where newer
 /// than the one kept.
 async fn upsert_inventories(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     events: &[Applying<'_>],
     chunk: &[usize],
@@ -816,21 +859,20 @@ async fn upsert_inventories(
          WHERE inventories.event_at < excluded.event_at",
         placeholders(engine, chunk.len(), 4)
     );
-    let mut q = sqlx::query(&sql);
+    let mut args = Args::with_capacity(chunk.len() * 4);
     for &k in chunk {
         let d = &events[k].event.data;
-        q = q
-            .bind(d.physical_resource_id.as_str())
-            .bind(d.event_id.as_str())
-            .bind(events[k].event_at)
+        args.add(d.physical_resource_id.as_str())
+            .add(d.event_id.as_str())
+            .add(events[k].event_at)
             // A delivered event's inventory is read from its stored body; only a reassembled one is kept.
-            .bind(
+            .add(
                 events[k]
                     .reassembled
                     .then(|| serde_json::to_string(&d.inventory).unwrap_or_default()),
             );
     }
-    q.execute(&mut **tx).await?;
+    tx.exec(&sql, &args).await?;
     Ok(())
 }
 
@@ -847,7 +889,7 @@ struct OpenRequest {
 /// any account (or only the expected ones), while it has not expired for a new account. A link of another
 /// account stays unsolicited, and the API and console say why (`LinkView::external_id_issue`).
 async fn connect_requests(
-    tx: &mut Transaction<'_, Any>,
+    tx: &mut Tx<'_>,
     engine: Engine,
     events: &[Applying<'_>],
     changed: &HashSet<String>,
@@ -876,19 +918,19 @@ async fn connect_requests(
              WHERE external_id IN ({})",
             list(engine, chunk.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len());
         for id in chunk {
-            q = q.bind(*id);
+            args.add(*id);
         }
-        for row in q.fetch_all(&mut **tx).await? {
-            let expected: Option<String> = row.try_get(3)?;
+        for row in tx.rows(&sql, &args).await? {
+            let expected = row.opt_text(3)?;
             requests.insert(
-                row.try_get(0)?,
+                row.text(0)?,
                 OpenRequest {
-                    account_id: row.try_get(1)?,
-                    multi_account: row.try_get::<i64, _>(2)? != 0,
+                    account_id: row.opt_text(1)?,
+                    multi_account: row.int(2)? != 0,
                     expected: expected.and_then(|e| serde_json::from_str(&e).ok()),
-                    expires_at: row.try_get(4)?,
+                    expires_at: row.int(4)?,
                 },
             );
         }
@@ -934,22 +976,22 @@ async fn connect_requests(
              ON CONFLICT (link_id) DO NOTHING",
             placeholders(engine, chunk.len(), 4)
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len() * 4);
         for (x, link, account) in chunk {
-            q = q.bind(*link).bind(*x).bind(*account).bind(now);
+            args.add(*link).add(*x).add(*account).add(now);
         }
-        q.execute(&mut **tx).await?;
+        tx.exec(&sql, &args).await?;
         // The request's first connection: its account and link (what `GET /api/link-requests/{id}` shows).
         let sql = format!(
             "UPDATE link_requests SET link_id = v.column2, account_id = v.column3, connected_at = {now} \
              FROM (VALUES {}) AS v WHERE link_requests.external_id = v.column1 AND link_requests.link_id IS NULL",
             placeholders(engine, chunk.len(), 3)
         );
-        let mut q = sqlx::query(&sql);
+        let mut args = Args::with_capacity(chunk.len() * 3);
         for (x, link, account) in chunk {
-            q = q.bind(*x).bind(*link).bind(*account);
+            args.add(*x).add(*link).add(*account);
         }
-        q.execute(&mut **tx).await?;
+        tx.exec(&sql, &args).await?;
     }
     Ok(())
 }
@@ -995,7 +1037,7 @@ mod tests {
         let refs: Vec<&Work> = work.iter().collect();
         let mut usage = Usage::default();
         commit(
-            &mut s.pool.acquire().await.unwrap(),
+            &mut Conn::Any(s.pool.acquire().await.unwrap()),
             s.engine,
             quotas,
             &mut usage,
