@@ -207,7 +207,11 @@ fn bound<'q>(sql: &'q str, args: &'q Args<'_>) -> Query<'q, Any, AnyArguments<'q
 
 impl Tx<'_> {
     /// Every row the statement returns.
-    pub(super) async fn rows(&mut self, sql: &str, args: &Args<'_>) -> Result<Vec<Row>, StoreError> {
+    pub(super) async fn rows(
+        &mut self,
+        sql: &str,
+        args: &Args<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
         match self {
             Self::Any(tx) => Ok(bound(sql, args)
                 .fetch_all(&mut **tx)

@@ -195,7 +195,9 @@ pub(crate) fn start(
                         futures::executor::block_on(writer.answer(batch));
                     }
                 })
-                .map_err(|e| StoreError::Internal(format!("could not start the writer thread: {e}")))?;
+                .map_err(|e| {
+                    StoreError::Internal(format!("could not start the writer thread: {e}"))
+                })?;
         }
     }
     Ok(())
