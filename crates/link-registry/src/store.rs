@@ -9,8 +9,8 @@
 //!   error, so the receiver answers 5xx and the sender's retry stores it.
 //! - **Exactly once.** The `events` table's primary key is the webhook-id: a retried, replayed or
 //!   concurrent second delivery inserts nothing, in this process or another, before or after a restart.
-//! - **Group commit.** One writer per process takes every delivery waiting and commits them in one
-//!   transaction, so the cost of a durable commit (an fsync) is shared by all of them ([`write`], which
+//! - **Group commit.** A writer (one on SQLite; four on PostgreSQL, each with its batch) takes every
+//!   delivery waiting and commits them in one transaction, so the cost of a durable commit (an fsync) is shared by all of them ([`write`], which
 //!   also holds what no single delivery may do: stop the writer, break a split, move a link, exceed its
 //!   account's quota).
 //! - **Order.** A link row changes only for an event newer (by its own timestamp) than the last one it

@@ -15,11 +15,12 @@
 //! - **Take more than its account's share.** Events and bytes stored per account and hour are counted in
 //!   `account_usage` (in the same transaction); beyond the limits a delivery is refused (429) until the
 //!   hour ends. The counts of other receivers are read when an account is first seen in an hour and after
-//!   every commit, so several receivers sharing one database exceed a limit by at most one batch each.
+//!   every commit, so several receivers sharing one database exceed a limit by at most one batch per writer.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use futures::FutureExt;
 use link_contract::event::{EventType, LinkEvent, Part};
@@ -32,6 +33,11 @@ use super::{now_millis, Delivery, Engine, Outcome, Quotas, Refusal, StoreError};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 128;
+/// Writers committing at once on PostgreSQL (SQLite has one writer at a time whatever the process does).
+/// Concurrent batches are safe as two receivers' are: every row is written under its key's conflict
+/// clause, and each statement writes its rows in key order, so two batches lock shared rows in the same
+/// order and never deadlock.
+const POSTGRES_WRITERS: usize = 4;
 /// Rows per multi-row statement: a batch of 128 deliveries is a handful of statements.
 const ROWS_PER_STATEMENT: usize = 32;
 const HOUR_MS: i64 = 3_600_000;
@@ -101,11 +107,18 @@ impl Writer {
         }
     }
 
-    /// Commits a batch and answers each of its jobs. When the batch fails, each job is tried alone, so
-    /// one bad delivery fails only itself.
+    /// Commits a batch and answers each of its jobs. A batch that failed on the kept connection is tried
+    /// again on a new one (the server may have closed the kept one: a restart, a failover, an idle
+    /// timeout); when it fails again, each job is tried alone, so one bad delivery fails only itself.
     async fn answer(&mut self, taken: Vec<Job>) {
         let work: Vec<&Work> = taken.iter().map(|j| &j.work).collect();
-        match self.commit_guarded(&work).await {
+        let kept = self.conn.is_some();
+        let mut result = self.commit_guarded(&work).await;
+        if let (Err(e), true) = (&result, kept) {
+            tracing::warn!(error = %e, "batch commit failed on the kept connection; again on a new one");
+            result = self.commit_guarded(&work).await;
+        }
+        match result {
             Ok(outcomes) => {
                 for (job, outcome) in taken.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -169,17 +182,24 @@ pub(crate) fn start(
     quotas: Quotas,
     mut jobs: mpsc::Receiver<Job>,
 ) -> Result<(), StoreError> {
-    let mut writer = Writer::new(source, engine, quotas);
-    match &writer.source {
-        Source::Pool(_) => {
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                    writer.answer(std::mem::take(&mut batch)).await;
-                }
-            });
+    match source {
+        Source::Pool(pool) => {
+            // Several writers, each with its own connection and batch, so that one batch's round trips
+            // to the server overlap another's commit. They take turns at the queue.
+            let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+            for _ in 0..POSTGRES_WRITERS {
+                let mut writer = Writer::new(Source::Pool(pool.clone()), engine, quotas);
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    let mut batch = Vec::with_capacity(MAX_BATCH);
+                    while jobs.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                        writer.answer(std::mem::take(&mut batch)).await;
+                    }
+                });
+            }
         }
-        Source::Sqlite(_) => {
+        source @ Source::Sqlite(_) => {
+            let mut writer = Writer::new(source, engine, quotas);
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
                 .spawn(move || {
@@ -271,7 +291,8 @@ async fn commit(
         }
     }
     let mut stored: Vec<usize> = Vec::new();
-    let rows: Vec<&Delivery> = deliver.iter().filter_map(|&i| work[i].delivery()).collect();
+    let mut rows: Vec<&Delivery> = deliver.iter().filter_map(|&i| work[i].delivery()).collect();
+    rows.sort_unstable_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
     let inserted = insert_events(&mut tx, engine, &rows).await?;
     let mut whole = Vec::new();
     for &i in &deliver {
@@ -283,13 +304,14 @@ async fn commit(
             outcomes[i] = Some(Outcome::Duplicate);
         }
     }
-    let refused: Vec<(&Delivery, &str)> = reject
+    let mut refused: Vec<(&Delivery, &str)> = reject
         .iter()
         .filter_map(|&i| match work[i] {
             Work::Reject { delivery, reason } => Some((delivery, reason.as_str())),
             _ => None,
         })
         .collect();
+    refused.sort_unstable_by(|a, b| a.0.webhook_id.cmp(&b.0.webhook_id));
     let kept = insert_rejected(&mut tx, engine, &refused).await?;
     for &i in &reject {
         let d = work[i].delivery().expect("a delivery");
@@ -457,7 +479,8 @@ async fn count_usage(
             e.1 += d.body.len() as i64;
         }
     }
-    let rows: Vec<(&str, (i64, i64))> = per_account.into_iter().collect();
+    let mut rows: Vec<(&str, (i64, i64))> = per_account.into_iter().collect();
+    rows.sort_unstable();
     let mut totals = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -734,9 +757,10 @@ fn newest_per_link<'a>(events: &'a [Applying<'a>], keep: impl Fn(&Applying) -> b
             })
             .or_insert(k);
     }
-    let mut picked: Vec<usize> = newest.into_values().collect();
+    // In link order: the order in which a statement locks the links' rows.
+    let mut picked: Vec<(&str, usize)> = newest.into_iter().collect();
     picked.sort_unstable();
-    picked
+    picked.into_iter().map(|(_, k)| k).collect()
 }
 
 /// Applies whole events to their links: each link takes the newest event of the batch if it is newer than
@@ -972,6 +996,7 @@ async fn connect_requests(
             connect.push((x, d.physical_resource_id.as_str(), d.account_id.as_str()));
         }
     }
+    connect.sort_unstable_by_key(|c| c.1);
     for chunk in connect.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO request_links (link_id, external_id, account_id, connected_at) VALUES {} \
