@@ -1,4 +1,4 @@
-//! The write path: one writer per process (a tokio task for PostgreSQL, an OS thread for SQLite) takes
+//! The write path: a writer (on SQLite one OS thread per process, on PostgreSQL four tokio tasks) takes
 //! every job waiting and commits them in one transaction (group commit), so a durable commit's fsync is
 //! shared by all of them; each job is answered only after that commit.
 //!
@@ -85,7 +85,7 @@ pub(crate) enum Source {
     Sqlite(PathBuf),
 }
 
-/// The single writer: takes every job waiting, commits them together, answers each.
+/// A writer: takes every job waiting, commits them together, answers each.
 struct Writer {
     source: Source,
     /// The connection every write uses, kept: its page cache stays warm (with SQLite, the pages a batch
