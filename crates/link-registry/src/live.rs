@@ -626,7 +626,16 @@ async fn run(app: &App, link: &LinkView, started: i64) -> Run {
         Err(e) => return Err((checks, e.to_string())),
     };
     // The account is the customer's: what it lists is bounded like an event the stack sends.
-    let bytes = serde_json::to_vec(&inventory).map_or(usize::MAX, |b| b.len());
+    let json = match serde_json::to_string(&inventory) {
+        Ok(j) => j,
+        Err(e) => {
+            return Err((
+                checks,
+                format!("the account's inventory could not be serialised: {e}"),
+            ))
+        }
+    };
+    let bytes = json.len();
     if bytes > live.settings.max_bytes {
         return Err((
             checks,
@@ -638,7 +647,7 @@ async fn run(app: &App, link: &LinkView, started: i64) -> Run {
     }
     match app
         .store
-        .store_refresh(&link.link_id, started, session.as_deref(), &inventory)
+        .store_refresh(&link.link_id, started, session.as_deref(), &inventory, json)
         .await
     {
         Ok(stored) => Ok((stored, checks)),

@@ -246,13 +246,14 @@ impl Store {
     /// Stores a refresh that observed the account at `observed_at`: its history entry (with the changes
     /// against the link's inventory now), and, if it is newer than that inventory, the link's inventory
     /// and counts. One transaction; its first statement writes, so SQLite takes the write lock before the
-    /// inventory is read.
+    /// inventory is read. `json` is `inventory` serialised (the caller measured it against its cap).
     pub(crate) async fn store_refresh(
         &self,
         link_id: &str,
         observed_at: i64,
         session_arn: Option<&str>,
         inventory: &[RegionInventory],
+        json: String,
     ) -> Result<Stored, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE refreshes SET lease_until = lease_until WHERE link_id = $1")
@@ -321,7 +322,7 @@ impl Store {
             .bind(link_id)
             .bind(id.as_str())
             .bind(observed_at)
-            .bind(serde_json::to_string(inventory).unwrap_or_default())
+            .bind(json)
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
