@@ -323,6 +323,36 @@ fn now_rfc3339(offset_secs: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// A receiver for one refresh test: the API token, no scheduled refresh (the test asks for its own), and
+/// `extra` flags.
+fn on_demand_receiver(name: &str, extra: &[&str], env: &[(&str, Option<&str>)]) -> Receiver {
+    let mut args = vec!["--api-token", TOKEN, "--refresh-every", "0"];
+    args.extend_from_slice(extra);
+    Receiver::start_env(&support::sqlite_url(name), &args, env)
+}
+
+/// Links `stack` with one event, then asks for a refresh, which must fail. Returns the refresh's report
+/// and the link as the API shows it afterwards.
+async fn failed_refresh(http: &reqwest::Client, r: &Receiver, stack: &str) -> (Value, Value) {
+    let link = link_id(stack);
+    deliver(
+        http,
+        r,
+        "linked",
+        stack,
+        &format!("msg_{}_1", stack.replace('-', "_")),
+        &now_rfc3339(-60),
+    )
+    .await;
+    let (status, report) = refresh(http, r, &link).await;
+    assert_eq!(
+        (status, report["status"].as_str()),
+        (200, Some("failed")),
+        "{report}"
+    );
+    (report, link_of(http, r, &link).await)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_are_verified_and_a_refresh_follows_the_account() {
     let moto = Moto::start();
@@ -743,44 +773,15 @@ async fn a_refresh_past_its_time_limit_is_cut_off_and_reported() {
     })
     .await;
     let env = aws_env(&stall.url, &moto.endpoint);
-    let r = Receiver::start_env(
-        &support::sqlite_url("live-timeout"),
-        &[
-            "--api-token",
-            TOKEN,
-            "--refresh-every",
-            "0",
-            "--refresh-timeout",
-            "2",
-        ],
-        &env,
-    );
-    let http = http();
-    let stack = "live-timeout";
-    let link = link_id(stack);
-    deliver(
-        &http,
-        &r,
-        "linked",
-        stack,
-        "msg_timeout_1",
-        &now_rfc3339(-60),
-    )
-    .await;
-    let (status, report) = refresh(&http, &r, &link).await;
+    let r = on_demand_receiver("live-timeout", &["--refresh-timeout", "2"], &env);
+    let (report, v) = failed_refresh(&http(), &r, "live-timeout").await;
     stall.release.store(true, Ordering::SeqCst);
-    assert_eq!(
-        (status, report["status"].as_str()),
-        (200, Some("failed")),
-        "{report}"
-    );
     assert_eq!(
         report["problem"], "cut off after 2 s (--refresh-timeout)",
         "{report}"
     );
     assert!(stall.stalled.load(Ordering::SeqCst) > 0);
     // The lease is released with the outcome; the stack's inventory stays.
-    let v = link_of(&http, &r, &link).await;
     assert_eq!(
         (
             v["refresh"]["running"].as_bool(),
@@ -798,42 +799,13 @@ async fn an_inventory_over_the_byte_cap_is_not_stored() {
     // below moto's default VPC alone) fails its refresh, and the stack's inventory stays.
     let moto = Moto::start();
     let env = aws_env(&moto.endpoint, &moto.endpoint);
-    let r = Receiver::start_env(
-        &support::sqlite_url("live-max-bytes"),
-        &[
-            "--api-token",
-            TOKEN,
-            "--refresh-every",
-            "0",
-            "--refresh-max-bytes",
-            "1024",
-        ],
-        &env,
-    );
-    let http = http();
-    let stack = "live-max-bytes";
-    let link = link_id(stack);
-    deliver(
-        &http,
-        &r,
-        "linked",
-        stack,
-        "msg_max_bytes_1",
-        &now_rfc3339(-60),
-    )
-    .await;
-    let (status, report) = refresh(&http, &r, &link).await;
-    assert_eq!(
-        (status, report["status"].as_str()),
-        (200, Some("failed")),
-        "{report}"
-    );
+    let r = on_demand_receiver("live-max-bytes", &["--refresh-max-bytes", "1024"], &env);
+    let (report, v) = failed_refresh(&http(), &r, "live-max-bytes").await;
     let problem = report["problem"].as_str().unwrap_or_default();
     assert!(
         problem.contains("over --refresh-max-bytes (1024): not stored"),
         "{report}"
     );
-    let v = link_of(&http, &r, &link).await;
     assert_eq!(v["inventorySource"], "stack", "{v}");
     assert_eq!(v["refresh"]["status"], "failed", "{v}");
 }
@@ -850,29 +822,8 @@ async fn an_ec2_action_the_remote_role_may_not_call_fails_the_refresh_naming_it(
     })
     .await;
     let env = aws_env(&ec2.url, &moto.endpoint);
-    let r = Receiver::start_env(
-        &support::sqlite_url("live-denied"),
-        &["--api-token", TOKEN, "--refresh-every", "0"],
-        &env,
-    );
-    let http = http();
-    let stack = "live-denied";
-    let link = link_id(stack);
-    deliver(
-        &http,
-        &r,
-        "linked",
-        stack,
-        "msg_denied_1",
-        &now_rfc3339(-60),
-    )
-    .await;
-    let (status, report) = refresh(&http, &r, &link).await;
-    assert_eq!(
-        (status, report["status"].as_str()),
-        (200, Some("failed")),
-        "{report}"
-    );
+    let r = on_demand_receiver("live-denied", &[], &env);
+    let (report, v) = failed_refresh(&http(), &r, "live-denied").await;
     let problem = report["problem"].as_str().unwrap();
     assert!(
         problem.starts_with("ec2:DescribeRouteTables in "),
@@ -887,7 +838,6 @@ async fn an_ec2_action_the_remote_role_may_not_call_fails_the_refresh_naming_it(
         "{problem}"
     );
     // The roles were assumable: only the listing failed, and the stack's inventory stays.
-    let v = link_of(&http, &r, &link).await;
     assert_eq!(
         (v["rolesState"].as_str(), v["inventorySource"].as_str()),
         (Some("verified"), Some("stack")),
